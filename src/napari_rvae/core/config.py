@@ -1,0 +1,102 @@
+"""Plain, serialisable settings for a model and for a training run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .errors import InputError
+
+MODEL_KINDS = ("rvae", "vae", "crvae", "jrvae", "ssrvae")
+LIKELIHOODS = ("gaussian", "bernoulli")
+SYMMETRIES = (1, 2, 3, 4, 6)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the network looks like; stored inside every model file.
+
+    ``kind``: ``vae`` (no pose latents), ``rvae`` (rotation, optional shift,
+    content latents), ``crvae`` (rVAE whose decoder also sees a known class),
+    ``jrvae`` (rVAE with a discrete class latent, no labels needed),
+    ``ssrvae`` (``jrvae`` trained with a few labels).
+    ``symmetry``: the patches' n-fold rotational symmetry; angles are then
+    defined modulo ``360 / symmetry`` degrees.
+    ``angle_prior``: concentration of the rotation prior around 0 degrees:
+    0 is uniform over the circle (rotations of any size); larger values tie
+    the latent angle to small rotations, as the article's rVAE does.
+    """
+
+    kind: str = "rvae"
+    patch_size: int = 32
+    latent_dim: int = 2
+    translation: bool = True
+    hidden_dim: int = 128
+    hidden_layers: int = 2
+    n_classes: int = 0
+    symmetry: int = 1
+    likelihood: str = "bernoulli"
+    noise: float = 0.1
+    angle_prior: float = 0.0
+    translation_prior: float = 0.1
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise InputError(f"Unknown model {self.kind!r}: choose one of {', '.join(MODEL_KINDS)}.")
+        if int(self.patch_size) < 8:
+            raise InputError(f"Patch size {self.patch_size} is too small: use at least 8 pixels.")
+        if int(self.latent_dim) < 1:
+            raise InputError(f"Latent dimension {self.latent_dim} is too small: use at least 1.")
+        if int(self.hidden_dim) < 1 or int(self.hidden_layers) < 1:
+            raise InputError("The hidden width and the number of hidden layers must be at least 1.")
+        if self.symmetry not in SYMMETRIES:
+            raise InputError(f"Symmetry {self.symmetry} is not supported: use one of {SYMMETRIES}.")
+        if self.likelihood not in LIKELIHOODS:
+            raise InputError(f"Unknown likelihood {self.likelihood!r}: use gaussian or bernoulli.")
+        if self.noise <= 0:
+            raise InputError("The noise scale must be positive.")
+        if self.class_model and self.n_classes < 2:
+            raise InputError(f"Model {self.kind!r} needs at least 2 classes (got {self.n_classes}).")
+
+    @property
+    def class_model(self) -> bool:
+        """Whether the model has a class (observed or latent)."""
+        return self.kind in ("crvae", "jrvae", "ssrvae")
+
+    @property
+    def pose_model(self) -> bool:
+        """Whether the model infers a rotation (and shift) per patch."""
+        return self.kind != "vae"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimiser, length, device, seed."""
+
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    kl_warmup_epochs: int = 0
+
+    def __post_init__(self):
+        if int(self.epochs) < 1:
+            raise InputError(f"Epochs must be at least 1 (got {self.epochs}).")
+        if int(self.batch_size) < 1:
+            raise InputError(f"Batch size must be at least 1 (got {self.batch_size}).")
+        if not (self.lr > 0):
+            raise InputError(f"The learning rate must be positive (got {self.lr}).")
+        if self.threads is not None and int(self.threads) < 1:
+            raise InputError(f"Threads must be at least 1 (got {self.threads}).")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

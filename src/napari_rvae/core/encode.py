@@ -1,0 +1,112 @@
+"""Encoding patches into a per-patch table: angle, shifts, latents, class.
+
+Encoding never changes the model: it runs the encoder's posterior means in
+``eval``/``no_grad`` mode, and no optimiser is anywhere near it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .models import RVAE
+
+
+def result_columns(model: RVAE) -> list[str]:
+    """The columns :func:`encode` writes, in order (a public contract)."""
+    cfg = model.config
+    cols: list[str] = []
+    if cfg.pose_model:
+        cols += ["angle", "dx", "dy"]
+    cols += [f"z{i}" for i in range(cfg.latent_dim)]
+    if cfg.class_model:
+        cols += ["class", "class_prob"]
+    if cfg.pose_model:
+        cols += ["angle_sd"]
+    cols += [f"z{i}_sd" for i in range(cfg.latent_dim)]
+    return cols
+
+
+def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=None) -> pd.DataFrame:
+    """Encode a patch stack into one row per patch.
+
+    Parameters
+    ----------
+    model : RVAE
+        A trained model.
+    patches : array_like, shape (N, P, P)
+    labels : array_like of int, optional
+        The known classes, required by ``crvae`` (its encoder is conditioned on them).
+    batch_size : int
+        Patches per forward pass (memory only; results do not depend on it).
+    device : torch.device, optional
+        Defaults to the model's device.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns from :func:`result_columns`: ``angle`` in degrees (counter-clockwise
+        as displayed, in ``[0, 360 / symmetry)``), ``dx``/``dy`` in pixels (``dy``
+        positive downwards, napari's axis 0), ``z0..``, and for class models
+        ``class``/``class_prob``; then posterior spreads (``angle_sd`` in
+        degrees, ``z*_sd``).
+    """
+    cfg = model.config
+    x_np = np.asarray(patches)
+    if x_np.ndim != 3 or x_np.shape[1:] != (cfg.patch_size, cfg.patch_size):
+        raise InputError(
+            f"The model was trained on {cfg.patch_size} x {cfg.patch_size} patches; these have shape {x_np.shape[1:]}."
+        )
+    if cfg.kind == "crvae":
+        if labels is None:
+            raise InputError("A crvae model needs each patch's class to encode it (a labels column).")
+        labels = np.asarray(labels).astype(np.int64)
+        if labels.shape != (x_np.shape[0],) or labels.min() < 0 or labels.max() >= cfg.n_classes:
+            raise InputError(f"crvae labels must be one class in 0..{cfg.n_classes - 1} per patch.")
+    dev = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    half = (cfg.patch_size - 1) / 2.0
+    try:
+        for start in range(0, x_np.shape[0], batch_size):
+            xb = torch.as_tensor(np.ascontiguousarray(x_np[start : start + batch_size], dtype=np.float32), device=dev)
+            yb = None
+            if cfg.kind == "crvae":
+                yb = F.one_hot(torch.as_tensor(labels[start : start + batch_size], device=dev), cfg.n_classes).float()
+            post = model.posterior(model.normalize(xb), yb)
+            cols: dict[str, torch.Tensor] = {}
+            if cfg.pose_model:
+                period = 360.0 / cfg.symmetry
+                cols["angle"] = torch.remainder(torch.rad2deg(post["angle"]), period)
+                shift = post.get("shift")
+                zeros = torch.zeros_like(post["angle"])
+                # Grid units to pixels; y_up is flipped to napari's downward axis 0.
+                cols["dx"] = shift[:, 0] * half if shift is not None else zeros
+                cols["dy"] = -shift[:, 1] * half if shift is not None else zeros
+            for i in range(cfg.latent_dim):
+                cols[f"z{i}"] = post["z"][:, i]
+            if cfg.class_model:
+                if cfg.kind == "crvae":
+                    cols["class"] = yb.argmax(-1).float()
+                    cols["class_prob"] = torch.ones_like(cols["class"])
+                else:
+                    prob, cls = post["class_prob"].max(-1)
+                    cols["class"], cols["class_prob"] = cls.float(), prob
+            if cfg.pose_model:
+                cols["angle_sd"] = torch.rad2deg(post["angle_sd"]).clamp_max(180.0 / math.sqrt(3))
+            for i in range(cfg.latent_dim):
+                cols[f"z{i}_sd"] = post["z_sd"][:, i]
+            for k, v in cols.items():
+                parts.setdefault(k, []).append(v.detach().cpu().numpy().astype(np.float64))
+    finally:
+        model.train(was_training)
+    table = pd.DataFrame({k: np.concatenate(v) for k, v in parts.items()}, columns=result_columns(model))
+    if cfg.class_model:
+        table["class"] = table["class"].astype(np.int64)
+    return table

@@ -1,0 +1,83 @@
+"""Checking and converting user images into the 2-D float arrays the core works on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+# ITU-R BT.601 luma weights: what "take the luminance" means for an RGB micrograph.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
+
+def as_image2d(data, *, name: str = "image", rgb: bool | None = None) -> tuple[np.ndarray, list[str]]:
+    """Return ``data`` as a finite 2-D float32 array, plus notes on what was changed.
+
+    Parameters
+    ----------
+    data : array_like
+        Any numeric array. RGB(A) images (last axis 3 or 4) become their
+        luminance; other extra axes are refused with a message naming them.
+    name : str
+        How the message should call the image.
+    rgb : bool, optional
+        Whether the last axis holds colour channels. ``None`` guesses from the
+        shape (last axis of length 3 or 4 on a 3-D array).
+
+    Returns
+    -------
+    image : ndarray of float32, shape (H, W)
+    notes : list of str
+        Human-readable notes (luminance taken, NaNs replaced), empty when the
+        image was used as it is.
+
+    Raises
+    ------
+    InputError
+        For non-numeric data, more than two spatial axes, an empty image,
+        an image with no finite pixel or a constant image.
+
+    Examples
+    --------
+    >>> img, notes = as_image2d(np.arange(12).reshape(3, 4))
+    >>> img.dtype, img.shape, notes
+    (dtype('float32'), (3, 4), [])
+    """
+    arr = np.asarray(data)
+    notes: list[str] = []
+    if arr.dtype == bool:
+        arr = arr.astype(np.float32)
+    if not (np.issubdtype(arr.dtype, np.number)):
+        raise InputError(f"The {name} is not numeric (dtype {arr.dtype}).")
+    if np.iscomplexobj(arr):
+        arr = np.abs(arr)
+        notes.append(f"The {name} is complex; its magnitude is used.")
+    if rgb is None:
+        rgb = arr.ndim == 3 and arr.shape[-1] in (3, 4)
+    if rgb:
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+            raise InputError(f"The {name} was marked RGB but has shape {arr.shape}.")
+        arr = arr[..., :3].astype(np.float64) @ _LUMA
+        notes.append(f"The {name} is RGB; its luminance (0.299 R + 0.587 G + 0.114 B) is used.")
+    squeezed = np.squeeze(arr) if arr.ndim > 2 else arr
+    if squeezed.ndim != 2:
+        raise InputError(
+            f"The {name} has shape {arr.shape}: a 2-D image is needed. "
+            f"Pick one plane of the stack first (for example image[0] along axis 0)."
+        )
+    arr = squeezed
+    if arr.size == 0 or min(arr.shape) < 2:
+        raise InputError(f"The {name} is empty or one pixel thin (shape {arr.shape}).")
+    arr = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        n_bad = int(arr.size - finite.sum())
+        if n_bad == arr.size:
+            raise InputError(f"The {name} has no finite pixel (all NaN or inf).")
+        fill = float(np.median(arr[finite]))
+        arr = np.where(finite, arr, np.float32(fill))
+        notes.append(f"The {name} has {n_bad} NaN/inf pixels; they were set to the median ({fill:.4g}).")
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        raise InputError(f"The {name} is constant (every pixel is {lo:.4g}): there is nothing to analyse.")
+    return arr, notes

@@ -1,0 +1,320 @@
+"""The main jobs end to end (inputs -> patches -> model -> table -> files).
+
+This is what the CLI runs; Python users can call it too. Each job writes into
+an :class:`~napari_rvae.core.outputs.OutputDir`, so a failed run leaves no
+half-written folder behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import ModelConfig, TrainConfig
+from .encode import encode
+from .errors import InputError
+from .image import as_image2d
+from .modelfile import load_model, save_model
+from .outputs import REPORT, OutputDir
+from .points_io import check_points_in_image, read_points_csv
+
+MODEL_FILE = "model.pt"
+POINTS_FILE = "points.csv"
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Inputs:
+    """Patches ready for a model, with the per-patch table they came from."""
+
+    patches: np.ndarray  # (N, P, P) float32
+    table: pd.DataFrame  # one row per patch: y,x (image input) or index (patch input), then carried columns
+    image: np.ndarray | None = None
+    pixel_size: float | None = None
+    unit: str | None = None
+    dropped: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_points: int = 0
+
+
+def _read_array(path: Path):
+    from .readers import read_image_file
+
+    images = read_image_file(path)
+    if not images:
+        raise InputError(f"{path} holds no image.")
+    first = images[0]
+    notes = []
+    if len(images) > 1:
+        notes.append(f"{path.name} holds {len(images)} images; the first ({first.name}) is used.")
+    return first, notes
+
+
+def load_inputs(
+    input_path,
+    *,
+    points_path=None,
+    patch_size: int | None = None,
+    edge: str = "drop",
+    normalize: str = "none",
+    detect_options: dict | None = None,
+    say: Say = lambda s: None,
+) -> Inputs:
+    """Read INPUT (a 2-D image or an (N, P, P) patch stack) and make patches.
+
+    A 2-D image without ``points_path`` gets automatic atom detection.
+    """
+    from .detect import detect_atoms
+    from .patches import extract_patches
+
+    path = Path(input_path)
+    if not path.exists():
+        raise InputError(f"Input file not found: {path}")
+    data, notes = _read_array(path)
+    arr = np.asarray(data.data)
+    scale = tuple(data.scale or ())
+    pixel_size = float(scale[-1]) if scale and data.unit else None
+    if arr.ndim == 3 and points_path is None and arr.shape[-1] not in (3, 4):
+        if arr.shape[1] != arr.shape[2]:
+            raise InputError(f"A patch stack must be (N, P, P) with square patches; {path.name} has shape {arr.shape}.")
+        if patch_size is not None and arr.shape[1] != patch_size:
+            notes.append(f"The stack's patches are {arr.shape[1]} px; --patch-size {patch_size} is ignored.")
+        patches = arr.astype(np.float32)
+        if not np.isfinite(patches).all():
+            raise InputError(f"The patch stack {path.name} contains NaN or infinite values.")
+        table = pd.DataFrame({"index": np.arange(len(patches))})
+        return Inputs(patches, table, notes=notes, n_points=len(patches))
+
+    image, img_notes = as_image2d(arr, name=f"image {path.name}")
+    notes += img_notes
+    patch_size = int(patch_size or 32)
+    if points_path is not None:
+        points = read_points_csv(points_path)
+        check_points_in_image(points[["y", "x"]].to_numpy(), image.shape, source=str(points_path))
+    else:
+        found = detect_atoms(image, **(detect_options or {}))
+        if len(found) == 0:
+            raise InputError(
+                f"No atoms were found in {path.name} with the default detector settings. "
+                "Run 'napari-rvae detect' with --sigma/--threshold, or give --points."
+            )
+        notes.append(f"Detected {len(found)} atoms automatically (give --points to use your own).")
+        points = found.reset_index(drop=True)
+    ps = extract_patches(image, points[["y", "x"]].to_numpy(), patch_size, edge=edge, normalize=normalize)
+    if len(ps.dropped):
+        notes.append(
+            f"{len(ps.dropped)} of {len(points)} points lie within {patch_size // 2} px of the edge and were dropped "
+            "(their row numbers are in report.json); use --edge reflect to keep them."
+        )
+    if len(ps.kept) == 0:
+        raise InputError(f"Every point is too close to the edge for {patch_size} px patches; use --edge reflect or a smaller --patch-size.")
+    table = points.iloc[ps.kept].reset_index(drop=True)
+    return Inputs(
+        ps.patches,
+        table,
+        image=image,
+        pixel_size=pixel_size,
+        unit=data.unit if pixel_size else None,
+        dropped=[int(i) for i in ps.dropped],
+        notes=notes,
+        n_points=len(points),
+    )
+
+
+def class_codes(values: pd.Series) -> tuple[np.ndarray, list]:
+    """Map a labels column to codes 0..C-1 (sorted class names), ``-1`` where empty."""
+    missing = values.isna() | (values.astype(str).str.strip() == "")
+    names = sorted(pd.unique(values[~missing]), key=lambda v: (str(type(v)), v))
+    lookup = {name: i for i, name in enumerate(names)}
+    codes = np.array([-1 if m else lookup[v] for v, m in zip(values, missing)], dtype=np.int64)
+    return codes, [v.item() if isinstance(v, np.generic) else v for v in names]
+
+
+def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | None = None) -> pd.DataFrame:
+    """The points.csv layout: coordinates, results, then carried input columns."""
+    coord_cols = [c for c in ("y", "x", "index") if c in inputs.table.columns][:2]
+    coords = inputs.table[coord_cols].reset_index(drop=True)
+    extra = []
+    if inputs.pixel_size and {"y", "x"} <= set(coord_cols):
+        unit = inputs.unit or "unit"
+        extra = [
+            pd.DataFrame({f"y_{unit}": coords["y"] * inputs.pixel_size, f"x_{unit}": coords["x"] * inputs.pixel_size})
+        ]
+    carried = inputs.table.drop(columns=coord_cols).reset_index(drop=True)
+    carried = carried.drop(columns=[c for c in carried.columns if c in encoded.columns], errors="ignore")
+    out = pd.concat([coords, encoded.reset_index(drop=True), *extra, carried], axis=1)
+    if class_names is not None and "class" in out:
+        out.insert(out.columns.get_loc("class_prob") + 1, "class_name", [class_names[i] for i in out["class"]])
+    return out
+
+
+def run_train(
+    input_path,
+    out_dir,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    points_path=None,
+    labels_col: str = "label",
+    edge: str = "drop",
+    detect_options: dict | None = None,
+    on_progress=None,
+    say: Say = lambda s: None,
+) -> dict:
+    """Train on INPUT and write model.pt, points.csv and report.json into ``out_dir``."""
+    from .train import train_iter
+
+    t_start = time.perf_counter()
+    out = OutputDir(out_dir)
+    try:
+        inputs = load_inputs(
+            input_path,
+            points_path=points_path,
+            patch_size=model_config.patch_size,
+            edge=edge,
+            detect_options=detect_options,
+            say=say,
+        )
+        for note in inputs.notes:
+            say(note)
+        if inputs.patches.shape[1] != model_config.patch_size:
+            model_config = replace(model_config, patch_size=int(inputs.patches.shape[1]))
+        labels, class_names = None, None
+        if model_config.kind in ("crvae", "ssrvae"):
+            if labels_col not in inputs.table.columns:
+                raise InputError(
+                    f"Model {model_config.kind} trains on classes, but the points have no {labels_col!r} column "
+                    "(name it with --labels-col)."
+                )
+            labels, class_names = class_codes(inputs.table[labels_col])
+            if model_config.n_classes < len(class_names):
+                model_config = replace(model_config, n_classes=max(len(class_names), 2))
+        if len(inputs.patches) < train_config.batch_size:
+            say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
+        t_extract = time.perf_counter() - t_start
+
+        gen = train_iter(inputs.patches, model_config, train_config, labels=labels)
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as fin:
+                result = fin.value
+                break
+            if on_progress is not None:
+                on_progress(progress)
+        t_enc = time.perf_counter()
+        encoded = encode(result.model, inputs.patches, labels=labels if model_config.kind == "crvae" else None)
+        t_encode = time.perf_counter() - t_enc
+        table = results_table(inputs, encoded, class_names=class_names)
+        extra = {"class_names": class_names, "labels_col": labels_col, "edge": edge}
+        save_model(result.model, out.path(MODEL_FILE), extra=extra)
+        table.to_csv(out.path(POINTS_FILE), index=False)
+        report = {
+            "command": "train",
+            "input": str(input_path),
+            "points": str(points_path) if points_path else None,
+            "model_config": model_config.to_dict(),
+            "train_config": train_config.to_dict(),
+            "device": result.device,
+            "n_points": inputs.n_points,
+            "n_patches": int(len(inputs.patches)),
+            "dropped_rows": inputs.dropped,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped,
+            "loss_per_epoch": result.history,
+            "final_loss": result.history[-1] if result.history else None,
+            "seconds": {
+                "extract": t_extract,
+                "train": result.seconds,
+                "encode": t_encode,
+                "total": time.perf_counter() - t_start,
+            },
+            "patches_per_second": result.patches_per_second,
+            "class_names": class_names,
+            "pixel_size": inputs.pixel_size,
+            "unit": inputs.unit,
+            "notes": inputs.notes,
+            "files": [MODEL_FILE, POINTS_FILE, REPORT],
+        }
+        out.write_json(REPORT, report)
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+    return report
+
+
+def run_encode(
+    input_path,
+    model_path,
+    out_dir,
+    *,
+    points_path=None,
+    labels_col: str | None = None,
+    edge: str | None = None,
+    detect_options: dict | None = None,
+    say: Say = lambda s: None,
+) -> dict:
+    """Encode INPUT with a saved model; writes points.csv and report.json."""
+    t_start = time.perf_counter()
+    model, extra = load_model(model_path)
+    cfg = model.config
+    out = OutputDir(out_dir)
+    try:
+        inputs = load_inputs(
+            input_path,
+            points_path=points_path,
+            patch_size=cfg.patch_size,
+            edge=edge or extra.get("edge", "drop"),
+            detect_options=detect_options,
+        )
+        for note in inputs.notes:
+            say(note)
+        if inputs.patches.shape[1] != cfg.patch_size:
+            raise InputError(
+                f"The model was trained on {cfg.patch_size} px patches; the input's patches are {inputs.patches.shape[1]} px."
+            )
+        labels = None
+        class_names = extra.get("class_names")
+        if cfg.kind == "crvae":
+            col = labels_col or extra.get("labels_col") or "label"
+            if col not in inputs.table.columns:
+                raise InputError(f"This crvae model needs each point's class: the points have no {col!r} column.")
+            lookup = {name: i for i, name in enumerate(class_names or [])}
+            try:
+                labels = np.array([lookup[v] for v in inputs.table[col]])
+            except KeyError as exc:
+                raise InputError(f"Class {exc.args[0]!r} was not among the classes the model was trained on.") from None
+        t_enc = time.perf_counter()
+        encoded = encode(model, inputs.patches, labels=labels)
+        t_encode = time.perf_counter() - t_enc
+        names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
+        table = results_table(inputs, encoded, class_names=names)
+        table.to_csv(out.path(POINTS_FILE), index=False)
+        report = {
+            "command": "encode",
+            "input": str(input_path),
+            "model": str(model_path),
+            "points": str(points_path) if points_path else None,
+            "model_config": cfg.to_dict(),
+            "n_points": inputs.n_points,
+            "n_patches": int(len(inputs.patches)),
+            "dropped_rows": inputs.dropped,
+            "seconds": {"encode": t_encode, "total": time.perf_counter() - t_start},
+            "pixel_size": inputs.pixel_size,
+            "unit": inputs.unit,
+            "notes": inputs.notes,
+            "files": [POINTS_FILE, REPORT],
+        }
+        out.write_json(REPORT, report)
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+    return report

@@ -1,0 +1,259 @@
+"""Training: one generator that yields progress and returns the trained model.
+
+The CLI, the napari widget and the tests all drive :func:`train_iter`; there
+is no other training loop. Contract:
+
+* It yields :class:`Progress` at least once per epoch (and every ~0.2 s within
+  long epochs), from the caller's thread: a napari thread worker turns each
+  yield into a GUI update.
+* ``stop`` is anything with ``is_set()`` (a ``threading.Event``) or a
+  zero-argument callable. It is checked before every optimisation step; when it
+  fires, training ends after the current step and the model trained so far is
+  returned with ``stopped=True``. Discarding that model ("abort") is the caller's
+  choice.
+* The inputs are copied into tensors at the start; nothing the caller owns is
+  touched afterwards.
+* Seeded: the same seed, data and device give the same loss curve on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
+
+from .config import ModelConfig, TrainConfig
+from .device import resolve_device
+from .errors import InputError
+from .models import RVAE
+
+StopFlag = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One report from a running training."""
+
+    epoch: int  # 1-based epoch in progress
+    epochs: int
+    step: int  # steps done in this epoch
+    steps_per_epoch: int
+    loss: float  # mean loss per patch over the epoch so far (negative ELBO)
+    seconds: float  # since training started
+    epoch_done: bool = False
+
+    @property
+    def fraction(self) -> float:
+        return ((self.epoch - 1) + self.step / max(self.steps_per_epoch, 1)) / max(self.epochs, 1)
+
+    @property
+    def eta_seconds(self) -> float:
+        f = self.fraction
+        return self.seconds * (1.0 - f) / f if f > 0 else float("nan")
+
+
+@dataclass
+class TrainResult:
+    """The trained model and how it got there."""
+
+    model: RVAE
+    history: list[float] = field(default_factory=list)  # mean loss per patch, per epoch
+    epochs_run: int = 0
+    stopped: bool = False
+    device: str = "cpu"
+    seconds: float = 0.0
+    n_patches: int = 0
+
+    @property
+    def patches_per_second(self) -> float:
+        return self.n_patches * self.epochs_run / self.seconds if self.seconds > 0 else 0.0
+
+
+def _is_stopped(stop) -> bool:
+    if stop is None:
+        return False
+    if hasattr(stop, "is_set"):
+        return bool(stop.is_set())
+    return bool(stop())
+
+
+def check_labels(labels, n: int, config: ModelConfig) -> np.ndarray | None:
+    """Validate class labels: ints in [0, C), ``-1`` meaning unknown (ssrvae only)."""
+    if config.kind not in ("crvae", "ssrvae"):
+        return None
+    if labels is None:
+        raise InputError(f"Model {config.kind!r} needs class labels (a labels column).")
+    lab = np.asarray(labels)
+    if lab.shape != (n,):
+        raise InputError(f"There are {lab.size} labels for {n} patches.")
+    if not np.issubdtype(lab.dtype, np.number):
+        raise InputError("Class labels must be whole numbers (0, 1, 2, ...), with -1 or empty for unknown.")
+    lab = np.where(np.isfinite(lab.astype(float)), lab, -1).astype(np.int64)
+    if config.kind == "crvae" and (lab < 0).any():
+        raise InputError(f"crvae needs a class for every patch; {(lab < 0).sum()} have none (use ssrvae for a few labels).")
+    if (lab >= config.n_classes).any() or (lab < -1).any():
+        raise InputError(f"Class labels must lie in 0..{config.n_classes - 1} (found {lab.min()}..{lab.max()}).")
+    if config.kind == "ssrvae" and not (lab >= 0).any():
+        raise InputError("ssrvae needs at least one labelled patch.")
+    return lab
+
+
+def train_iter(
+    patches,
+    model_config: ModelConfig,
+    train_config: TrainConfig = TrainConfig(),
+    *,
+    labels=None,
+    stop=None,
+    model: RVAE | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Train an rVAE-family model on a patch stack, yielding :class:`Progress`.
+
+    Parameters
+    ----------
+    patches : array_like, shape (N, P, P)
+        The patches; P must equal ``model_config.patch_size``.
+    model_config, train_config
+        What to build and how to train it.
+    labels : array_like of int, optional
+        Classes for ``crvae`` (all) or ``ssrvae`` (``-1`` where unknown).
+    stop : threading.Event or callable, optional
+        Checked before every step; see the module docstring.
+    model : RVAE, optional
+        Continue training this model instead of a fresh one.
+
+    Returns
+    -------
+    TrainResult
+        As the generator's return value (``StopIteration.value``); use
+        :func:`train` to get it directly.
+    """
+    x_np = np.asarray(patches)
+    if x_np.ndim != 3 or x_np.shape[1] != x_np.shape[2]:
+        raise InputError(f"Patches must be a stack of square images (N, P, P); got shape {x_np.shape}.")
+    if x_np.shape[0] == 0:
+        raise InputError("There are no patches to train on.")
+    if x_np.shape[1] != model_config.patch_size:
+        raise InputError(f"The patches are {x_np.shape[1]} px wide but the model expects {model_config.patch_size}.")
+    if not np.isfinite(x_np).all():
+        raise InputError("The patches contain NaN or infinite values.")
+    lab = check_labels(labels, x_np.shape[0], model_config)
+
+    device = resolve_device(train_config.device)
+    if train_config.threads:
+        torch.set_num_threads(int(train_config.threads))
+    torch.manual_seed(train_config.seed)
+    pyro.set_rng_seed(train_config.seed)
+
+    n = x_np.shape[0]
+    raw = torch.as_tensor(np.ascontiguousarray(x_np, dtype=np.float32)).to(device)
+    if model is None:
+        model = RVAE(model_config).to(device)
+        model.fit_normalization(raw)
+    else:
+        model = model.to(device)
+    x_all = model.normalize(raw)
+    del raw
+    n_cls = model_config.n_classes
+    y_all = None
+    if lab is not None:
+        y_all = torch.as_tensor(lab, device=device)
+
+    enum = model_config.kind in ("jrvae", "ssrvae")
+    elbo = TraceEnum_ELBO(max_plate_nesting=1) if enum else TraceMeanField_ELBO()
+    optim = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+    # A batch larger than the data would train nothing in some libraries: clamp it.
+    batch = min(int(train_config.batch_size), n)
+    steps = math.ceil(n / batch)
+    # Kingma et al.'s weight for the supervised term of the M2 model.
+    alpha = 0.1 * n
+
+    gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
+    result = TrainResult(model=model, device=str(device), n_patches=n)
+    t0 = time.perf_counter()
+    last_yield = t0
+    model.train()
+    for epoch in range(1, int(train_config.epochs) + 1):
+        warm = train_config.kl_warmup_epochs
+        kl_scale = min(1.0, epoch / warm) if warm > 0 else 1.0
+        order = torch.randperm(n, generator=gen).to(device)
+        total = torch.zeros((), device=device)
+        done = 0
+        for step in range(steps):
+            if _is_stopped(stop):
+                result.stopped = True
+                break
+            idx = order[step * batch : (step + 1) * batch]
+            xb = x_all[idx]
+            if enum:
+                loss = _class_latent_loss(model, elbo, xb, None if y_all is None else y_all[idx], n_cls, alpha, kl_scale)
+            else:
+                yb = F.one_hot(y_all[idx], n_cls).to(xb.dtype) if y_all is not None else None
+                loss = elbo.differentiable_loss(model.model, model.guide, xb, yb, kl_scale)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            total = total + loss.detach()
+            done += idx.numel()
+            now = time.perf_counter()
+            if now - last_yield > 0.2 and step + 1 < steps:
+                last_yield = now
+                yield Progress(epoch, int(train_config.epochs), step + 1, steps, float(total) / done, now - t0)
+        if done == 0:
+            break
+        epoch_loss = float(total) / done
+        if not math.isfinite(epoch_loss):
+            raise InputError(
+                "Training diverged (the loss became NaN or infinite); try a smaller learning rate."
+            )
+        result.history.append(epoch_loss)
+        result.epochs_run = epoch if not result.stopped else epoch - 1 + done / n
+        now = time.perf_counter()
+        last_yield = now
+        yield Progress(epoch, int(train_config.epochs), steps, steps, epoch_loss, now - t0, epoch_done=True)
+        if result.stopped:
+            break
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _class_latent_loss(model, elbo, xb, yb, n_cls, alpha, kl_scale):
+    """Loss for models with a discrete class latent (jrvae, ssrvae).
+
+    Unlabelled patches marginalise the class by enumeration; labelled ones
+    (ssrvae) observe it and add the classifier's cross-entropy, as in
+    Kingma et al.'s M2 model.
+    """
+    if yb is None:
+        return elbo.differentiable_loss(model.model, model.guide, xb, None, kl_scale)
+    known = yb >= 0
+    loss = xb.new_zeros(())
+    if (~known).any():
+        loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[~known], None, kl_scale)
+    if known.any():
+        xk = xb[known]
+        yk = F.one_hot(yb[known], n_cls).to(xb.dtype)
+        loss = loss + elbo.differentiable_loss(model.model, model.guide, xk, yk, kl_scale)
+        logits = model.encoder(xk)[2]
+        loss = loss + alpha / xb.shape[0] * F.cross_entropy(logits, yb[known], reduction="sum")
+    return loss
+
+
+def train(patches, model_config: ModelConfig, train_config: TrainConfig = TrainConfig(), *, callback=None, **kwargs) -> TrainResult:
+    """Run :func:`train_iter` to the end; ``callback(progress)`` sees every report."""
+    it = train_iter(patches, model_config, train_config, **kwargs)
+    while True:
+        try:
+            progress = next(it)
+        except StopIteration as fin:
+            return fin.value
+        if callback is not None:
+            callback(progress)
