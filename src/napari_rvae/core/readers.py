@@ -1,0 +1,480 @@
+"""Reading microscope image files (with their calibration) and writing calibrated TIFFs.
+
+Built in: ``.npy``, ``.png``/``.jpg``/``.jpeg``/``.bmp``/``.gif`` and
+``.tif``/``.tiff`` (ImageJ, resolution-tag and FEI/Thermo Fisher calibration).
+Through the optional extra ``napari-rvae[formats]`` (RosettaSciIO): Gatan
+``.dm3``/``.dm4``, ``.emd`` (Velox and Berkeley EMD), FEI TIA ``.ser`` and
+``.mrc``.
+
+Pure core: no Qt, no napari.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "ImageData",
+    "read_image_file",
+    "write_tiff",
+    "BUILTIN_EXTENSIONS",
+    "ROSETTA_EXTENSIONS",
+    "SUPPORTED_EXTENSIONS",
+    "FORMATS_EXTRA_HINT",
+]
+
+PLAIN_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+BUILTIN_EXTENSIONS = (".npy",) + PLAIN_IMAGE_EXTENSIONS + TIFF_EXTENSIONS
+# extension -> (rsciio submodule, format name)
+_ROSETTA = {
+    ".dm3": ("digitalmicrograph", "Gatan DigitalMicrograph"),
+    ".dm4": ("digitalmicrograph", "Gatan DigitalMicrograph"),
+    ".emd": ("emd", "EMD"),
+    ".ser": ("tia", "FEI TIA"),
+    ".mrc": ("mrc", "MRC"),
+}
+ROSETTA_EXTENSIONS = tuple(_ROSETTA)
+SUPPORTED_EXTENSIONS = BUILTIN_EXTENSIONS + ROSETTA_EXTENSIONS
+FORMATS_EXTRA_HINT = "pip install 'napari-rvae[formats]'"
+
+_UNIT_ALIASES = {
+    "micron": "µm",
+    "microns": "µm",
+    "um": "µm",
+    "\\u00b5m": "µm",
+    "\u03bcm": "µm",  # greek mu
+    "angstrom": "Å",
+    "angstroms": "Å",
+    "a": "Å",
+    "\\u00c5": "Å",
+    "\u212b": "Å",  # angstrom sign
+    "nanometer": "nm",
+    "nanometers": "nm",
+    "pixel": None,
+    "pixels": None,
+    "px": None,
+    "": None,
+    "<undefined>": None,
+    "undefined": None,
+}
+
+
+@dataclass
+class ImageData:
+    """One image read from a file.
+
+    Attributes
+    ----------
+    data : ndarray
+        The pixels, as stored (2-D image, 3-D stack, or 2-D RGB(A) with a
+        trailing channel axis; then ``metadata["rgb"]`` is True).
+    name : str
+        A name for the layer/signal (file stem, or the signal's title).
+    scale : tuple of float
+        Physical size of one pixel along each axis of ``data`` (the channel axis
+        of an RGB image excluded). 1.0 where there is no calibration.
+    unit : str or None
+        Unit of the spatial (last two) axes, ``None`` when uncalibrated.
+    metadata : dict
+        At least ``path`` and ``format``; ``axes`` (names) and ``axis_units``
+        where known; RosettaSciIO's mapped metadata under ``"rsciio"``.
+    """
+
+    data: np.ndarray
+    name: str
+    scale: tuple = ()
+    unit: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def pixel_size(self) -> float:
+        """Pixel size along x (the last spatial axis)."""
+        return float(self.scale[-1]) if self.scale else 1.0
+
+
+def normalize_unit(unit) -> str | None:
+    """Map unit spellings (``micron``, ``um``, ``\\u00B5m``, ``A``...) to one form; None for no unit."""
+    if unit is None:
+        return None
+    if isinstance(unit, bytes):
+        unit = unit.decode("utf-8", "replace")
+    if not isinstance(unit, str):  # e.g. traits.Undefined
+        return None
+    u = unit.strip()
+    key = u.lower()
+    if key in _UNIT_ALIASES:
+        return _UNIT_ALIASES[key]
+    if "\\u" in u and u.isascii():
+        try:
+            return normalize_unit(u.encode("ascii").decode("unicode_escape"))
+        except UnicodeDecodeError:
+            return u
+    return u
+
+
+def read_image_file(path) -> list[ImageData]:
+    """Read an image file into one :class:`ImageData` per image it holds.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, is a folder, has an unsupported extension,
+        cannot be read (corrupted, truncated, not what its extension says), or
+        needs the optional ``[formats]`` extra that is not installed.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise InputError(f"No such file: {p}")
+    if p.is_dir():
+        raise InputError(f"{p} is a folder, not an image file.")
+    ext = p.suffix.lower()
+    if ext == ".npy":
+        images = _read_npy(p)
+    elif ext in PLAIN_IMAGE_EXTENSIONS:
+        images = _read_plain(p)
+    elif ext in TIFF_EXTENSIONS:
+        images = _read_tiff(p)
+    elif ext in _ROSETTA:
+        images = _read_rosetta(p, ext)
+    else:
+        raise InputError(
+            f"Cannot read {p}: unknown file type {ext or '(no extension)'!r}. "
+            f"Supported: {', '.join(SUPPORTED_EXTENSIONS)}."
+        )
+    if not images:
+        raise InputError(f"{p} holds no image (no 2-D or 3-D data found).")
+    return images
+
+
+# --- built-in formats -----------------------------------------------------------------------
+
+
+def _fail(p: Path, what: str, exc: BaseException) -> InputError:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    msg = msg.rstrip(". ")
+    return InputError(f"Could not read {p} ({what}): {msg}. Is the file complete and really of this type?")
+
+
+def _read_npy(p: Path) -> list[ImageData]:
+    try:
+        data = np.load(p, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError/UnpicklingError...
+        raise _fail(p, "NumPy .npy array", exc) from exc
+    if not isinstance(data, np.ndarray):
+        raise InputError(f"{p} does not hold a single array.")
+    return [_plain_image(p, data, "npy")]
+
+
+def _read_plain(p: Path) -> list[ImageData]:
+    try:
+        import imageio.v3 as iio
+
+        data = np.asarray(iio.imread(p))
+    except ImportError:
+        try:
+            from skimage import io as skio
+
+            data = np.asarray(skio.imread(p))
+        except Exception as exc:
+            raise _fail(p, f"{p.suffix.lstrip('.').upper()} image", exc) from exc
+    except Exception as exc:
+        raise _fail(p, f"{p.suffix.lstrip('.').upper()} image", exc) from exc
+    return [_plain_image(p, data, p.suffix.lstrip(".").lower())]
+
+
+def _plain_image(p: Path, data: np.ndarray, fmt: str) -> ImageData:
+    rgb = data.ndim == 3 and data.shape[-1] in (3, 4) and fmt != "npy"
+    nspatial = data.ndim - 1 if rgb else data.ndim
+    md = {"path": str(p), "format": fmt}
+    if rgb:
+        md["rgb"] = True
+    return ImageData(data=data, name=p.stem, scale=(1.0,) * nspatial, unit=None, metadata=md)
+
+
+def _read_tiff(p: Path) -> list[ImageData]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            if not tif.series:
+                raise InputError(f"{p} holds no image.")
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            page = series.pages[0] if series.pages else tif.pages[0]
+            tags = page.tags if page is not None else {}
+            ij = tif.imagej_metadata or {}
+            fei = getattr(tif, "fei_metadata", None) or {}
+            pixel, unit, zspacing, source = _tiff_calibration(tags, ij, fei)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _fail(p, "TIFF image", exc) from exc
+
+    rgb = "S" in axes and axes.endswith("S") and data.shape[-1] in (3, 4)
+    scale = []
+    for i, ax in enumerate(axes):
+        if rgb and i == len(axes) - 1:
+            continue
+        if ax == "Y":
+            scale.append(pixel[0])
+        elif ax == "X":
+            scale.append(pixel[1])
+        elif ax == "Z":
+            scale.append(zspacing)
+        else:
+            scale.append(1.0)
+    md = {"path": str(p), "format": "tiff", "axes": axes, "calibration": source}
+    if rgb:
+        md["rgb"] = True
+    if ij:
+        md["imagej"] = {k: v for k, v in ij.items() if isinstance(v, (str, int, float, bool))}
+    return [ImageData(data=data, name=p.stem, scale=tuple(float(s) for s in scale), unit=unit, metadata=md)]
+
+
+def _rational(tag) -> float | None:
+    if tag is None:
+        return None
+    v = tag.value
+    if isinstance(v, tuple) and len(v) == 2:
+        return v[0] / v[1] if v[1] else None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _tiff_calibration(tags, ij: dict, fei: dict):
+    """Return ((dy, dx), unit, z_spacing, source) from the TIFF's metadata."""
+    # Thermo Fisher / FEI SEM & TEM TIFFs: pixel size in metres.
+    scan = fei.get("Scan", {}) if isinstance(fei, dict) else {}
+    pw = scan.get("PixelWidth")
+    if pw:
+        ph = scan.get("PixelHeight") or pw
+        return (float(ph) * 1e9, float(pw) * 1e9), "nm", 1.0, "fei"
+
+    xres = _rational(tags.get("XResolution")) if hasattr(tags, "get") else None
+    yres = _rational(tags.get("YResolution")) if hasattr(tags, "get") else None
+    resunit_tag = tags.get("ResolutionUnit") if hasattr(tags, "get") else None
+    resunit = int(resunit_tag.value) if resunit_tag is not None else 2  # TIFF default: inch
+    dx = 1.0 / xres if xres else None
+    dy = 1.0 / yres if yres else dx
+
+    if ij:
+        unit = normalize_unit(ij.get("unit"))
+        z = float(ij.get("spacing", 1.0) or 1.0)
+        if dx is not None and unit is not None:
+            return (dy, dx), unit, z, "imagej"
+        if dx is not None and dx != 1.0:
+            return (dy, dx), None, z, "imagej"
+        return (1.0, 1.0), None, 1.0, "none"
+
+    if dx is None:
+        return (1.0, 1.0), None, 1.0, "none"
+    if resunit == 3:  # centimetre -> µm
+        return (dy * 1e4, dx * 1e4), "µm", 1.0, "resolution"
+    if resunit == 1 and dx != 1.0:  # no absolute unit
+        return (dy, dx), None, 1.0, "resolution"
+    # inch: a print resolution (72/96/300 dpi), not a microscope calibration
+    return (1.0, 1.0), None, 1.0, "none"
+
+
+# --- RosettaSciIO formats -------------------------------------------------------------------
+
+
+def _read_rosetta(p: Path, ext: str) -> list[ImageData]:
+    import importlib
+
+    modname, fmt = _ROSETTA[ext]
+    try:
+        mod = importlib.import_module(f"rsciio.{modname}")
+    except ImportError:
+        raise InputError(
+            f"Reading {ext} files needs the optional extra: {FORMATS_EXTRA_HINT} (cannot read {p})."
+        ) from None
+    try:
+        signals = mod.file_reader(str(p))
+    except ImportError as exc:  # e.g. h5py missing for .emd
+        raise InputError(
+            f"Reading {ext} files needs the optional extra: {FORMATS_EXTRA_HINT} ({exc}; cannot read {p})."
+        ) from exc
+    except Exception as exc:  # third-party readers raise anything on a corrupted file
+        raise _fail(p, f"{fmt} file", exc) from exc
+    out = []
+    n_sig = len(signals)
+    for i, sig in enumerate(signals):
+        img = _from_rsciio_dict(p, sig, fmt, i, n_sig)
+        if img is not None:
+            out.append(img)
+    if not out and signals:
+        shapes = ", ".join(str(np.shape(s.get("data"))) for s in signals)
+        raise InputError(f"{p} holds no 2-D or 3-D image (signal shapes: {shapes}).")
+    return out
+
+
+def _signal_title(sig: dict) -> str:
+    md = sig.get("metadata") or {}
+    general = md.get("General", {}) if isinstance(md, dict) else {}
+    title = general.get("title") if isinstance(general, dict) else None
+    return str(title).strip() if title else ""
+
+
+def _from_rsciio_dict(p: Path, sig: dict, fmt: str, index: int, n_sig: int) -> ImageData | None:
+    data = sig.get("data")
+    if data is None:
+        return None
+    if hasattr(data, "compute"):  # dask
+        data = data.compute()
+    data = np.asarray(data)
+    # squeeze length-1 axes (and their calibration) away
+    axes = list(sig.get("axes") or [])
+    if len(axes) != data.ndim:
+        axes = [{} for _ in range(data.ndim)]
+    keep = [i for i, n in enumerate(data.shape) if n > 1]
+    if len(keep) < data.ndim and len(keep) >= 2:
+        data = data.reshape([data.shape[i] for i in keep])
+        axes = [axes[i] for i in keep]
+    if data.ndim < 2:
+        return None
+    rgb = data.dtype.names is not None  # rsciio RGB structured dtypes
+    if rgb:
+        data = np.stack([data[n] for n in data.dtype.names], axis=-1)
+    scale = []
+    units = []
+    names = []
+    for ax in axes:
+        s = ax.get("scale", 1.0)
+        try:
+            s = float(s)
+        except (TypeError, ValueError):
+            s = 1.0
+        scale.append(s if np.isfinite(s) and s != 0 else 1.0)
+        units.append(normalize_unit(ax.get("units")))
+        names.append(str(ax.get("name")) if isinstance(ax.get("name"), str) else "")
+    unit = units[-1] if units else None
+    if len(units) >= 2 and units[-2] != units[-1]:
+        unit = units[-1] or units[-2]
+    title = _signal_title(sig)
+    if title and n_sig > 1:
+        name = f"{p.stem} - {title}"
+    elif title and title != p.stem:
+        name = f"{p.stem} - {title}" if n_sig > 1 else title
+    else:
+        name = p.stem if n_sig == 1 else f"{p.stem} [{index}]"
+    md = {
+        "path": str(p),
+        "format": fmt,
+        "axes": names,
+        "axis_units": units,
+        "signal_index": index,
+    }
+    if rgb:
+        md["rgb"] = True
+    rmd = sig.get("metadata")
+    if isinstance(rmd, dict):
+        md["rsciio"] = _plain_dict(rmd)
+    return ImageData(data=data, name=name, scale=tuple(scale), unit=unit, metadata=md)
+
+
+def _plain_dict(d, depth: int = 0):
+    """A copy of a nested metadata dict with only plain values (for napari layer metadata)."""
+    if depth > 8:
+        return None
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            pv = _plain_dict(v, depth + 1)
+            if pv is not None:
+                out[str(k)] = pv
+        return out
+    if isinstance(d, (list, tuple)):
+        return [x for x in (_plain_dict(v, depth + 1) for v in d) if x is not None]
+    if isinstance(d, (str, bool, int, float)):
+        return d
+    if isinstance(d, np.generic):
+        return d.item()
+    return None
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def write_tiff(path, image, pixel_size: float | None = None, unit: str | None = None) -> Path:
+    """Write ``image`` as an ImageJ-style TIFF that :func:`read_image_file` reads back calibrated.
+
+    2-D images and 3-D stacks (axis 0 = planes) are written; float64 becomes
+    float32 and int64 int32/uint16 as ImageJ needs. The file appears atomically
+    (written to a temporary file in the same folder, then renamed).
+
+    Parameters
+    ----------
+    path : str or Path
+    image : array_like, 2-D or 3-D
+    pixel_size : float, optional
+        Physical size of one pixel (same along y and x), in ``unit``.
+    unit : str, optional
+        For example ``"nm"``, ``"Å"`` or ``"µm"``.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    import tifffile
+
+    p = Path(os.fspath(path)).expanduser()
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise InputError(f"Only 2-D images and 3-D stacks can be written as TIFF, not shape {arr.shape}.")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    elif arr.dtype.kind == "f" or arr.dtype.kind == "c":
+        arr = np.abs(arr).astype(np.float32) if arr.dtype.kind == "c" else arr.astype(np.float32)
+    elif arr.dtype.kind in "iu" and arr.dtype not in (np.uint8, np.uint16, np.int16):
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        arr = arr.astype(np.uint16) if lo >= 0 and hi < 2**16 else arr.astype(np.float32)
+    if pixel_size is not None:
+        pixel_size = float(pixel_size)
+        if not (np.isfinite(pixel_size) and pixel_size > 0):
+            raise InputError(f"The pixel size must be a positive number, not {pixel_size}.")
+    if not p.parent.exists():
+        raise InputError(f"Cannot write {p}: the folder {p.parent} does not exist.")
+
+    metadata = {"axes": "YX" if arr.ndim == 2 else "ZYX"}
+    kwargs = {}
+    if pixel_size is not None:
+        kwargs["resolution"] = (1.0 / pixel_size, 1.0 / pixel_size)
+        if unit:
+            metadata["unit"] = _imagej_unit(unit)
+        if arr.ndim == 3:
+            metadata["spacing"] = pixel_size
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".tif.tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, arr, imagej=True, metadata=metadata, **kwargs)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p
+
+
+def _imagej_unit(unit: str) -> str:
+    """ImageJ stores its description as ASCII: write µm as 'micron' and other non-ASCII escaped."""
+    u = normalize_unit(unit) or ""
+    if u == "µm":
+        return "micron"
+    if u.isascii():
+        return u
+    return "".join(c if ord(c) < 128 else f"\\u{ord(c):04X}" for c in u)
