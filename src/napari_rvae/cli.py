@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-rvae", description="Rotationally invariant VAEs for atom-resolved images.")
     p.add_argument("--version", action="version", version=f"napari-rvae {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,encode,detect}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,encode,detect,sample}")
 
     def common(sp):
         sp.add_argument("input", metavar="INPUT", help="2-D image (TIFF, PNG, .npy, microscopy formats) or an (N, P, P) patch stack")
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--margin", type=float, default=0, help="ignore features this close to the border (px)")
     d.add_argument("--no-refine", action="store_true", help="skip sub-pixel refinement")
     d.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("sample", help="write the bundled example data (generated, no download)")
+    s.add_argument("name", choices=["lattice", "digits"], help="lattice: synthetic polycrystal; digits: rotated digits stack")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
     return p
 
 
@@ -96,7 +102,7 @@ class _ProgressBar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=progress.epochs * progress.steps_per_epoch, unit="step", file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
+                            dynamic_ncols=True, leave=True, mininterval=0.5, disable=None)
         done = (progress.epoch - 1) * progress.steps_per_epoch + progress.step
         self.bar.update(done - self.bar.n)
         self.bar.set_postfix_str(f"epoch {progress.epoch}/{progress.epochs} loss {progress.loss:.4g}")
@@ -176,6 +182,36 @@ def _cmd_detect(args, say) -> int:
     return 0
 
 
+def _cmd_sample(args, say) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from .core.points_io import write_csv_atomic
+    from .core.readers import write_tiff
+    from .core.synthetic import make_lattice, make_rotated_digits
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.name == "lattice":
+        lat = make_lattice(seed=args.seed)
+        write_tiff(out / "lattice.tif", lat.image, pixel_size=lat.pixel_size, unit=lat.unit)
+        truth = pd.DataFrame(
+            {"y": lat.points[:, 0], "x": lat.points[:, 1], "angle_true": lat.angle_deg, "grain": lat.grain, "species": lat.species}
+        )
+        write_csv_atomic(truth, out / "lattice_points.csv")
+        say(f"Wrote {out / 'lattice.tif'} ({lat.image.shape[0]} x {lat.image.shape[1]}, {lat.pixel_size} {lat.unit}/px) "
+            f"and {out / 'lattice_points.csv'} ({len(truth)} atoms with their true grain angles).")
+    else:
+        patches, angles, digits = make_rotated_digits(seed=args.seed)
+        np.save(out / "digits.npy", patches)
+        write_csv_atomic(pd.DataFrame({"index": np.arange(len(patches)), "angle_true": angles, "digit": digits}),
+                         out / "digits_truth.csv")
+        say(f"Wrote {out / 'digits.npy'} ({patches.shape[0]} patches of {patches.shape[1]} px) and digits_truth.csv.")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -188,7 +224,7 @@ def main(argv=None) -> int:
     from .core.errors import InputError
 
     try:
-        return {"train": _cmd_train, "encode": _cmd_encode, "detect": _cmd_detect}[args.command](args, say)
+        return {"train": _cmd_train, "encode": _cmd_encode, "detect": _cmd_detect, "sample": _cmd_sample}[args.command](args, say)
     except InputError as exc:
         print(f"napari-rvae: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

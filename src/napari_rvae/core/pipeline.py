@@ -136,16 +136,24 @@ def class_codes(values: pd.Series) -> tuple[np.ndarray, list]:
     return codes, [v.item() if isinstance(v, np.generic) else v for v in names]
 
 
+# Column names stay ASCII for scripts: angstroms are given in nanometres.
+_ASCII_UNITS = {"Å": ("nm", 0.1), "angstrom": ("nm", 0.1), "µm": ("um", 1.0), "μm": ("um", 1.0), "micron": ("um", 1.0)}
+
+
+def calibrated_unit(unit: str | None, pixel_size: float) -> tuple[str, float]:
+    """The unit for calibrated columns and the size of one pixel in it."""
+    name, factor = _ASCII_UNITS.get((unit or "unit").strip(), ((unit or "unit").strip(), 1.0))
+    return name, pixel_size * factor
+
+
 def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | None = None) -> pd.DataFrame:
     """The points.csv layout: coordinates, results, then carried input columns."""
     coord_cols = [c for c in ("y", "x", "index") if c in inputs.table.columns][:2]
     coords = inputs.table[coord_cols].reset_index(drop=True)
     extra = []
     if inputs.pixel_size and {"y", "x"} <= set(coord_cols):
-        unit = inputs.unit or "unit"
-        extra = [
-            pd.DataFrame({f"y_{unit}": coords["y"] * inputs.pixel_size, f"x_{unit}": coords["x"] * inputs.pixel_size})
-        ]
+        unit, size = calibrated_unit(inputs.unit, inputs.pixel_size)
+        extra = [pd.DataFrame({f"y_{unit}": coords["y"] * size, f"x_{unit}": coords["x"] * size})]
     carried = inputs.table.drop(columns=coord_cols).reset_index(drop=True)
     carried = carried.drop(columns=[c for c in carried.columns if c in encoded.columns], errors="ignore")
     out = pd.concat([coords, encoded.reset_index(drop=True), *extra, carried], axis=1)
