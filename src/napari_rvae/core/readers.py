@@ -336,6 +336,8 @@ def _from_rsciio_dict(p: Path, sig: dict, fmt: str, index: int, n_sig: int) -> I
     data = np.asarray(data)
     # squeeze length-1 axes (and their calibration) away
     axes = list(sig.get("axes") or [])
+    if all(isinstance(a, dict) and "index_in_array" in a for a in axes):
+        axes.sort(key=lambda a: int(a["index_in_array"]))
     if len(axes) != data.ndim:
         axes = [{} for _ in range(data.ndim)]
     keep = [i for i, n in enumerate(data.shape) if n > 1]
@@ -363,10 +365,8 @@ def _from_rsciio_dict(p: Path, sig: dict, fmt: str, index: int, n_sig: int) -> I
     if len(units) >= 2 and units[-2] != units[-1]:
         unit = units[-1] or units[-2]
     title = _signal_title(sig)
-    if title and n_sig > 1:
+    if title and title != p.stem:
         name = f"{p.stem} - {title}"
-    elif title and title != p.stem:
-        name = f"{p.stem} - {title}" if n_sig > 1 else title
     else:
         name = p.stem if n_sig == 1 else f"{p.stem} [{index}]"
     md = {

@@ -378,7 +378,7 @@ def make_rotated_shapes(n: int = 500, size: int = 28, max_angle: float = 180, se
 def make_rotated_digits(n: int = 2000, size: int = 28, max_angle: float = 180, seed: int | None = 0):
     """Handwritten digits (scikit-learn's bundled 8 x 8 set) rotated by known angles.
 
-    The 8 x 8 digits are upscaled to ``0.7 * size`` and padded to
+    The 8 x 8 digits are upscaled to about ``size / sqrt(2)`` and padded to
     ``size x size`` (so rotation does not cut corners), then rotated uniformly in
     [-max_angle, max_angle] degrees, counter-clockwise as displayed.
 
@@ -410,7 +410,7 @@ def make_rotated_digits(n: int = 2000, size: int = 28, max_angle: float = 180, s
     labels = ds.target
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(imgs), size=n, replace=n > len(imgs))
-    inner = max(8, int(round(0.7 * size)))
+    inner = max(8, int(np.floor(size / np.sqrt(2.0))) - 1)  # fits any rotation
     lo = (size - inner) // 2
     small = np.zeros((len(imgs), size, size), dtype=np.float64)
     used = np.unique(idx)
