@@ -24,6 +24,8 @@ class ModelConfig:
     ``angle_prior``: concentration of the rotation prior around 0 degrees:
     0 is uniform over the circle (rotations of any size); larger values tie
     the latent angle to small rotations, as the article's rVAE does.
+    ``encoder_rotations``: K rotated copies the encoder reads and pools
+    equivariantly (see ``models.Encoder``); 1 is a plain MLP encoder.
     """
 
     kind: str = "rvae"
@@ -38,6 +40,7 @@ class ModelConfig:
     noise: float = 0.1
     angle_prior: float = 0.0
     translation_prior: float = 0.1
+    encoder_rotations: int = 16
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -52,6 +55,8 @@ class ModelConfig:
             raise InputError(f"Symmetry {self.symmetry} is not supported: use one of {SYMMETRIES}.")
         if self.likelihood not in LIKELIHOODS:
             raise InputError(f"Unknown likelihood {self.likelihood!r}: use gaussian or bernoulli.")
+        if int(self.encoder_rotations) < 1:
+            raise InputError("The encoder needs at least 1 rotation (1 = no rotation pooling).")
         if self.noise <= 0:
             raise InputError("The noise scale must be positive.")
         if self.class_model and self.n_classes < 2:

@@ -29,6 +29,7 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -42,21 +43,118 @@ def _mlp(n_in: int, width: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-class Encoder(nn.Module):
-    """Flattened patch (and, for crVAE, the known class) to posterior parameters."""
+def rotation_grids(patch_size: int, n_rotations: int) -> torch.Tensor:
+    """Sampling grids (K, P, P, 2) that turn a patch by ``-2 pi k / K``, k = 0..K-1.
 
-    def __init__(self, n_pixels: int, n_latent: int, width: int, layers: int, n_cond: int = 0, n_logits: int = 0):
+    ``F.grid_sample(x, grid[k])`` undoes a counter-clockwise (as displayed)
+    rotation by ``2 pi k / K``; checked against ``skimage.transform.rotate``.
+    """
+    t = -2.0 * math.pi * torch.arange(n_rotations, dtype=torch.float32) / n_rotations
+    c, s = torch.cos(t), torch.sin(t)
+    zero = torch.zeros_like(t)
+    theta = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], -2)
+    return F.affine_grid(theta, (n_rotations, 1, patch_size, patch_size), align_corners=True)
+
+
+def disk_mask(patch_size: int) -> torch.Tensor:
+    """(P*P,) soft-edged disk: what any rotation of the patch keeps inside the frame."""
+    lin = torch.linspace(-1.0, 1.0, patch_size)
+    r = torch.sqrt(lin[:, None] ** 2 + lin[None, :] ** 2)
+    return (1.0 - r).mul(patch_size / 2.0).clamp(0.0, 1.0).reshape(-1)
+
+
+class Encoder(nn.Module):
+    """Patch (and, for crVAE, the known class) to posterior parameters, rotation-pooled.
+
+    The same MLP reads K rotated copies of the patch (turned back by
+    ``2 pi k / K``). Pose outputs are pooled *equivariantly*: copy k's rotation
+    vector is turned forward by ``n 2 pi k / K`` (n = symmetry) and its shift
+    by ``2 pi k / K`` before averaging; everything else (content latents,
+    spreads, class logits) is a plain average. So turning the input by a
+    multiple of ``2 pi / K`` turns the inferred angle by exactly that much and
+    leaves the content unchanged, by construction. A plain MLP encoder cannot
+    learn that over the whole circle (its circular correlation stays at chance
+    at +/-180 degrees); with the pooling the network only has to learn the
+    angle *within* one ``2 pi / K`` step. K = 1 is the plain MLP encoder.
+
+    Outputs ``(loc, scale, logits)`` with ``loc`` laid out as
+    ``[u (2), shift (2, if any), z (latent_dim)]``; the spreads of ``u`` and of
+    the shift are isotropic, so they too are rotation invariant.
+    """
+
+    def __init__(
+        self,
+        patch_size: int,
+        latent_dim: int,
+        width: int,
+        layers: int,
+        *,
+        n_rotations: int = 1,
+        symmetry: int = 1,
+        pose: bool = True,
+        translation: bool = True,
+        n_cond: int = 0,
+        n_logits: int = 0,
+    ):
         super().__init__()
-        self.body = _mlp(n_pixels + n_cond, width, layers)
-        self.loc = nn.Linear(width, n_latent)
-        self.log_scale = nn.Linear(width, n_latent)
+        self.patch_size = patch_size
+        self.n_rotations = int(n_rotations) if pose else 1
+        self.pose, self.translation = pose, pose and translation
+        self.body = _mlp(patch_size**2 + n_cond, width, layers)
+        n_equi = (2 + (2 if self.translation else 0)) if pose else 0
+        n_inv_scale = (1 + (1 if self.translation else 0)) if pose else 0
+        self.equi = nn.Linear(width, n_equi) if n_equi else None
+        self.loc = nn.Linear(width, latent_dim)
+        self.log_scale = nn.Linear(width, latent_dim + n_inv_scale)
         self.logits = nn.Linear(width, n_logits) if n_logits else None
+        k = self.n_rotations
+        if k > 1:
+            ang = 2.0 * math.pi * torch.arange(k, dtype=torch.float32) / k
+            self.register_buffer("grids", rotation_grids(patch_size, k), persistent=False)
+            self.register_buffer("mask", disk_mask(patch_size), persistent=False)
+            self.register_buffer("rot_phase", torch.stack([torch.cos(symmetry * ang), torch.sin(symmetry * ang)], -1), persistent=False)
+            self.register_buffer("shift_phase", torch.stack([torch.cos(ang), torch.sin(ang)], -1), persistent=False)
+
+    def _copies(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, P*P) -> (B, K, P*P): the patch turned back by each of the K angles."""
+        b, p, k = x.shape[0], self.patch_size, self.n_rotations
+        img = (x * self.mask).reshape(b, 1, 1, p, p).expand(b, k, 1, p, p).reshape(b * k, 1, p, p)
+        grid = self.grids.unsqueeze(0).expand(b, k, p, p, 2).reshape(b * k, p, p, 2)
+        return F.grid_sample(img, grid, align_corners=True).reshape(b, k, p * p)
+
+    @staticmethod
+    def _turn(v: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """Rotate 2-vectors v (B, K, 2) by per-copy angles given as (K, 2) cos/sin."""
+        c, s = phase[:, 0], phase[:, 1]
+        return torch.stack([v[..., 0] * c - v[..., 1] * s, v[..., 0] * s + v[..., 1] * c], -1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
-        h = self.body(x if cond is None else torch.cat([x, cond], dim=-1))
-        scale = torch.exp(self.log_scale(h).clamp(-10.0, 5.0))
-        logits = self.logits(h) if self.logits is not None else None
-        return self.loc(h), scale, logits
+        k = self.n_rotations
+        xs = self._copies(x) if k > 1 else x.unsqueeze(1)
+        if cond is not None:
+            xs = torch.cat([xs, cond.unsqueeze(1).expand(-1, k, -1)], dim=-1)
+        h = self.body(xs)  # (B, K, H)
+        inv = h.mean(1)
+        log_scale = self.log_scale(inv).clamp(-10.0, 5.0)
+        logits = self.logits(inv) if self.logits is not None else None
+        z_loc = self.loc(inv)
+        if not self.pose:
+            return z_loc, torch.exp(log_scale), logits
+        e = self.equi(h)
+        u, shift = e[..., 0:2], e[..., 2:4]
+        if k > 1:
+            u = self._turn(u, self.rot_phase)
+            shift = self._turn(shift, self.shift_phase) if self.translation else shift
+        parts_loc = [u.mean(1)]
+        parts_scale = [log_scale[:, 0:1].expand(-1, 2)]
+        i = 1
+        if self.translation:
+            parts_loc.append(shift.mean(1))
+            parts_scale.append(log_scale[:, 1:2].expand(-1, 2))
+            i = 2
+        parts_loc.append(z_loc)
+        parts_scale.append(log_scale[:, i:])
+        return torch.cat(parts_loc, -1), torch.exp(torch.cat(parts_scale, -1)), logits
 
 
 class RVAE(nn.Module):
@@ -69,15 +167,18 @@ class RVAE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        p2 = config.patch_size**2
         n_pose = (2 + (2 if config.translation else 0)) if config.pose_model else 0
         self.n_pose = n_pose
         n_cls = config.n_classes if config.class_model else 0
         self.encoder = Encoder(
-            p2,
-            n_pose + config.latent_dim,
+            config.patch_size,
+            config.latent_dim,
             config.hidden_dim,
             config.hidden_layers,
+            n_rotations=config.encoder_rotations,
+            symmetry=config.symmetry,
+            pose=config.pose_model,
+            translation=config.translation,
             n_cond=n_cls if config.kind == "crvae" else 0,
             n_logits=n_cls if config.kind in ("jrvae", "ssrvae") else 0,
         )
