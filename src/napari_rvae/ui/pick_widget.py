@@ -1,0 +1,294 @@
+"""Pick atoms: detect them into a new Points layer, preview patches, assign classes.
+
+The widget is thin: it snapshots the image on the GUI thread, runs
+:func:`napari_rvae.core.detect.detect_atoms` in a thread worker
+(:mod:`napari_rvae.ui.worker`) and turns the result into a *new* Points layer.
+The user edits that layer with napari's own point tools. The only edit the
+plugin ever makes to a user's layer is the explicit "Assign class" button,
+which writes a ``label`` column into the chosen points layer's features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Points
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from napari_rvae.core.errors import InputError
+from napari_rvae.core.patches import edge_dropped_count, extract_patches
+
+from .worker import JobWidget, points_in_image_pixels, snapshot_image, start_detection
+
+LABEL_COLUMN = "label"
+GALLERY_SIZE = 8  # patches shown in the preview
+THUMB_PX = 56  # on-screen size of one preview patch
+
+
+def layer_image_shape(layer) -> tuple[int, int]:
+    """(H, W) of an image layer, RGB or not."""
+    shape = layer.data[0].shape if getattr(layer, "multiscale", False) else layer.data.shape
+    return tuple(shape[-3:-1] if getattr(layer, "rgb", False) else shape[-2:])
+
+
+class LayerCombo(QComboBox):
+    """A combo box listing the viewer's layers of one type, kept up to date."""
+
+    def __init__(self, viewer, layer_type, parent=None):
+        super().__init__(parent)
+        self.viewer, self.layer_type = viewer, layer_type
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.connect(self.refresh)
+        self.refresh()  # napari drops these connections itself once the combo is deleted
+
+    def refresh(self, *_):
+        current = self.currentText()
+        names = [lay.name for lay in self.viewer.layers if isinstance(lay, self.layer_type)]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        self.blockSignals(False)
+        if current in names:
+            self.setCurrentText(current)
+        elif names:  # the newest layer of that type is the most likely choice
+            self.setCurrentIndex(len(names) - 1)
+        self.currentTextChanged.emit(self.currentText())
+
+    def layer(self):
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+def to_thumbnail(patch: np.ndarray, px: int = THUMB_PX) -> QPixmap:
+    """A grey-scale pixmap of one patch, stretched to its own min..max."""
+    lo, hi = float(patch.min()), float(patch.max())
+    grey = np.zeros(patch.shape, np.uint8) if hi <= lo else ((patch - lo) / (hi - lo) * 255).astype(np.uint8)
+    grey = np.ascontiguousarray(grey)
+    qimg = QImage(grey.data, grey.shape[1], grey.shape[0], grey.strides[0], QImage.Format.Format_Grayscale8)
+    return QPixmap.fromImage(qimg.copy()).scaled(px, px, Qt.AspectRatioMode.KeepAspectRatio)
+
+
+class PickWidget(JobWidget):
+    """Detect atoms into a Points layer, check the patch size, assign classes."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(napari_viewer, parent)
+        self._watched = None  # the points layer whose data events we listen to
+        layout = QVBoxLayout(self)
+
+        form = QFormLayout()
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        form.addRow("Image", self.image_combo)
+        self.sigma = QDoubleSpinBox(minimum=0.0, maximum=100.0, singleStep=0.5, value=0.0, decimals=1)
+        self.sigma.setSpecialValueText("auto")
+        self.sigma.setToolTip("Gaussian width of the atomic columns in px; auto estimates it from the lattice.")
+        self.min_distance = QSpinBox(minimum=0, maximum=500, value=0)
+        self.min_distance.setSpecialValueText("auto")
+        self.threshold = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, value=0.1, decimals=2)
+        self.threshold.setToolTip("Keep columns at least this fraction as strong as the strongest ones.")
+        self.dark = QCheckBox("dark atoms on a bright background")
+        self.refine = QCheckBox("sub-pixel refinement", checked=True)
+        form.addRow("Sigma (px)", self.sigma)
+        form.addRow("Min distance (px)", self.min_distance)
+        form.addRow("Threshold", self.threshold)
+        form.addRow(self.dark)
+        form.addRow(self.refine)
+        layout.addLayout(form)
+        self.detect_button = QPushButton("Detect")
+        self.detect_button.setToolTip("Find atoms into a new Points layer; your layers are not changed.")
+        self.detect_button.clicked.connect(self.detect)
+        layout.addWidget(self.detect_button)
+
+        box = QGroupBox("Points and patches")
+        bform = QFormLayout(box)
+        self.points_combo = LayerCombo(napari_viewer, Points)
+        bform.addRow("Points", self.points_combo)
+        self.patch_size = QSpinBox(minimum=8, maximum=512, value=32, singleStep=2)
+        bform.addRow("Patch size (px)", self.patch_size)
+        self.count_label = QLabel("no points")
+        self.count_label.setWordWrap(True)
+        bform.addRow(self.count_label)
+        self.gallery = QGridLayout()
+        self.thumbs = [QLabel() for _ in range(GALLERY_SIZE)]
+        for i, thumb in enumerate(self.thumbs):
+            thumb.setFixedSize(THUMB_PX, THUMB_PX)
+            self.gallery.addWidget(thumb, i // 4, i % 4)
+        bform.addRow(self.gallery)
+        layout.addWidget(box)
+
+        cbox = QGroupBox("Classes (for crvae / ssrvae)")
+        crow = QHBoxLayout(cbox)
+        self.class_value = QSpinBox(minimum=0, maximum=99, value=0)
+        self.assign_button = QPushButton("Assign to selected points")
+        self.assign_button.setToolTip(
+            f"Writes class numbers into a {LABEL_COLUMN!r} column of this points layer's features "
+            "(the one change the plugin makes to your layer, on request)."
+        )
+        self.assign_button.clicked.connect(self.assign_class)
+        crow.addWidget(QLabel("Class"))
+        crow.addWidget(self.class_value)
+        crow.addWidget(self.assign_button)
+        layout.addWidget(cbox)
+        layout.addStretch()
+
+        # Editing points fires many data events: refresh the preview at most every 0.25 s.
+        self._debounce = QTimer(self, singleShot=True, interval=250)
+        self._debounce.timeout.connect(self.update_preview)
+        self.image_combo.currentTextChanged.connect(self._inputs_changed)
+        self.points_combo.currentTextChanged.connect(self._inputs_changed)
+        self.patch_size.valueChanged.connect(self._inputs_changed)
+        self._inputs_changed()
+
+    # ------------------------------------------------------------------ state
+
+    def _inputs_changed(self, *_):
+        points = self.points_combo.layer()
+        if points is not self._watched:
+            if self._watched is not None:
+                self._watched.events.data.disconnect(self._schedule_preview)
+            self._watched = points
+            if points is not None:
+                points.events.data.connect(self._schedule_preview)
+        self.detect_button.setEnabled(self.image_combo.layer() is not None and not self.busy)
+        self.assign_button.setEnabled(points is not None)
+        self.update_preview()
+
+    def _schedule_preview(self, *_):
+        self._debounce.start()
+
+    def update_preview(self):
+        """Recount the points, the ones the edge would drop, and redraw the gallery."""
+        image, points = self.image_combo.layer(), self.points_combo.layer()
+        for thumb in self.thumbs:
+            thumb.clear()
+        if points is None or len(points.data) == 0:
+            self.count_label.setText("No points: detect atoms, or add points with napari's point tool.")
+            return
+        n = len(points.data)
+        if image is None:
+            self.count_label.setText(f"{n:,} points (choose an image to check the patch size)")
+            return
+        p = self.patch_size.value()
+        pts = points_in_image_pixels(points, image)
+        shape = layer_image_shape(image)
+        dropped = edge_dropped_count(shape, pts, p)
+        text = f"{n:,} points; {dropped:,} within {p // 2} px of the edge would be dropped"
+        if p > min(shape):
+            text = f"{n:,} points; patch size {p} px is larger than the image ({shape[0]} x {shape[1]})"
+        self.count_label.setText(text)
+        self._draw_gallery(image, pts, p)
+
+    def _draw_gallery(self, image, pts, p):
+        try:
+            img, _ = snapshot_image(image)
+            inside = np.flatnonzero(
+                (pts[:, 0] >= -0.5) & (pts[:, 0] <= img.shape[0] - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= img.shape[1] - 0.5)
+            )
+            sample = inside[np.linspace(0, len(inside) - 1, min(GALLERY_SIZE, len(inside))).astype(int)]
+            patches = extract_patches(img, pts[sample], p, edge="constant").patches if len(sample) else []
+        except InputError:
+            return  # the count label already says what is wrong; detect/train will say it louder
+        for thumb, patch in zip(self.thumbs, patches):
+            thumb.setPixmap(to_thumbnail(patch))
+
+    # ---------------------------------------------------------------- actions
+
+    def detection_options(self) -> dict:
+        """The detector's keyword arguments from the form (``None`` = estimate it)."""
+        return dict(
+            sigma=self.sigma.value() or None,
+            min_distance=self.min_distance.value() or None,
+            threshold=self.threshold.value(),
+            dark=self.dark.isChecked(),
+            refine=self.refine.isChecked(),
+        )
+
+    def detect(self):
+        """Run the detector on the chosen image in the background."""
+        layer = self.image_combo.layer()
+        if self.busy:
+            return
+        try:
+            img, notes = snapshot_image(layer)
+        except InputError as err:
+            show_warning(str(err))
+            return
+        for note in notes:
+            show_info(note)
+        # Geometry snapshot: the new layer lands on the image even if it is moved or deleted meanwhile.
+        geometry = dict(scale=tuple(layer.scale[-2:]), translate=tuple(layer.translate[-2:]))
+        name = f"{layer.name} atoms"
+        self.detect_button.setEnabled(False)
+        self.run_job(
+            start_detection(
+                img,
+                self.detection_options(),
+                on_done=lambda table: self._add_points(table, name, geometry),
+                on_end=self._inputs_changed,
+            )
+        )
+
+    def _add_points(self, table: pd.DataFrame, name: str, geometry: dict):
+        if len(table) == 0:
+            show_warning("No atoms found: lower the threshold, set sigma, or tick 'dark atoms' for an ABF image.")
+            return
+        yx = table[["y", "x"]].to_numpy()
+        size = _marker_size(yx)
+        layer = self.viewer.add_points(
+            yx,
+            name=name,
+            features=table.drop(columns=["y", "x"]).reset_index(drop=True),
+            size=size,
+            face_color="transparent",
+            border_color="yellow",
+            border_width=0.15,
+            **geometry,
+        )
+        self.points_combo.refresh()
+        self.points_combo.setCurrentText(layer.name)
+        show_info(f"Found {len(table):,} atoms in {name!r}.")
+
+    def assign_class(self):
+        """Write the chosen class into the ``label`` feature of the selected points."""
+        layer = self.points_combo.layer()
+        if layer is None:
+            show_warning("Choose a points layer first.")
+            return
+        selected = sorted(layer.selected_data)
+        if not selected:
+            show_warning("Select some points first (napari's select tool, or shift-drag a box).")
+            return
+        features = layer.features.copy()
+        if LABEL_COLUMN not in features.columns:
+            features[LABEL_COLUMN] = np.nan  # NaN = no class yet
+        column = features[LABEL_COLUMN].astype(float)
+        column.iloc[selected] = float(self.class_value.value())
+        features[LABEL_COLUMN] = column
+        layer.features = features
+        show_info(f"Class {self.class_value.value()} assigned to {len(selected)} points of {layer.name!r}.")
+
+
+def _marker_size(yx: np.ndarray) -> float:
+    """Half the median nearest-neighbour distance: markers that touch nothing."""
+    if len(yx) < 2:
+        return 5.0
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(yx).query(yx, k=2)
+    return float(max(1.0, 0.5 * np.median(dist[:, 1])))

@@ -1,0 +1,387 @@
+"""Train rVAE: the form, the background training, live loss curve, and model files.
+
+The form maps to the core's :class:`ModelConfig` and :class:`TrainConfig` in
+one place (:meth:`TrainForm.configs`). Training runs through
+:func:`napari_rvae.ui.worker.start_training` on snapshots of the layers; the
+results become layers on the GUI thread via
+:func:`napari_rvae.ui.result_layers.show_results`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.layers import Image, Points
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_rvae.core.config import MODEL_KINDS, SYMMETRIES, ModelConfig, TrainConfig
+from napari_rvae.core.device import available_devices, resolve_device
+from napari_rvae.core.errors import InputError
+from napari_rvae.core.modelfile import load_model, save_model
+
+from .pick_widget import LABEL_COLUMN, LayerCombo, layer_image_shape
+from .worker import JobWidget, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
+
+NO_LABELS = "(none)"
+LABELLED_KINDS = ("crvae", "ssrvae")  # models that read classes from a points column
+REDRAW_SECONDS = 0.3  # the loss curve is redrawn at most ~3 times a second
+
+
+def _spin(lo, hi, value, step=1):
+    return QSpinBox(minimum=lo, maximum=hi, value=value, singleStep=step)
+
+
+class TrainForm(QWidget):
+    """The model and training settings; :meth:`configs` is the one form -> config mapping."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.kind = QComboBox()
+        self.kind.addItems(list(MODEL_KINDS))
+        self.kind.setToolTip("rvae: rotation + content; vae: no rotation; crvae: known classes; "
+                             "jrvae: learns classes; ssrvae: learns classes from a few labels.")
+        self.n_classes = _spin(2, 50, 2)
+        self.patch_size = _spin(8, 512, 32, 2)
+        self.latent_dim = _spin(1, 16, 2)
+        self.hidden_dim = _spin(8, 1024, 128, 16)
+        self.translation = QCheckBox("learn a shift per patch", checked=True)
+        self.symmetry = QComboBox()
+        self.symmetry.addItems([str(s) for s in SYMMETRIES])
+        self.epochs = _spin(1, 10000, 50)
+        self.batch_size = _spin(1, 100000, 100)
+        self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, singleStep=1e-4)
+        self.lr.setValue(1e-3)  # after setDecimals: a 2-decimal box would round it to 0
+        self.device = QComboBox()
+        self.device.addItems(["auto", *available_devices()])  # only devices that exist here
+        self.seed = _spin(0, 2**31 - 1, 0)
+        for label, widget in [
+            ("Model", self.kind), ("Classes", self.n_classes), ("Patch size (px)", self.patch_size),
+            ("Latent dim", self.latent_dim), ("Hidden units", self.hidden_dim), ("", self.translation),
+            ("Symmetry (n-fold)", self.symmetry), ("Epochs", self.epochs), ("Batch size", self.batch_size),
+            ("Learning rate", self.lr), ("Device", self.device), ("Seed", self.seed),
+        ]:
+            form.addRow(label, widget)
+        self.kind.currentTextChanged.connect(self._kind_changed)
+        self._kind_changed(self.kind.currentText())
+
+    def _kind_changed(self, kind):
+        self.n_classes.setEnabled(kind in ("crvae", "jrvae", "ssrvae"))
+        self.translation.setEnabled(kind != "vae")
+        self.symmetry.setEnabled(kind != "vae")
+
+    def configs(self, n_label_classes: int = 0) -> tuple[ModelConfig, TrainConfig]:
+        """Model and training settings from the form (raises InputError for bad values)."""
+        kind = self.kind.currentText()
+        classes = max(self.n_classes.value(), n_label_classes) if kind in ("crvae", "jrvae", "ssrvae") else 0
+        model = ModelConfig(
+            kind=kind, patch_size=self.patch_size.value(), latent_dim=self.latent_dim.value(),
+            translation=self.translation.isChecked(), hidden_dim=self.hidden_dim.value(),
+            n_classes=classes, symmetry=int(self.symmetry.currentText()),
+        )
+        train = TrainConfig(
+            epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
+            seed=self.seed.value(), device=self.device.currentText(),
+        )
+        return model, train
+
+    def show_model(self, config: ModelConfig) -> None:
+        """Fill the model fields from a loaded model, so the form says what it is."""
+        self.kind.setCurrentText(config.kind)
+        self.patch_size.setValue(config.patch_size)
+        self.latent_dim.setValue(config.latent_dim)
+        self.hidden_dim.setValue(config.hidden_dim)
+        self.translation.setChecked(config.translation)
+        self.symmetry.setCurrentText(str(config.symmetry))
+        if config.n_classes:
+            self.n_classes.setValue(config.n_classes)
+
+
+class LossPlot(FigureCanvasQTAgg):
+    """A small live loss curve, redrawn at most every REDRAW_SECONDS."""
+
+    def __init__(self):
+        self.figure = Figure(figsize=(3, 1.6), tight_layout=True)
+        super().__init__(self.figure)
+        self.ax = self.figure.add_subplot()
+        self.setMinimumHeight(120)
+        self.reset()
+
+    def reset(self):
+        self.x, self.y, self._drawn = [], [], 0.0
+        self.ax.clear()
+        self.ax.set_xlabel("epoch", fontsize=8)
+        self.ax.set_ylabel("loss / patch", fontsize=8)
+        self.ax.tick_params(labelsize=7)
+        (self.line,) = self.ax.plot([], [], lw=1.2)
+        self.draw_idle()
+
+    def add(self, x: float, y: float, force: bool = False):
+        self.x.append(x)
+        self.y.append(y)
+        if force or time.monotonic() - self._drawn > REDRAW_SECONDS:
+            self.line.set_data(self.x, self.y)
+            self.ax.relim()
+            self.ax.autoscale_view()
+            self.draw_idle()
+            self._drawn = time.monotonic()
+
+
+class TrainWidget(JobWidget):
+    """Choose image + points, train in the background, stop/abort, save/load/apply models."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(napari_viewer, parent)
+        self.model = None  # the trained or loaded model
+        self.model_extra: dict = {}
+        self._watched = None
+        layout = QVBoxLayout(self)
+        inputs = QFormLayout()
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.points_combo = LayerCombo(napari_viewer, Points)
+        self.labels_combo = QComboBox()
+        self.labels_combo.setToolTip("Points feature column with the classes (crvae, ssrvae).")
+        inputs.addRow("Image", self.image_combo)
+        inputs.addRow("Points", self.points_combo)
+        inputs.addRow("Labels column", self.labels_combo)
+        layout.addLayout(inputs)
+        self.form = TrainForm()
+        layout.addWidget(self.form)
+
+        row = QHBoxLayout()
+        self.train_button, self.stop_button, self.abort_button = (QPushButton(t) for t in ("Train", "Stop", "Abort"))
+        self.stop_button.setToolTip("End training now and keep the model trained so far.")
+        self.abort_button.setToolTip("End training now and discard it.")
+        for button, slot in ((self.train_button, self.train), (self.stop_button, self.stop), (self.abort_button, self.abort)):
+            button.clicked.connect(slot)
+            row.addWidget(button)
+        layout.addLayout(row)
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.plot = LossPlot()
+        layout.addWidget(self.plot)
+
+        box = QGroupBox("Results")
+        rrow = QHBoxLayout(box)
+        self.save_button, self.load_button, self.apply_button = (
+            QPushButton(t) for t in ("Save model…", "Load model…", "Apply")
+        )
+        self.apply_button.setToolTip("Encode the chosen image and points with the current model.")
+        for button, slot in ((self.save_button, self.save_model), (self.load_button, self.load_model),
+                             (self.apply_button, self.apply)):
+            button.clicked.connect(slot)
+            rrow.addWidget(button)
+        layout.addWidget(box)
+        layout.addStretch()
+
+        self.image_combo.currentTextChanged.connect(self.update_buttons)
+        self.points_combo.currentTextChanged.connect(self._points_changed)
+        self._points_changed()
+
+    # ------------------------------------------------------------------ state
+
+    def _points_changed(self, *_):
+        layer = self.points_combo.layer()
+        if layer is not self._watched:
+            if self._watched is not None:
+                self._watched.events.features.disconnect(self._refresh_labels)
+            self._watched = layer
+            if layer is not None:
+                layer.events.features.connect(self._refresh_labels)
+        self._refresh_labels()
+
+    def _refresh_labels(self, *_):
+        layer, current = self.points_combo.layer(), self.labels_combo.currentText()
+        columns = [] if layer is None else [str(c) for c in layer.features.columns]
+        self.labels_combo.clear()
+        self.labels_combo.addItems([NO_LABELS, *columns])
+        if current in columns:
+            self.labels_combo.setCurrentText(current)
+        elif LABEL_COLUMN in columns:
+            self.labels_combo.setCurrentText(LABEL_COLUMN)
+        self.update_buttons()
+
+    def update_buttons(self, *_):
+        """Enable exactly the actions that can run now."""
+        training = self.busy and self.job.desc.startswith("Training")
+        inputs = self.image_combo.layer() is not None and self.points_combo.layer() is not None
+        self.train_button.setEnabled(inputs and not self.busy)
+        self.stop_button.setEnabled(training and not self.job.stopping)
+        self.abort_button.setEnabled(training)
+        self.save_button.setEnabled(self.model is not None and not self.busy)
+        self.load_button.setEnabled(not self.busy)
+        self.apply_button.setEnabled(inputs and self.model is not None and not self.busy)
+
+    def _labels_column(self) -> str | None:
+        column = self.labels_combo.currentText()
+        return None if column in ("", NO_LABELS) else column
+
+    def _snapshot(self, patch_size: int, kind: str):
+        """Copies of the chosen image and points (and labels when the model needs them)."""
+        image_layer, points_layer = self.image_combo.layer(), self.points_combo.layer()
+        if image_layer is None:
+            raise InputError("Choose an image layer first (open an image or load a sample).")
+        shape = layer_image_shape(image_layer)
+        if patch_size > min(shape):
+            raise InputError(f"The patch size {patch_size} px is larger than the image ({shape[0]} x {shape[1]} px): "
+                             "choose a smaller patch size.")
+        column = self._labels_column() if kind in LABELLED_KINDS else None
+        if kind in LABELLED_KINDS and column is None:
+            raise InputError(f"Model {kind} learns from classes: choose a labels column "
+                             "(assign classes to points in the Pick atoms widget).")
+        image, notes = snapshot_image(image_layer)
+        points, labels, names = snapshot_points(points_layer, image_layer, column)
+        for note in notes:
+            show_info(note)
+        return image, points, labels, names, (image_layer, points_layer)
+
+    # ---------------------------------------------------------------- training
+
+    def train(self):
+        """Start training on snapshots of the chosen layers."""
+        if self.busy:
+            return
+        try:
+            kind = self.form.kind.currentText()
+            image, points, labels, names, layers = self._snapshot(self.form.patch_size.value(), kind)
+            model_config, train_config = self.form.configs(len(names or []))
+            device = resolve_device(train_config.device)
+        except InputError as err:
+            show_warning(str(err))
+            return
+        inputs = TrainInputs(image, points, model_config, train_config, labels, names)
+        self.plot.reset()
+        self.status.setText(f"Training {kind} on {device}…")
+        run = f"{layers[0].name} {kind}"
+        self.run_job(start_training(
+            inputs, on_progress=self._progress, on_end=self.update_buttons,
+            on_done=lambda analysis: self._trained(analysis, run, layers, names),
+        ))
+        self.update_buttons()
+
+    def stop(self):
+        if self.busy:
+            self.job.stop()
+            self.status.setText("Stopping after this step; the model trained so far is kept…")
+        self.update_buttons()
+
+    def abort(self):
+        if self.busy:
+            self.job.abort()
+            self.status.setText("Training aborted; nothing was kept.")
+        self.update_buttons()
+
+    def _progress(self, p):
+        self.plot.add(p.epoch - 1 + p.step / max(p.steps_per_epoch, 1), p.loss, force=p.epoch_done and p.epoch == p.epochs)
+        eta = p.eta_seconds
+        left = f", about {eta:.0f} s left" if np.isfinite(eta) else ""
+        if not self.job.stopping:
+            self.status.setText(f"Epoch {p.epoch}/{p.epochs}, loss {p.loss:.4g}{left}")
+
+    def _trained(self, analysis, run_name, layers, class_names):
+        t = analysis.training
+        self.model = analysis.model
+        self.model_extra = {"class_names": class_names, "labels_col": self._labels_column()}
+        how = "stopped early" if t.stopped else "done"
+        self.status.setText(f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
+                            f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge).")
+        self._show(analysis, run_name, layers, class_names)
+
+    # ----------------------------------------------------------------- results
+
+    def _show(self, analysis, run_name, layers, class_names=None):
+        if class_names and "class" in analysis.table and "class_name" not in analysis.table:
+            at = analysis.table.columns.get_loc("class_prob") + 1 if "class_prob" in analysis.table else len(analysis.table.columns)
+            analysis.table.insert(at, "class_name", [class_names[int(i)] if 0 <= int(i) < len(class_names) else "" for i in analysis.table["class"]])
+        image_layer, points_layer = layers
+        try:
+            from .result_layers import show_results
+        except ImportError:  # TEMPORARY until ui/result_layers.py (issue 5) lands
+            show_results = _fallback_show_results
+        show_results(self.viewer, analysis, image_layer=image_layer, points_layer=points_layer,
+                     run_name=run_name, symmetry=analysis.model.config.symmetry)
+
+    def save_model(self, path=None):
+        """Write the current model to a file (asks where when no path is given)."""
+        if self.model is None:
+            show_warning("There is no model yet: train one or load one first.")
+            return None
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt", "napari-rvae model (*.pt)")
+            if not path:
+                return None
+        saved = save_model(self.model, path, extra=self.model_extra)
+        show_info(f"Model saved to {saved}.")
+        return saved
+
+    def load_model(self, path=None):
+        """Read a model file; its settings fill the form. Returns the model or None."""
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-rvae model (*.pt);;All files (*)")
+            if not path:
+                return None
+        try:
+            model, extra = load_model(path)
+        except InputError as err:
+            show_warning(str(err))
+            return None
+        self.model, self.model_extra = model, extra
+        self.form.show_model(model.config)
+        self.status.setText(f"Loaded a {model.config.kind} model ({model.config.patch_size} px patches).")
+        self.update_buttons()
+        return model
+
+    def apply(self):
+        """Encode the chosen image and points with the current model, in the background."""
+        if self.model is None or self.busy:
+            return
+        cfg = self.model.config
+        try:
+            image, points, labels, names, layers = self._snapshot(cfg.patch_size, cfg.kind if cfg.kind == "crvae" else "")
+            if labels is not None and labels.max(initial=-1) >= cfg.n_classes:
+                raise InputError(f"This model knows {cfg.n_classes} classes but the labels column has {len(names)}.")
+            if cfg.kind == "crvae" and (labels < 0).any():
+                raise InputError(f"A crvae model needs a class for every point; {(labels < 0).sum()} have none.")
+        except InputError as err:
+            show_warning(f"The model does not fit: {err}")
+            return
+        names = names or self.model_extra.get("class_names")
+        run = f"{layers[0].name} {cfg.kind} applied"
+        self.status.setText("Applying the model…")
+        self.run_job(start_apply(image, points, self.model, labels=labels, on_end=self.update_buttons,
+                                 on_done=lambda analysis: self._applied(analysis, run, layers, names)))
+        self.update_buttons()
+
+    def _applied(self, analysis, run_name, layers, names):
+        self.status.setText(f"Applied to {len(analysis.kept):,} points ({len(analysis.dropped):,} dropped at the edge).")
+        self._show(analysis, run_name, layers, names)
+
+
+def _fallback_show_results(viewer, analysis, *, image_layer, points_layer, run_name, symmetry):
+    """TEMPORARY stand-in for result_layers.show_results: one Points layer with the results."""
+    import pandas as pd
+
+    centers = analysis.centers
+    features = pd.concat([pd.DataFrame({"y": centers[:, 0], "x": centers[:, 1]}),
+                          analysis.table.reset_index(drop=True)], axis=1)
+    geometry = {} if image_layer is None else dict(scale=image_layer.scale[-2:], translate=image_layer.translate[-2:])
+    return viewer.add_points(centers, features=features, name=f"{run_name} points", size=3, **geometry)

@@ -1,0 +1,313 @@
+"""Background jobs for the widgets: detect atoms, train, apply a model.
+
+Contract (what the widgets rely on)
+-----------------------------------
+* **Snapshot.** :func:`snapshot_image` and :func:`snapshot_points` run on the
+  GUI thread and copy what a job needs out of the layers: the image as a
+  float32 2-D array, the points as an ``(N, 2)`` array of ``(y, x)`` in the
+  image's pixel coordinates, the class codes of a features column. A job sees
+  only these copies, so the user may edit, move or delete the layers while it
+  runs.
+* **Yields.** A training job yields the core's
+  :class:`~napari_rvae.core.train.Progress` (once per epoch and about every
+  0.2 s); ``on_progress(progress)`` is called with each one on the GUI thread,
+  and the job moves a bar in napari's activity dock.
+* **Returns.** ``on_done(result)`` on the GUI thread with the core's result (an
+  :class:`~napari_rvae.core.analysis.Analysis`, or the detection DataFrame).
+  Only the widget turns it into layers: the worker never touches a layer or a
+  widget.
+* **Stop** (:meth:`Job.stop`) ends training after the current optimisation
+  step; the model trained so far is encoded and handed to ``on_done`` as
+  usual, with ``analysis.training.stopped`` set.
+* **Abort** (:meth:`Job.abort`) is stop plus: the result is discarded and
+  ``on_done`` is not called.
+* **Close** (:meth:`Job.close`) is abort plus ``worker.quit()`` and no
+  callback at all afterwards: widgets call it when they are closed, deleted or
+  their viewer closes, so nothing calls into a dead widget.
+* **Errors.** An :class:`~napari_rvae.core.errors.InputError` becomes a
+  warning notification with its sentence; anything else an error
+  notification in one line (the traceback goes to the log, never a dialog).
+* ``on_end()`` runs on the GUI thread after every job that was not closed,
+  whatever its outcome, so the widget can re-enable its buttons.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_warning
+from qtpy.QtWidgets import QApplication, QWidget
+
+from napari_rvae.core.analysis import analyse_iter, apply_model
+from napari_rvae.core.config import ModelConfig, TrainConfig
+from napari_rvae.core.errors import InputError
+from napari_rvae.core.image import as_image2d
+from napari_rvae.core.pipeline import class_codes
+
+log = logging.getLogger(__name__)
+
+# Resolution of the activity-dock bar: fine enough for a smooth bar.
+_BAR_STEPS = 1000
+
+
+# ----------------------------------------------------------------------------
+# snapshots (GUI thread)
+
+
+def snapshot_image(layer) -> tuple[np.ndarray, list[str]]:
+    """A float32 2-D copy of an image layer's data, plus notes on what was changed.
+
+    RGB layers become their luminance (with a note); stacks raise
+    :class:`InputError`. Multiscale layers use their full-resolution level.
+    """
+    if layer is None:
+        raise InputError("Choose an image layer first (open an image or load a sample).")
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    img, notes = as_image2d(np.asarray(data), name=f"image {layer.name!r}", rgb=bool(getattr(layer, "rgb", False)))
+    return np.array(img, dtype=np.float32, copy=True), notes
+
+
+def points_in_image_pixels(points_layer, image_layer) -> np.ndarray:
+    """The points' ``(y, x)`` in the image's pixel grid (through both layers' scale and translate)."""
+    pts = np.array(points_layer.data, dtype=np.float64, copy=True)
+    if pts.ndim != 2 or pts.shape[0] == 0:
+        return np.zeros((0, 2))
+    world = pts[:, -2:] * np.asarray(points_layer.scale[-2:]) + np.asarray(points_layer.translate[-2:])
+    if image_layer is None:
+        return world
+    return (world - np.asarray(image_layer.translate[-2:])) / np.asarray(image_layer.scale[-2:])
+
+
+def snapshot_points(points_layer, image_layer, labels_column: str | None = None):
+    """Copy the points (image pixels) and, if asked, the class codes of a features column.
+
+    Returns
+    -------
+    points_yx : ndarray, shape (N, 2)
+    labels : ndarray of int or None
+        Codes ``0..C-1`` of the column's values in sorted order, ``-1`` where
+        empty.
+    class_names : list or None
+        The column's distinct values, in code order.
+    """
+    if points_layer is None:
+        raise InputError("Choose a points layer first: detect atoms or add points by hand.")
+    pts = points_in_image_pixels(points_layer, image_layer)
+    if len(pts) == 0:
+        raise InputError(f"The points layer {points_layer.name!r} is empty: detect atoms or add points first.")
+    if not labels_column:
+        return pts, None, None
+    features = points_layer.features
+    if labels_column not in features.columns:
+        raise InputError(
+            f"The points layer {points_layer.name!r} has no {labels_column!r} column: "
+            "assign classes in the Pick atoms widget first."
+        )
+    labels, names = class_codes(features[labels_column].copy())
+    return pts, labels, names
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """Everything a training job needs, copied off the layers."""
+
+    image: np.ndarray
+    points_yx: np.ndarray
+    model_config: ModelConfig
+    train_config: TrainConfig
+    labels: np.ndarray | None = None
+    class_names: list | None = None
+    edge: str = "drop"
+
+
+# ----------------------------------------------------------------------------
+# the work itself (worker thread): core calls only
+
+
+def _train(inputs: TrainInputs, stop: threading.Event):
+    analysis = yield from analyse_iter(
+        inputs.image,
+        inputs.points_yx,
+        inputs.model_config,
+        inputs.train_config,
+        labels=inputs.labels,
+        edge=inputs.edge,
+        stop=stop,
+    )
+    return analysis
+
+
+def _apply(image, points_yx, model, labels, edge):
+    return apply_model(image, points_yx, model, labels=labels, edge=edge)
+
+
+def _detect(image, options: dict) -> pd.DataFrame:
+    from napari_rvae.core.detect import detect_atoms
+
+    return detect_atoms(image, **options)
+
+
+# ----------------------------------------------------------------------------
+# the job (GUI thread side)
+
+
+class Job:
+    """One core call running in a napari thread worker; see the module docstring."""
+
+    def __init__(
+        self,
+        func: Callable,
+        *args,
+        desc: str,
+        stop: threading.Event | None = None,
+        determinate: bool = False,
+        on_progress: Callable | None = None,
+        on_done: Callable | None = None,
+        on_end: Callable | None = None,
+    ):
+        self.desc = desc
+        self._stop = stop or threading.Event()
+        self._discard = False
+        self._closed = False
+        self.running = True
+        self.on_progress, self.on_done, self.on_end = on_progress, on_done, on_end
+        # Our own bar (not create_worker's), so it can follow the training fraction.
+        self._bar = progress(total=_BAR_STEPS if determinate else 0, desc=desc)
+        self._worker = create_worker(func, *args, _ignore_errors=True, _start_thread=False)
+        if hasattr(self._worker, "yielded"):
+            self._worker.yielded.connect(self._yielded)
+        self._worker.returned.connect(self._returned)
+        self._worker.errored.connect(self._errored)
+        self._worker.finished.connect(self._finished)
+        self._worker.start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """End training after the current step; the partial result is still delivered."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """End training and discard the result."""
+        self._discard = True
+        self._stop.set()
+
+    def close(self) -> None:
+        """Abort, ask the worker to quit, and call nothing back any more."""
+        self._closed = True
+        self.abort()
+        if self.running:
+            self._worker.quit()
+        self._close_bar()
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _yielded(self, report) -> None:
+        if self._closed:
+            return
+        if self._bar is not None and hasattr(report, "fraction"):
+            target = int(round(min(max(report.fraction, 0.0), 1.0) * _BAR_STEPS))
+            if target > self._bar.n:
+                self._bar.update(target - self._bar.n)
+        if self.on_progress is not None:
+            self.on_progress(report)
+
+    def _returned(self, result) -> None:
+        if self._closed or self._discard:
+            return
+        if self.on_done is not None:
+            self.on_done(result)
+
+    def _errored(self, exc: BaseException) -> None:
+        if self._closed:
+            return
+        if isinstance(exc, InputError):
+            show_warning(str(exc))
+        else:
+            log.error("%s failed", self.desc, exc_info=exc)
+            show_error(f"{self.desc} failed: {type(exc).__name__}: {exc}")
+
+    def _finished(self) -> None:
+        self.running = False
+        self._close_bar()
+        if not self._closed and self.on_end is not None:
+            self.on_end()
+
+
+def start_training(inputs: TrainInputs, **callbacks) -> Job:
+    """Train in the background; ``on_done`` gets the :class:`Analysis`."""
+    stop = threading.Event()
+    return Job(_train, inputs, stop, desc="Training rVAE", stop=stop, determinate=True, **callbacks)
+
+
+def start_apply(image, points_yx, model, *, labels=None, edge="drop", **callbacks) -> Job:
+    """Encode the points with a trained model in the background."""
+    return Job(_apply, image, points_yx, model, labels, edge, desc="Applying model", **callbacks)
+
+
+def start_detection(image, options: dict, **callbacks) -> Job:
+    """Run the atom detector in the background; ``on_done`` gets its DataFrame."""
+    return Job(_detect, image, dict(options), desc="Detecting atoms", **callbacks)
+
+
+class JobWidget(QWidget):
+    """A dock widget that runs at most one :class:`Job` and closes it when it goes away.
+
+    The job is closed (aborted, no callbacks) when the widget is closed or
+    deleted, when its window is hidden or closed (the viewer closing) and when
+    the application quits. Hiding only the dock (a tab switch) keeps it running.
+    """
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.job: Job | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None and self.job.running
+
+    def run_job(self, job: Job) -> Job:
+        self._unbind(self.job)
+        self.job = job
+        # Bound to the job, not to self: these may fire after the widget's C++ side is gone.
+        self.destroyed.connect(job.close)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(job.close)
+        return job
+
+    def _unbind(self, job: Job | None) -> None:
+        if job is None:
+            return
+        for signal in (self.destroyed, getattr(QApplication.instance(), "aboutToQuit", None)):
+            try:
+                signal.disconnect(job.close)
+            except (TypeError, RuntimeError, AttributeError):
+                pass
+
+    def close_job(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.close()
+
+    def closeEvent(self, event):
+        self.close_job()
+        super().closeEvent(event)
+
+    def hideEvent(self, event):
+        window = self.window()
+        if window is self or not window.isVisible():
+            self.close_job()
+        super().hideEvent(event)
