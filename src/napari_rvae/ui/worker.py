@@ -43,6 +43,7 @@ import pandas as pd
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication, QWidget
 
 from napari_rvae.core.analysis import analyse_iter, apply_model
@@ -266,8 +267,9 @@ class JobWidget(QWidget):
     """A dock widget that runs at most one :class:`Job` and closes it when it goes away.
 
     The job is closed (aborted, no callbacks) when the widget is closed or
-    deleted, when its window is hidden or closed (the viewer closing) and when
-    the application quits. Hiding only the dock (a tab switch) keeps it running.
+    deleted, taken out of its dock (napari's close button does that), when its
+    window is hidden or closed (the viewer closing) and when the application
+    quits. Hiding only the dock (a tab switch) keeps it running.
     """
 
     def __init__(self, napari_viewer, parent=None):
@@ -299,12 +301,18 @@ class JobWidget(QWidget):
                 pass
 
     def close_job(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.close()
+        job = getattr(self, "job", None)  # Qt may send events before __init__ has set it
+        if job is not None and job.running:
+            job.close()
 
     def closeEvent(self, event):
         self.close_job()
         super().closeEvent(event)
+
+    def event(self, event):
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.close_job()  # napari's dock close button re-parents the widget to nothing
+        return super().event(event)
 
     def hideEvent(self, event):
         window = self.window()

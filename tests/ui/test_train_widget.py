@@ -1,0 +1,279 @@
+"""The Train rVAE dock widget with a real viewer, real Qt and real (tiny) trainings."""
+
+import time
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QTimer
+
+from napari_rvae.core.config import ModelConfig
+from napari_rvae.core.detect import detect_atoms
+from napari_rvae.core.modelfile import save_model
+from napari_rvae.core.patches import edge_dropped_count
+from napari_rvae.core.models import RVAE
+from napari_rvae.core.synthetic import make_lattice
+
+pytestmark = pytest.mark.gui
+
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def lattice():
+    lat = make_lattice((128, 128), seed=0)
+    return lat.image, detect_atoms(lat.image)[["y", "x"]].to_numpy()
+
+
+@pytest.fixture
+def messages():
+    """Texts of the napari notifications shown during the test."""
+    start = len(notification_manager.records)
+    return lambda: [str(n.message) for n in notification_manager.records[start:]]
+
+
+def open_widget(viewer):
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-rvae", "Train rVAE")
+    return dock, widget
+
+
+def add_inputs(viewer, lattice, scale=(1.0, 1.0), translate=(0.0, 0.0)):
+    image, points = lattice
+    img = viewer.add_image(image.copy(), name="scan", scale=scale, translate=translate)
+    pts = viewer.add_points(points * np.asarray(scale) + np.asarray(translate), name="atoms")
+    return img, pts
+
+
+def small_run(widget, epochs=3, batch=16, kind="rvae"):
+    """Settings for a training of a few seconds on ~80 patches."""
+    f = widget.form
+    f.kind.setCurrentText(kind)
+    f.patch_size.setValue(16)
+    f.hidden_dim.setValue(32)
+    f.epochs.setValue(epochs)
+    f.batch_size.setValue(batch)
+    f.device.setCurrentText("cpu")
+
+
+def wait_progress(qtbot, widget, n=2):
+    qtbot.waitUntil(lambda: len(widget.plot.x) >= n, timeout=WAIT_MS)
+
+
+def result_layers(viewer, before):
+    return [lay for lay in viewer.layers if lay.name not in before]
+
+
+def test_train_through_manifest_keeps_inputs_and_viewer_responsive(make_napari_viewer, qtbot, lattice, tmp_path, messages):
+    viewer = make_napari_viewer()
+    img, pts = add_inputs(viewer, lattice, scale=(0.5, 0.5), translate=(3.0, -2.0))
+    img_before, pts_before = img.data.copy(), pts.data.copy()
+    _, widget = open_widget(viewer)
+    assert widget.image_combo.currentText() == "scan" and widget.points_combo.currentText() == "atoms"
+    assert widget.form.device.itemText(0) == "auto" and "cpu" in [widget.form.device.itemText(i) for i in range(widget.form.device.count())]
+    assert not widget.save_button.isEnabled() and not widget.apply_button.isEnabled()
+    small_run(widget, epochs=4)
+
+    # The GUI thread must keep running its event loop while training runs.
+    ticks = []
+    timer = QTimer(interval=10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    before = [lay.name for lay in viewer.layers]
+    widget.train_button.click()
+    assert widget.busy and not widget.train_button.isEnabled() and widget.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    timer.stop()
+    gaps = np.diff(ticks)
+    assert len(ticks) > 20 and gaps.max() < 0.5, f"GUI stalled for {gaps.max():.2f} s during training"
+
+    new = result_layers(viewer, before)
+    assert new, "training produced no layers"
+    table_layer = next(lay for lay in new if "angle" in getattr(lay, "features", {}))
+    kept = len(lattice[1]) - edge_dropped_count(lattice[0].shape, lattice[1], 16)
+    assert len(table_layer.features) == kept
+    assert np.isfinite(table_layer.features["angle"]).all()
+    assert "Training done" in widget.status.text() and "cpu" in widget.status.text()
+    assert len(widget.plot.y) >= 4 and np.isfinite(widget.plot.y).all()
+    # The user's layers are untouched.
+    np.testing.assert_array_equal(img.data, img_before)
+    np.testing.assert_array_equal(pts.data, pts_before)
+    assert list(pts.features.columns) == [] and tuple(img.scale) == (0.5, 0.5)
+    assert widget.save_button.isEnabled() and widget.apply_button.isEnabled() and widget.train_button.isEnabled()
+
+    # Save, load back, apply: one more set of layers from the loaded model.
+    path = widget.save_model(tmp_path / "model.pt")
+    assert path.is_file()
+    assert widget.load_model(str(path)) is not None
+    before = [lay.name for lay in viewer.layers]
+    widget.apply_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    applied = result_layers(viewer, before)
+    assert applied and any("applied" in lay.name for lay in applied)
+    assert not [m for m in messages() if "failed" in m]
+
+
+def test_stop_keeps_partial_model(make_napari_viewer, qtbot, lattice):
+    viewer = make_napari_viewer()
+    add_inputs(viewer, lattice)
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=500, batch=8)
+    before = [lay.name for lay in viewer.layers]
+    widget.train_button.click()
+    wait_progress(qtbot, widget)
+    widget.stop_button.click()
+    assert not widget.stop_button.isEnabled()  # pressed once is enough
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.model is not None
+    assert "stopped early" in widget.status.text()
+    assert result_layers(viewer, before), "a stopped training must still write its results"
+
+
+def test_abort_discards(make_napari_viewer, qtbot, lattice):
+    viewer = make_napari_viewer()
+    add_inputs(viewer, lattice)
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=500, batch=8)
+    before = [lay.name for lay in viewer.layers]
+    widget.train_button.click()
+    wait_progress(qtbot, widget)
+    widget.abort_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    qtbot.wait(50)
+    assert widget.model is None and not widget.save_button.isEnabled()
+    assert [lay.name for lay in viewer.layers] == before
+    assert "aborted" in widget.status.text()
+
+
+def test_deleting_inputs_during_training_is_harmless(make_napari_viewer, qtbot, lattice, messages):
+    viewer = make_napari_viewer()
+    img, pts = add_inputs(viewer, lattice)
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=500, batch=8)
+    widget.train_button.click()
+    wait_progress(qtbot, widget)
+    viewer.layers.remove(img)
+    viewer.layers.remove(pts)
+    n = len(widget.plot.x)
+    wait_progress(qtbot, widget, n + 2)  # training goes on, on its own copies
+    widget.stop_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.model is not None
+    assert len(viewer.layers) >= 1, "results should still appear"
+    assert not widget.train_button.isEnabled()  # nothing left to train on
+    assert not [m for m in messages() if "failed" in m]
+
+
+def test_closing_the_dock_stops_training(make_napari_viewer, qtbot, lattice):
+    viewer = make_napari_viewer()
+    add_inputs(viewer, lattice)
+    dock, widget = open_widget(viewer)
+    small_run(widget, epochs=500, batch=8)
+    before = [lay.name for lay in viewer.layers]
+    widget.train_button.click()
+    wait_progress(qtbot, widget)
+    job = widget.job
+    dock.title.close_button.click()  # napari's "x" on the dock
+    qtbot.waitUntil(lambda: not job.running, timeout=10_000)
+    qtbot.wait(50)
+    assert [lay.name for lay in viewer.layers] == before
+
+
+def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, lattice):
+    viewer = make_napari_viewer(show=True)
+    add_inputs(viewer, lattice)
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=500, batch=8)
+    widget.train_button.click()
+    wait_progress(qtbot, widget)
+    job = widget.job
+    viewer.close()
+    qtbot.waitUntil(lambda: not job.running, timeout=10_000)
+    assert job.stopping
+
+
+def test_buttons_follow_the_inputs(make_napari_viewer, lattice, messages):
+    viewer = make_napari_viewer()
+    _, widget = open_widget(viewer)
+    assert not widget.train_button.isEnabled() and not widget.apply_button.isEnabled()
+    widget.train()  # even if called anyway: a message, no exception
+    viewer.add_image(lattice[0], name="scan")
+    assert not widget.train_button.isEnabled()
+    widget.train()
+    viewer.add_points(lattice[1], name="atoms")
+    assert widget.train_button.isEnabled()
+    assert any("image layer" in m for m in messages())
+    assert any("points" in m for m in messages())
+
+
+@pytest.mark.parametrize(
+    "data, rgb, expected",
+    [
+        (np.random.default_rng(0).random((3, 64, 64)), False, "2-D image is needed"),
+        (np.zeros((64, 64)), False, "constant"),
+        (np.random.default_rng(0).random((40, 40)), False, "larger than the image"),
+    ],
+)
+def test_bad_images_give_a_message(make_napari_viewer, messages, data, rgb, expected):
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="bad", rgb=rgb)
+    viewer.add_points(np.array([[10.0, 10.0, 10.0]])[:, -data.ndim :] + 10, name="p")
+    _, widget = open_widget(viewer)
+    widget.form.patch_size.setValue(48)
+    widget.train()
+    assert not widget.busy
+    assert any(expected in m for m in messages()), messages()
+
+
+def test_rgb_image_is_used_as_luminance(make_napari_viewer, qtbot, lattice, messages):
+    viewer = make_napari_viewer()
+    image, points = lattice
+    viewer.add_image(np.stack([image] * 3, axis=-1), name="rgb", rgb=True)
+    viewer.add_points(points, name="atoms")
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=1)
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert any("luminance" in m for m in messages())
+    assert widget.model is not None
+
+
+def test_models_that_do_not_fit(make_napari_viewer, lattice, tmp_path, messages):
+    viewer = make_napari_viewer()
+    add_inputs(viewer, lattice)
+    _, widget = open_widget(viewer)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    assert widget.load_model(str(junk)) is None
+    assert any("not a readable napari-rvae model" in m for m in messages())
+
+    big = save_model(RVAE(ModelConfig(patch_size=200, hidden_dim=8)), tmp_path / "big.pt")
+    assert widget.load_model(str(big)) is not None and widget.form.patch_size.value() == 200
+    widget.apply()
+    assert not widget.busy and any("does not fit" in m and "larger than the image" in m for m in messages())
+
+    crvae = save_model(RVAE(ModelConfig(kind="crvae", n_classes=2, patch_size=16, hidden_dim=8)), tmp_path / "c.pt")
+    widget.load_model(str(crvae))
+    widget.apply()
+    assert not widget.busy and any("does not fit" in m and "labels column" in m for m in messages())
+
+
+def test_crvae_trains_on_classes_assigned_in_pick_widget(make_napari_viewer, qtbot, lattice):
+    viewer = make_napari_viewer()
+    _, pts = add_inputs(viewer, lattice)
+    _, pick = viewer.window.add_plugin_dock_widget("napari-rvae", "Pick atoms")
+    _, widget = open_widget(viewer)
+    n = len(pts.data)
+    pts.selected_data = set(range(n // 2))
+    pick.class_value.setValue(0)
+    pick.assign_button.click()
+    pts.selected_data = set(range(n // 2, n))
+    pick.class_value.setValue(1)
+    pick.assign_button.click()
+    assert widget.labels_combo.currentText() == "label"  # picked up from the features event
+    small_run(widget, epochs=2, kind="crvae")
+    before = [lay.name for lay in viewer.layers]
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.model is not None and widget.model.config.kind == "crvae"
+    table = next(lay.features for lay in result_layers(viewer, before) if "class" in getattr(lay, "features", {}))
+    assert set(table["class"]) <= {0, 1}
