@@ -152,6 +152,7 @@ class TrainWidget(JobWidget):
         super().__init__(napari_viewer, parent)
         self.model = None  # the trained or loaded model
         self.model_extra: dict = {}
+        self._device = "cpu"  # the device the running training uses, for the status line
         self._watched = None
         layout = QVBoxLayout(self)
         inputs = QFormLayout()
@@ -270,6 +271,7 @@ class TrainWidget(JobWidget):
             return
         inputs = TrainInputs(image, points, model_config, train_config, labels, names)
         self.plot.reset()
+        self._device = str(device)
         self.status.setText(f"Training {kind} on {device}…")
         run = f"{layers[0].name} {kind}"
         self.run_job(start_training(
@@ -293,9 +295,9 @@ class TrainWidget(JobWidget):
     def _progress(self, p):
         self.plot.add(p.epoch - 1 + p.step / max(p.steps_per_epoch, 1), p.loss, force=p.epoch_done and p.epoch == p.epochs)
         eta = p.eta_seconds
-        left = f", about {eta:.0f} s left" if np.isfinite(eta) else ""
+        left = f", {_duration(eta)} left" if np.isfinite(eta) else ""
         if not self.job.stopping:
-            self.status.setText(f"Epoch {p.epoch}/{p.epochs}, loss {p.loss:.4g}{left}")
+            self.status.setText(f"Epoch {p.epoch}/{p.epochs} on {self._device}, loss {p.loss:.4g}{left}")
 
     def _trained(self, analysis, run_name, layers, class_names):
         t = analysis.training
@@ -374,6 +376,12 @@ class TrainWidget(JobWidget):
     def _applied(self, analysis, run_name, layers, names):
         self.status.setText(f"Applied to {len(analysis.kept):,} points ({len(analysis.dropped):,} dropped at the edge).")
         self._show(analysis, run_name, layers, names)
+
+
+def _duration(seconds: float) -> str:
+    """'42 s' or '3 min 05 s': how long, for the status line."""
+    seconds = int(round(seconds))
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def _fallback_show_results(viewer, analysis, *, image_layer, points_layer, run_name, symmetry):
