@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+from napari.utils import progress
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 
@@ -120,11 +121,16 @@ def test_stop_keeps_partial_model(make_napari_viewer, qtbot, lattice):
     before = [lay.name for lay in viewer.layers]
     widget.train_button.click()
     wait_progress(qtbot, widget)
+    # Progress shows in napari's activity dock (a napari progress bar) and in the widget.
+    bars = [b for b in progress._all_instances if b.desc.startswith("Training rVAE")]
+    assert len(bars) == 1 and 0 < bars[0].n < bars[0].total
+    assert 0 < widget.bar.value() < widget.bar.maximum()
     widget.stop_button.click()
     assert not widget.stop_button.isEnabled()  # pressed once is enough
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     assert widget.model is not None
     assert "stopped early" in widget.status.text()
+    assert not [b for b in progress._all_instances if b.desc.startswith("Training rVAE")]  # bar closed
     assert result_layers(viewer, before), "a stopped training must still write its results"
 
 

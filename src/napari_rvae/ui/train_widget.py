@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -40,7 +41,8 @@ from .pick_widget import LABEL_COLUMN, LayerCombo, layer_image_shape
 from .worker import JobWidget, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
 
 NO_LABELS = "(none)"
-LABELLED_KINDS = ("crvae", "ssrvae")  # models that read classes from a points column
+LABELLED_KINDS = ("crvae", "ssrvae")  # models that train on classes from a points column
+# (to apply a model only crvae needs them: its decoder is conditioned on the class)
 REDRAW_SECONDS = 0.3  # the loss curve is redrawn at most ~3 times a second
 
 
@@ -175,6 +177,8 @@ class TrainWidget(JobWidget):
             button.clicked.connect(slot)
             row.addWidget(button)
         layout.addLayout(row)
+        self.bar = QProgressBar(maximum=1000, textVisible=False)
+        layout.addWidget(self.bar)
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
@@ -236,8 +240,8 @@ class TrainWidget(JobWidget):
         column = self.labels_combo.currentText()
         return None if column in ("", NO_LABELS) else column
 
-    def _snapshot(self, patch_size: int, kind: str):
-        """Copies of the chosen image and points (and labels when the model needs them)."""
+    def _snapshot(self, patch_size: int, kind: str, labels_needed: bool):
+        """Copies of the chosen image and points, and of the labels when ``labels_needed``."""
         image_layer, points_layer = self.image_combo.layer(), self.points_combo.layer()
         if image_layer is None:
             raise InputError("Choose an image layer first (open an image or load a sample).")
@@ -245,8 +249,8 @@ class TrainWidget(JobWidget):
         if patch_size > min(shape):
             raise InputError(f"The patch size {patch_size} px is larger than the image ({shape[0]} x {shape[1]} px): "
                              "choose a smaller patch size.")
-        column = self._labels_column() if kind in LABELLED_KINDS else None
-        if kind in LABELLED_KINDS and column is None:
+        column = self._labels_column() if labels_needed else None
+        if labels_needed and column is None:
             raise InputError(f"Model {kind} learns from classes: choose a labels column "
                              "(assign classes to points in the Pick atoms widget).")
         image, notes = snapshot_image(image_layer)
@@ -263,7 +267,7 @@ class TrainWidget(JobWidget):
             return
         try:
             kind = self.form.kind.currentText()
-            image, points, labels, names, layers = self._snapshot(self.form.patch_size.value(), kind)
+            image, points, labels, names, layers = self._snapshot(self.form.patch_size.value(), kind, kind in LABELLED_KINDS)
             model_config, train_config = self.form.configs(len(names or []))
             device = resolve_device(train_config.device)
         except InputError as err:
@@ -271,6 +275,7 @@ class TrainWidget(JobWidget):
             return
         inputs = TrainInputs(image, points, model_config, train_config, labels, names)
         self.plot.reset()
+        self.bar.setValue(0)
         self._device = str(device)
         self.status.setText(f"Training {kind} on {device}…")
         run = f"{layers[0].name} {kind}"
@@ -293,6 +298,7 @@ class TrainWidget(JobWidget):
         self.update_buttons()
 
     def _progress(self, p):
+        self.bar.setValue(int(round(1000 * p.fraction)))
         self.plot.add(p.epoch - 1 + p.step / max(p.steps_per_epoch, 1), p.loss, force=p.epoch_done and p.epoch == p.epochs)
         eta = p.eta_seconds
         left = f", {_duration(eta)} left" if np.isfinite(eta) else ""
@@ -358,7 +364,7 @@ class TrainWidget(JobWidget):
             return
         cfg = self.model.config
         try:
-            image, points, labels, names, layers = self._snapshot(cfg.patch_size, cfg.kind if cfg.kind == "crvae" else "")
+            image, points, labels, names, layers = self._snapshot(cfg.patch_size, cfg.kind, cfg.kind == "crvae")
             if labels is not None and labels.max(initial=-1) >= cfg.n_classes:
                 raise InputError(f"This model knows {cfg.n_classes} classes but the labels column has {len(names)}.")
             if cfg.kind == "crvae" and (labels < 0).any():
