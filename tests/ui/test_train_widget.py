@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from napari.utils import progress
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
@@ -283,3 +284,16 @@ def test_crvae_trains_on_classes_assigned_in_pick_widget(make_napari_viewer, qtb
     assert widget.model is not None and widget.model.config.kind == "crvae"
     table = next(lay.features for lay in result_layers(viewer, before) if "class" in getattr(lay, "features", {}))
     assert set(table["class"]) <= {0, 1}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_the_gpu_when_chosen(make_napari_viewer, qtbot, lattice):
+    viewer = make_napari_viewer()
+    add_inputs(viewer, lattice)
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=2)
+    widget.form.device.setCurrentText("cuda:0")
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert "cuda:0" in widget.status.text() and widget.model is not None
