@@ -18,6 +18,7 @@ import pandas as pd
 from .config import ModelConfig, TrainConfig
 from .encode import encode
 from .errors import InputError
+from .exports import write_map_exports
 from .image import as_image2d
 from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
@@ -223,6 +224,7 @@ def run_train(
         extra = {"class_names": class_names, "labels_col": labels_col, "edge": edge}
         save_model(result.model, out.path(MODEL_FILE), extra=extra)
         table.to_csv(out.path(POINTS_FILE), index=False)
+        map_files = write_map_exports(out, inputs, table, result.model)
         report = {
             "command": "train",
             "input": str(input_path),
@@ -248,7 +250,7 @@ def run_train(
             "pixel_size": inputs.pixel_size,
             "unit": inputs.unit,
             "notes": inputs.notes,
-            "files": [MODEL_FILE, POINTS_FILE, REPORT],
+            "files": [MODEL_FILE, POINTS_FILE, *map_files, REPORT],
         }
         out.write_json(REPORT, report)
     except BaseException:
@@ -305,6 +307,7 @@ def run_encode(
         names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
         table = results_table(inputs, encoded, class_names=names)
         table.to_csv(out.path(POINTS_FILE), index=False)
+        map_files = write_map_exports(out, inputs, table, model)
         report = {
             "command": "encode",
             "input": str(input_path),
@@ -318,7 +321,7 @@ def run_encode(
             "pixel_size": inputs.pixel_size,
             "unit": inputs.unit,
             "notes": inputs.notes,
-            "files": [POINTS_FILE, REPORT],
+            "files": [POINTS_FILE, *map_files, REPORT],
         }
         out.write_json(REPORT, report)
     except BaseException:
