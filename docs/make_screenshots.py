@@ -47,7 +47,7 @@ def main() -> int:
     form.batch_size.setValue(64)
     train.train()
     wait(lambda: len(train.plot.x) >= 40)  # well into training: a real curve and time left
-    train.plot.add(train.plot.x[-1], train.plot.y[-1], force=True)
+    train.plot.redraw()
     for _ in range(20):
         QApplication.instance().processEvents()
     shot = viewer.screenshot(canvas_only=False, flash=False)

@@ -9,13 +9,14 @@ results become layers on the GUI thread via
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Points
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -39,6 +40,8 @@ from napari_rvae.core.modelfile import load_model, save_model
 
 from .pick_widget import LABEL_COLUMN, LayerCombo, layer_image_shape
 from .worker import JobWidget, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
+
+log = logging.getLogger(__name__)
 
 NO_LABELS = "(none)"
 LABELLED_KINDS = ("crvae", "ssrvae")  # models that train on classes from a points column
@@ -136,15 +139,18 @@ class LossPlot(FigureCanvasQTAgg):
         (self.line,) = self.ax.plot([], [], lw=1.2)
         self.draw_idle()
 
-    def add(self, x: float, y: float, force: bool = False):
+    def add(self, x: float, y: float):
         self.x.append(x)
         self.y.append(y)
-        if force or time.monotonic() - self._drawn > REDRAW_SECONDS:
-            self.line.set_data(self.x, self.y)
-            self.ax.relim()
-            self.ax.autoscale_view()
-            self.draw_idle()
-            self._drawn = time.monotonic()
+        if time.monotonic() - self._drawn > REDRAW_SECONDS:
+            self.redraw()
+
+    def redraw(self):
+        self.line.set_data(self.x, self.y)
+        self.ax.relim()
+        self.ax.autoscale_view()
+        self.draw_idle()
+        self._drawn = time.monotonic()
 
 
 class TrainWidget(JobWidget):
@@ -299,7 +305,7 @@ class TrainWidget(JobWidget):
 
     def _progress(self, p):
         self.bar.setValue(int(round(1000 * p.fraction)))
-        self.plot.add(p.epoch - 1 + p.step / max(p.steps_per_epoch, 1), p.loss, force=p.epoch_done and p.epoch == p.epochs)
+        self.plot.add(p.epoch - 1 + p.step / max(p.steps_per_epoch, 1), p.loss)
         eta = p.eta_seconds
         left = f", {_duration(eta)} left" if np.isfinite(eta) else ""
         if not self.job.stopping:
@@ -307,6 +313,7 @@ class TrainWidget(JobWidget):
 
     def _trained(self, analysis, run_name, layers, class_names):
         t = analysis.training
+        self.plot.redraw()  # the last points may have come in faster than the redraw limit
         self.model = analysis.model
         self.model_extra = {"class_names": class_names, "labels_col": self._labels_column()}
         how = "stopped early" if t.stopped else "done"
@@ -318,15 +325,20 @@ class TrainWidget(JobWidget):
 
     def _show(self, analysis, run_name, layers, class_names=None):
         if class_names and "class" in analysis.table and "class_name" not in analysis.table:
-            at = analysis.table.columns.get_loc("class_prob") + 1 if "class_prob" in analysis.table else len(analysis.table.columns)
-            analysis.table.insert(at, "class_name", [class_names[int(i)] if 0 <= int(i) < len(class_names) else "" for i in analysis.table["class"]])
-        image_layer, points_layer = layers
+            _add_class_names(analysis.table, class_names)
+        image_layer, points_layer = layers  # possibly deleted meanwhile: their geometry still holds
         try:
             from .result_layers import show_results
         except ImportError:  # TEMPORARY until ui/result_layers.py (issue 5) lands
             show_results = _fallback_show_results
-        show_results(self.viewer, analysis, image_layer=image_layer, points_layer=points_layer,
-                     run_name=run_name, symmetry=analysis.model.config.symmetry)
+        try:
+            show_results(self.viewer, analysis, image_layer=image_layer, points_layer=points_layer,
+                         run_name=run_name, symmetry=analysis.model.config.symmetry)
+        except InputError as err:
+            show_warning(str(err))
+        except Exception as exc:  # a bug, but the user still gets a sentence and keeps the model
+            log.error("Showing the results failed", exc_info=exc)
+            show_error(f"Showing the results failed: {type(exc).__name__}: {exc}")
 
     def save_model(self, path=None):
         """Write the current model to a file (asks where when no path is given)."""
@@ -382,6 +394,13 @@ class TrainWidget(JobWidget):
     def _applied(self, analysis, run_name, layers, names):
         self.status.setText(f"Applied to {len(analysis.kept):,} points ({len(analysis.dropped):,} dropped at the edge).")
         self._show(analysis, run_name, layers, names)
+
+
+def _add_class_names(table, class_names) -> None:
+    """Insert a ``class_name`` column (the labels column's values) after ``class_prob``."""
+    names = [class_names[int(i)] if 0 <= int(i) < len(class_names) else "" for i in table["class"]]
+    at = table.columns.get_loc("class_prob") + 1 if "class_prob" in table else len(table.columns)
+    table.insert(at, "class_name", names)
 
 
 def _duration(seconds: float) -> str:
