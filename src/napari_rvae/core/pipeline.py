@@ -22,7 +22,7 @@ from .exports import write_map_exports
 from .image import as_image2d
 from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
-from .points_io import check_points_in_image, read_points_csv
+from .points_io import read_points_csv
 
 MODEL_FILE = "model.pt"
 POINTS_FILE = "points.csv"
@@ -96,8 +96,8 @@ def load_inputs(
     notes += img_notes
     patch_size = int(patch_size or 32)
     if points_path is not None:
+        # extract_patches refuses points outside the image, with an example.
         points = read_points_csv(points_path)
-        check_points_in_image(points[["y", "x"]].to_numpy(), image.shape, source=str(points_path))
     else:
         found = detect_atoms(image, **(detect_options or {}))
         if len(found) == 0:

@@ -58,20 +58,6 @@ def points_from_table(table: pd.DataFrame, *, source: str = "points") -> pd.Data
     return pd.concat([out, carried], axis=1)
 
 
-def check_points_in_image(points: np.ndarray, shape: tuple[int, int], *, source: str = "points") -> None:
-    """Refuse points outside the image with a message naming how many and one example."""
-    pts = np.asarray(points, dtype=float)
-    h, w = shape
-    outside = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise InputError(
-            f"{source}: {int(outside.sum())} of {len(pts)} points lie outside the {h} x {w} image "
-            f"(for example row {i + 1}: y={pts[i, 0]:.1f}, x={pts[i, 1]:.1f}). "
-            "Are the columns in napari's (y, x) order and in pixels?"
-        )
-
-
 def write_csv_atomic(table: pd.DataFrame, path) -> Path:
     """Write a CSV through a temp file, so a reader never sees half of it."""
     path = Path(path)
