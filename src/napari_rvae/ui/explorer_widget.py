@@ -1,0 +1,484 @@
+"""Latent explorer: the latent scatter linked to the viewer, the manifold, reconstructions, exports.
+
+Selection links both ways: a rectangle or lasso in the scatter sets the
+results layer's ``selected_data``, and any change of ``selected_data`` (from
+the viewer or from here) redraws the highlight in the scatter. Decoding (the
+manifold and a selected atom's reconstruction) runs in a napari thread worker
+on copies taken here; only the newest request's result is drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from matplotlib.path import Path as MplPath
+from matplotlib.widgets import LassoSelector, RectangleSelector
+from napari.layers import Points
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_rvae.core.errors import InputError
+from napari_rvae.core.exports import draw_scatter, latent_columns, latent_figure
+from napari_rvae.core.latent import latent_manifold, reconstruct
+from napari_rvae.core.patches import extract_patches
+
+from .result_layers import export_maps_tiff, export_table_csv, recolor_points, results_meta, unproxied
+
+SELECT_TOOLS = ("rectangle", "lasso")
+DECODE_DELAY_MS = 150  # slider drags start one decode after the user pauses, not one per step
+EXTRA_AXES = ("angle", "dx", "dy", "class_prob")  # plottable besides z0, z1, ...
+
+
+def results_points_layers(viewer) -> list:
+    """Points layers made by show_results (they carry the analysis in their metadata)."""
+    return [lay for lay in viewer.layers
+            if isinstance(lay, Points) and (results_meta(lay) or {}).get("role") == "points"]
+
+
+class ResultsCombo(QComboBox):
+    """The viewer's results points layers, kept up to date (newest chosen when the current one goes)."""
+
+    def __init__(self, viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = viewer
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.connect(self.refresh)  # napari drops these once the combo is deleted
+        self.refresh()
+
+    def refresh(self, *_):
+        current = self.currentText()
+        names = [lay.name for lay in results_points_layers(self.viewer)]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        self.blockSignals(False)
+        if current in names:
+            self.setCurrentText(current)
+        elif names:
+            self.setCurrentIndex(len(names) - 1)
+        self.currentTextChanged.emit(self.currentText())
+
+    def layer(self):
+        name = self.currentText()
+        return unproxied(self.viewer.layers[name]) if name in self.viewer.layers else None
+
+
+class ImagePanel(FigureCanvasQTAgg):
+    """A small canvas showing one or more grey images side by side with titles."""
+
+    def __init__(self, n: int, height: float = 2.2):
+        self.figure = Figure(figsize=(3.2, height), layout="constrained")
+        super().__init__(self.figure)
+        self.axes = self.figure.subplots(1, n, squeeze=False)[0]
+        for ax in self.axes:
+            ax.set_axis_off()
+        self.images: list = [None] * n
+        self.setMinimumHeight(int(height * 70))
+
+    def show(self, images, titles, extent=None):  # noqa: A003 - the panel's one job
+        for i, (ax, img, title) in enumerate(zip(self.axes, images, titles)):
+            ax.clear()
+            ax.set_axis_off()
+            self.images[i] = img
+            if img is not None:
+                ax.imshow(img, cmap="gray", extent=extent)
+            ax.set_title(title, fontsize=8)
+        self.draw_idle()
+
+
+class ExplorerWidget(QWidget):
+    """Scatter of two latent columns linked to a results layer, manifold, reconstructions, exports."""
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._layer = None  # the results points layer the scatter shows
+        self._xy = np.zeros((0, 2))
+        self._selector = None
+        self._request = {"manifold": 0, "recon": 0}  # newest request per kind: older results are dropped
+        self._workers: set = set()
+        self.manifold_image = None  # the last decoded manifold (what the panel shows)
+        self.reconstruction = None  # (index, patch, reconstruction) of the last reconstructed atom
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.layer_combo = ResultsCombo(napari_viewer)
+        self.x_combo, self.y_combo, self.color_combo, self.tool_combo = (QComboBox() for _ in range(4))
+        self.color_combo.addItems(["angle", "class"])
+        self.tool_combo.addItems(list(SELECT_TOOLS))
+        for label, w in (("Results", self.layer_combo), ("X axis", self.x_combo), ("Y axis", self.y_combo),
+                         ("Colour by", self.color_combo), ("Select with", self.tool_combo)):
+            form.addRow(label, w)
+        layout.addLayout(form)
+
+        self.figure = Figure(figsize=(3.2, 3.0), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(220)
+        self.ax = self.figure.add_subplot()
+        layout.addWidget(self.canvas)
+        self.selection_label = QLabel("Draw in the scatter to select atoms; select atoms in the viewer to see them here.")
+        self.selection_label.setWordWrap(True)
+        layout.addWidget(self.selection_label)
+
+        box = QGroupBox("Latent manifold")
+        mform = QFormLayout(box)
+        self.grid_spin = QSpinBox(minimum=2, maximum=40, value=8)
+        self.grid_spin.setToolTip("Decoded images per side (d x d).")
+        self.angle_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=359, value=0)
+        self.angle_label = QLabel("0°")
+        arow = QHBoxLayout()
+        arow.addWidget(self.angle_slider)
+        arow.addWidget(self.angle_label)
+        self.class_spin = QSpinBox(minimum=0, maximum=0, value=0)
+        self.manifold_panel = ImagePanel(1, height=2.6)
+        self.manifold_layer_button = QPushButton("Show in viewer")
+        self.manifold_layer_button.setToolTip("Add the manifold as an image layer.")
+        mform.addRow("Grid (d)", self.grid_spin)
+        mform.addRow("Angle", arow)
+        mform.addRow("Class", self.class_spin)
+        mform.addRow(self.manifold_panel)
+        mform.addRow(self.manifold_layer_button)
+        layout.addWidget(box)
+
+        rbox = QGroupBox("Selected atom: patch and reconstruction")
+        rlay = QVBoxLayout(rbox)
+        self.recon_panel = ImagePanel(2, height=1.8)
+        rlay.addWidget(self.recon_panel)
+        layout.addWidget(rbox)
+
+        erow = QHBoxLayout()
+        self.csv_button, self.tiff_button, self.png_button = (
+            QPushButton(t) for t in ("Table CSV…", "Maps TIFF…", "Figure PNG…"))
+        for b, slot in ((self.csv_button, self.export_csv), (self.tiff_button, self.export_maps),
+                        (self.png_button, self.export_figure)):
+            b.clicked.connect(lambda _=False, s=slot: s())
+            erow.addWidget(b)
+        layout.addLayout(erow)
+        layout.addStretch()
+
+        self._decode_timer = QTimer(self, singleShot=True, interval=DECODE_DELAY_MS)
+        self._decode_timer.timeout.connect(self.update_manifold)
+        self.layer_combo.currentTextChanged.connect(self._layer_changed)
+        for combo in (self.x_combo, self.y_combo, self.color_combo):
+            combo.currentTextChanged.connect(self._axes_changed)
+        self.tool_combo.currentTextChanged.connect(self._make_selector)
+        self.angle_slider.valueChanged.connect(self._angle_changed)
+        self.grid_spin.valueChanged.connect(lambda *_: self._decode_timer.start())
+        self.class_spin.valueChanged.connect(lambda *_: self._decode_timer.start())
+        self.manifold_layer_button.clicked.connect(lambda *_: self.manifold_to_layer())
+        self._layer_changed()
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def layer(self):
+        """The results points layer being explored, or None."""
+        return self._layer
+
+    @property
+    def info(self) -> dict:
+        return (results_meta(self._layer) if self._layer is not None else None) or {}
+
+    @property
+    def period(self) -> float:
+        return float(self.info.get("period", 360.0))
+
+    def _layer_changed(self, *_):
+        layer = self.layer_combo.layer()
+        if layer is self._layer:
+            return
+        if self._layer is not None:
+            try:
+                self._layer.selected_data.events.items_changed.disconnect(self._viewer_selection_changed)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self._layer = layer
+        self.reconstruction = None
+        if layer is not None:
+            layer.selected_data.events.items_changed.connect(self._viewer_selection_changed)
+            cols = [str(c) for c in layer.features.columns]
+            z = latent_columns(layer.features)
+            axes = z + [c for c in EXTRA_AXES if c in cols]
+            model = self.info.get("model")
+            n_classes = int(getattr(getattr(model, "config", None), "n_classes", 0) or 0)
+            self.class_spin.setMaximum(max(n_classes - 1, 0))
+            self.class_spin.setEnabled(n_classes > 1)
+            color = self.info.get("color_by", "angle")
+        else:
+            axes, color = [], "angle"
+        for combo, pick in ((self.x_combo, 0), (self.y_combo, 1)):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(axes)
+            if axes:
+                combo.setCurrentIndex(min(pick, len(axes) - 1))
+            combo.blockSignals(False)
+        self.color_combo.blockSignals(True)
+        self.color_combo.setCurrentText(color)
+        self.color_combo.blockSignals(False)
+        self.angle_slider.setMaximum(max(int(round(self.period)) - 1, 0))
+        for b in (self.csv_button, self.tiff_button, self.png_button, self.manifold_layer_button):
+            b.setEnabled(layer is not None)
+        self.draw_scatter()
+        self.update_manifold()
+
+    def _axes_changed(self, *_):
+        if self._layer is not None and self.sender() is self.color_combo:
+            recolor_points(self._layer, self.color_combo.currentText())
+        self.draw_scatter()
+
+    def _angle_changed(self, value):
+        self.angle_label.setText(f"{value}°")
+        self._decode_timer.start()
+
+    # --------------------------------------------------------------- scatter
+
+    def draw_scatter(self):
+        """Redraw the scatter of the chosen columns, then the selection highlight."""
+        self.ax.clear()
+        layer = self._layer
+        xcol, ycol = self.x_combo.currentText(), self.y_combo.currentText()
+        if layer is None or not xcol or not ycol:
+            self._xy = np.zeros((0, 2))
+            self.ax.text(0.5, 0.5, "No results yet: train or apply a model.", ha="center", va="center",
+                         transform=self.ax.transAxes, fontsize=8)
+            self._highlight = None
+        else:
+            feats = layer.features
+            self._xy = feats[[xcol, ycol]].to_numpy(dtype=float)
+            draw_scatter(self.ax, feats, xcol, ycol, color_by=self.color_combo.currentText(), period=self.period)
+            self._highlight = self.ax.scatter([], [], s=28, facecolors="none", edgecolors="black", linewidths=1.0)
+        self.ax.tick_params(labelsize=7)
+        self._make_selector()
+        self._viewer_selection_changed()
+
+    def _make_selector(self, *_):
+        if self._selector is not None:
+            self._selector.set_active(False)
+            self._selector.disconnect_events()
+        if self.tool_combo.currentText() == "lasso":
+            self._selector = LassoSelector(self.ax, onselect=self.select_polygon, useblit=False)
+        else:
+            self._selector = RectangleSelector(self.ax, self._rectangle_selected, useblit=False, interactive=False,
+                                               minspanx=0, minspany=0, spancoords="data")
+
+    def _rectangle_selected(self, press, release):
+        self.select_rectangle((press.xdata, release.xdata), (press.ydata, release.ydata))
+
+    def select_rectangle(self, xrange, yrange) -> np.ndarray:
+        """Select the atoms whose scatter position lies in the box; returns their indices."""
+        (x0, x1), (y0, y1) = sorted(xrange), sorted(yrange)
+        xy = self._xy
+        inside = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
+        return self._select(np.flatnonzero(inside))
+
+    def select_polygon(self, vertices) -> np.ndarray:
+        """Select the atoms inside a lasso polygon (scatter coordinates); returns their indices."""
+        if len(vertices) < 3:
+            return self._select(np.zeros(0, dtype=int))
+        inside = MplPath(np.asarray(vertices, dtype=float)).contains_points(self._xy)
+        return self._select(np.flatnonzero(inside))
+
+    def _select(self, idx: np.ndarray) -> np.ndarray:
+        if self._layer is not None:
+            self._layer.selected_data = set(int(i) for i in idx)  # -> _viewer_selection_changed
+        return idx
+
+    def selected(self) -> np.ndarray:
+        """Indices selected in the results layer, sorted."""
+        if self._layer is None:
+            return np.zeros(0, dtype=int)
+        return np.array(sorted(self._layer.selected_data), dtype=int)
+
+    def highlighted(self) -> np.ndarray:
+        """The scatter positions currently highlighted (what the user sees ringed)."""
+        if getattr(self, "_highlight", None) is None:
+            return np.zeros((0, 2))
+        return np.asarray(self._highlight.get_offsets(), dtype=float).reshape(-1, 2)
+
+    def _viewer_selection_changed(self, *_):
+        try:
+            idx = self.selected()
+            idx = idx[idx < len(self._xy)]
+            if getattr(self, "_highlight", None) is not None:
+                self._highlight.set_offsets(self._xy[idx] if len(idx) else np.zeros((0, 2)))
+            n = len(idx)
+            self.selection_label.setText(f"{n:,} atom{'s' if n != 1 else ''} selected." if n else
+                                         "Draw in the scatter to select atoms; select atoms in the viewer to see them here.")
+            self.canvas.draw_idle()
+        except RuntimeError:  # the widget was deleted while the layer still knew it
+            return
+        if len(idx):
+            self.update_reconstruction(int(idx[0]))
+
+    # ------------------------------------------------------------ decoding
+
+    def _start(self, kind: str, fn, args, on_done):
+        """Run ``fn(*args)`` in a worker; ``on_done`` gets the result if it is still the newest request."""
+        self._request[kind] += 1
+        ticket = self._request[kind]
+        worker = create_worker(fn, *args, _start_thread=False)
+
+        def done(result, ticket=ticket):
+            if ticket == self._request[kind]:
+                on_done(result)
+
+        def failed(err):
+            show_error(f"Decoding failed: {err}")
+
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        worker.finished.connect(lambda w=worker: self._workers.discard(w))
+        self._workers.add(worker)
+        worker.start()
+        return worker
+
+    def update_manifold(self):
+        """Decode the d x d manifold at the chosen angle (in the background) and show it."""
+        model = self.info.get("model")
+        if model is None:
+            self.manifold_panel.show([None], ["(no model)"])
+            return
+        feats = self._layer.features
+        z = latent_columns(feats)
+        dims, rng = (0, 1), None
+        xcol, ycol = self.x_combo.currentText(), self.y_combo.currentText()
+        if xcol in z and ycol in z and xcol != ycol:
+            dims = (int(xcol[1:]), int(ycol[1:]))
+        if len(z) >= 2:
+            cols = [f"z{dims[0]}", f"z{dims[1]}"]
+            lo, hi = feats[cols].quantile(0.02).to_numpy(), feats[cols].quantile(0.98).to_numpy()
+            hi = np.maximum(hi, lo + 1e-3)
+            rng = ((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
+        d, angle, cls = self.grid_spin.value(), float(self.angle_slider.value()), self.class_spin.value()
+        extent = None if rng is None else (rng[0][0], rng[0][1], rng[1][0], rng[1][1])
+
+        def show(mosaic, angle=angle, d=d, extent=extent):
+            self.manifold_image = mosaic
+            self.manifold_panel.show([mosaic], [f"{d} x {d} at {angle:g}°"], extent=extent)
+
+        self._start("manifold", lambda: latent_manifold(model, d, dims=dims, z_range=rng, angle_deg=angle,
+                                                        class_index=cls), (), show)
+
+    def update_reconstruction(self, index: int):
+        """Show atom ``index``'s patch beside the model's reconstruction of it."""
+        info = self.info
+        model, analysis = info.get("model"), info.get("analysis")
+        name = info.get("image_layer")
+        if model is None or analysis is None or name not in self.viewer.layers:
+            self.recon_panel.show([None, None], ["(the source image is gone)", ""])
+            return
+        p = model.config.patch_size
+        data = self.viewer.layers[name].data
+        data = data[0] if getattr(self.viewer.layers[name], "multiscale", False) else data
+        cy, cx = (float(v) for v in analysis.centers[index])
+        # Copy only a window around the atom (snapshot on the GUI thread, decoding in the worker).
+        h, w = np.shape(data)[-2:]
+        y0, x0 = max(int(cy) - p - 2, 0), max(int(cx) - p - 2, 0)
+        y1, x1 = min(int(cy) + p + 3, h), min(int(cx) + p + 3, w)
+        window = np.array(data[..., y0:y1, x0:x1], dtype=np.float32, copy=True)
+        label = None
+        if model.config.kind == "crvae" and "class" in self._layer.features:
+            label = [int(self._layer.features["class"].iloc[index])]
+
+        def work():
+            ps = extract_patches(window, [[cy - y0, cx - x0]], p, edge="reflect")
+            return ps.patches[0], reconstruct(model, ps.patches, labels=label)[0]
+
+        def show(result, index=index):
+            patch, recon = result
+            self.reconstruction = (index, patch, recon)
+            self.recon_panel.show([patch, recon], [f"atom {index}", "reconstruction"])
+
+        self._start("recon", work, (), show)
+
+    def manifold_to_layer(self):
+        """Add (or replace) the manifold as an image layer; returns it."""
+        if self.manifold_image is None or self._layer is None:
+            show_warning("There is no manifold to show yet.")
+            return None
+        run = self.info.get("run", self._layer.name)
+        name = f"{run} latent manifold"
+        meta = {"napari_rvae": {**self.info, "role": "manifold"}}
+        for lay in list(self.viewer.layers):
+            if (results_meta(lay) or {}).get("run") == run and results_meta(lay).get("role") == "manifold":
+                self.viewer.layers.remove(lay)
+        return self.viewer.add_image(self.manifold_image.copy(), name=name, colormap="gray", metadata=meta)
+
+    # --------------------------------------------------------------- exports
+
+    def _ask(self, title, default, filt, folder=False):
+        if folder:
+            return QFileDialog.getExistingDirectory(self, title, "")
+        path, _ = QFileDialog.getSaveFileName(self, title, default, filt)
+        return path
+
+    def export_csv(self, path=None):
+        """The results table (the layer's features) to CSV; returns the path or None."""
+        if self._layer is None:
+            return None
+        path = path or self._ask("Export table", f"{self._layer.name}.csv", "CSV (*.csv)")
+        if not path:
+            return None
+        try:
+            out = export_table_csv(self._layer, path)
+        except OSError as err:
+            show_error(f"Cannot write {path}: {err.strerror or err}.")
+            return None
+        show_info(f"Table saved to {out}.")
+        return out
+
+    def export_maps(self, folder=None):
+        """This run's maps to TIFF files in ``folder`` (with the pixel size); returns the paths."""
+        if self._layer is None:
+            return []
+        folder = folder or self._ask("Export maps to folder", "", "", folder=True)
+        if not folder:
+            return []
+        try:
+            paths = export_maps_tiff(self.viewer, self.info.get("run"), folder)
+        except InputError as err:
+            show_warning(str(err))
+            return []
+        show_info(f"Maps saved: {', '.join(p.name for p in paths)}.")
+        return paths
+
+    def export_figure(self, path=None):
+        """A PNG of the scatter and the manifold as chosen here; returns the path or None."""
+        if self._layer is None:
+            return None
+        path = path or self._ask("Export figure", f"{self._layer.name}.png", "PNG (*.png)")
+        if not path:
+            return None
+        feats = self._layer.features
+        z = latent_columns(feats)
+        xcol, ycol = self.x_combo.currentText(), self.y_combo.currentText()
+        dims = (int(xcol[1:]), int(ycol[1:])) if xcol in z and ycol in z else (0, min(1, len(z) - 1))
+        fig = latent_figure(feats, self.info.get("model"), dims=dims, d=self.grid_spin.value(),
+                            angle_deg=float(self.angle_slider.value()), color_by=self.color_combo.currentText(),
+                            period=self.period, class_index=self.class_spin.value())
+        try:
+            fig.savefig(path)
+        except OSError as err:
+            show_error(f"Cannot write {path}: {err.strerror or err}.")
+            return None
+        show_info(f"Figure saved to {path}.")
+        return Path(path)
