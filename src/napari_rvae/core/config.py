@@ -92,6 +92,9 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     kl_warmup_epochs: int = 0
+    # Speed (#7): precision of the decoder's per-pixel layers; "auto" = bfloat16
+    # where the device multiplies it natively (mixed precision), else float32.
+    precision: str = "auto"
 
     def __post_init__(self):
         if int(self.epochs) < 1:
@@ -102,6 +105,8 @@ class TrainConfig:
             raise InputError(f"The learning rate must be positive (got {self.lr}).")
         if self.threads is not None and int(self.threads) < 1:
             raise InputError(f"Threads must be at least 1 (got {self.threads}).")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise InputError(f"Precision must be auto, float32 or bfloat16 (got {self.precision!r}).")
 
     def to_dict(self) -> dict:
         return asdict(self)

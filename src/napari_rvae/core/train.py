@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
 
 from .config import ModelConfig, TrainConfig
+from .decoder import resolve_compute_dtype
 from .device import resolve_device
 from .errors import InputError
 from .models import RVAE
@@ -159,6 +160,8 @@ def train_iter(
         model.fit_normalization(raw)
     else:
         model = model.to(device)
+    # Speed (#7): the decoder's per-pixel layers in bfloat16 where the device has it.
+    model.decoder.compute_dtype = resolve_compute_dtype(train_config.precision, device)
     x_all = model.normalize(raw)
     del raw
     n_cls = model_config.n_classes
@@ -221,6 +224,7 @@ def train_iter(
         if result.stopped:
             break
     model.eval()
+    model.decoder.compute_dtype = None  # decoding after training: float32, as saved
     result.seconds = time.perf_counter() - t0
     return result
 
