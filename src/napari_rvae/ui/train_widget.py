@@ -40,6 +40,7 @@ from napari_rvae.core.modelfile import load_model, save_model
 
 from .pick_widget import LABEL_COLUMN, LayerCombo, layer_image_shape
 from .worker import JobWidget, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
+from .result_layers import show_results
 
 log = logging.getLogger(__name__)
 
@@ -328,10 +329,6 @@ class TrainWidget(JobWidget):
             _add_class_names(analysis.table, class_names)
         image_layer, points_layer = layers  # possibly deleted meanwhile: their geometry still holds
         try:
-            from .result_layers import show_results
-        except ImportError:  # TEMPORARY until ui/result_layers.py (issue 5) lands
-            show_results = _fallback_show_results
-        try:
             show_results(self.viewer, analysis, image_layer=image_layer, points_layer=points_layer,
                          run_name=run_name, symmetry=analysis.model.config.symmetry)
         except InputError as err:
@@ -407,14 +404,3 @@ def _duration(seconds: float) -> str:
     """'42 s' or '3 min 05 s': how long, for the status line."""
     seconds = int(round(seconds))
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
-
-
-def _fallback_show_results(viewer, analysis, *, image_layer, points_layer, run_name, symmetry):
-    """TEMPORARY stand-in for result_layers.show_results: one Points layer with the results."""
-    import pandas as pd
-
-    centers = analysis.centers
-    features = pd.concat([pd.DataFrame({"y": centers[:, 0], "x": centers[:, 1]}),
-                          analysis.table.reset_index(drop=True)], axis=1)
-    geometry = {} if image_layer is None else dict(scale=image_layer.scale[-2:], translate=image_layer.translate[-2:])
-    return viewer.add_points(centers, features=features, name=f"{run_name} points", size=3, **geometry)
