@@ -185,6 +185,8 @@ class ExplorerWidget(QWidget):
         self.class_spin.valueChanged.connect(lambda *_: self._decode_timer.start())
         self.manifold_layer_button.clicked.connect(lambda *_: self.manifold_to_layer())
         self._layer_changed()
+        if self._layer is None:
+            self._reload()  # without results too: an empty plot and disabled buttons
 
     # ----------------------------------------------------------------- state
 
@@ -214,6 +216,12 @@ class ExplorerWidget(QWidget):
         self.reconstruction = None
         if layer is not None:
             layer.selected_data.events.items_changed.connect(self._viewer_selection_changed)
+        self._reload()
+
+    def _reload(self):
+        """Fill the axes, class and angle controls from the current layer; redraw everything."""
+        layer = self._layer
+        if layer is not None:
             cols = [str(c) for c in layer.features.columns]
             z = latent_columns(layer.features)
             axes = z + [c for c in EXTRA_AXES if c in cols]
