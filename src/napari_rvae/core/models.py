@@ -34,6 +34,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .decoder import SpatialDecoder
+from .rotation_fold import rotated_first_layer, rotation_operator
 
 
 def _mlp(n_in: int, width: int, layers: int) -> nn.Sequential:
@@ -122,6 +123,14 @@ class Encoder(nn.Module):
         grid = self.grids.unsqueeze(0).expand(b, k, p, p, 2).reshape(b * k, p, p, 2)
         return F.grid_sample(img, grid, align_corners=True).reshape(b, k, p * p)
 
+    def _rotation_operator(self) -> torch.Tensor:
+        """``rotation_operator`` for this encoder's grids, built once per device."""
+        op = self.__dict__.get("_rot_op")
+        if op is None or op.device != self.grids.device:
+            op = rotation_operator(self.grids, self.mask)
+            self.__dict__["_rot_op"] = op
+        return op
+
     @staticmethod
     def _turn(v: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """Rotate 2-vectors v (B, K, 2) by per-copy angles given as (K, 2) cos/sin."""
@@ -130,10 +139,15 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
         k = self.n_rotations
-        xs = self._copies(x) if k > 1 else x.unsqueeze(1)
-        if cond is not None:
-            xs = torch.cat([xs, cond.unsqueeze(1).expand(-1, k, -1)], dim=-1)
-        h = self.body(xs)  # (B, K, H)
+        if k > 1:
+            # Speed (#7): the K rotated copies folded into the first layer, one GEMM (see rotation_fold).
+            pre = rotated_first_layer(self.body[0], x, cond, self._rotation_operator(), k)
+            h = self.body[2:](torch.tanh(pre))  # (B, K, H)
+        else:
+            xs = x.unsqueeze(1)
+            if cond is not None:
+                xs = torch.cat([xs, cond.unsqueeze(1).expand(-1, k, -1)], dim=-1)
+            h = self.body(xs)  # (B, K, H)
         inv = h.mean(1)
         log_scale = self.log_scale(inv).clamp(-10.0, 5.0)
         logits = self.logits(inv) if self.logits is not None else None
