@@ -14,7 +14,6 @@ from napari_rvae.core.exports import latent_figure, result_maps
 from napari_rvae.core.latent import latent_manifold, reconstruct
 from napari_rvae.core.modelfile import load_model
 from napari_rvae.core.models import RVAE
-from napari_rvae.core.patches import extract_patches
 from napari_rvae.core.readers import read_image_file, write_tiff
 from napari_rvae.core.synthetic import make_lattice
 
@@ -66,7 +65,7 @@ def test_train_on_an_image_writes_a_calibrated_angle_map_and_the_figure(trained_
 
 
 def test_angle_map_regions_differ_by_the_applied_rotation(trained_run):
-    out, lat = trained_run
+    out, _ = trained_run
     amap = read_image_file(out / "angle_map.tif")[0].data
     # Away from the grain boundary (x = 96): the map's circular mean per grain.
     phases = np.deg2rad(amap)
@@ -78,7 +77,7 @@ def test_angle_map_regions_differ_by_the_applied_rotation(trained_run):
 
 
 def test_class_model_writes_a_class_map_and_encode_writes_the_same_files(two_grains, tmp_path):
-    d, lat = two_grains
+    d, _ = two_grains
     out = tmp_path / "jr"
     assert main(["train", str(d / "scan.tif"), "--out", str(out), "--points", str(d / "points.csv"), "--model", "jrvae",
                  "--classes", "2", "--symmetry", "2", "--epochs", "2", *SMALL]) == 0

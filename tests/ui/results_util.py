@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -14,7 +14,7 @@ ROTATION = 40.0  # right grain minus left grain, degrees CCW
 SCALE, TRANSLATE = (0.5, 0.5), (10.0, 20.0)  # a non-unit pixel size and an offset: layers must follow them
 
 
-@lru_cache(maxsize=None)
+@cache
 def two_grains():
     """A 96 x 192 lattice: grain 0 (left) at 0 deg, grain 1 (right) at +40 deg."""
     return make_lattice((96, 192), spacing=12, grains=((48, 48, 0.0), (48, 144, ROTATION)), second_species="none", seed=0)
@@ -28,7 +28,7 @@ def _drain(gen):
             return done.value
 
 
-@lru_cache(maxsize=None)
+@cache
 def trained_rvae():
     """A real 20-epoch rVAE training on the lattice's ~100 patches (a couple of seconds on an idle CPU)."""
     lat = two_grains()
@@ -36,7 +36,7 @@ def trained_rvae():
                                TrainConfig(epochs=20, batch_size=32, lr=3e-3, device="cpu", threads=1)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def trained_crvae():
     """A class model (classes = grains) after a 2-epoch training: its class column is the grain."""
     lat = two_grains()

@@ -85,7 +85,7 @@ def test_selection_in_the_viewer_is_highlighted_and_reconstructed(make_napari_vi
     assert widget.selection_label.text().startswith("2 atoms selected")
     # The first selected atom's patch and its reconstruction, decoded in the background.
     qtbot.waitUntil(lambda: widget.reconstruction is not None and widget.reconstruction[0] == 3, timeout=WAIT_MS)
-    index, patch, recon = widget.reconstruction
+    _, patch, recon = widget.reconstruction
     analysis = trained_rvae()
     expected = extract_patches(img.data, analysis.centers[3:4], 16, edge="reflect").patches[0]
     np.testing.assert_allclose(patch, expected, atol=1e-5)

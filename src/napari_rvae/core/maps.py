@@ -22,14 +22,14 @@ from scipy.spatial import cKDTree
 from .errors import InputError
 
 __all__ = [
-    "nearest_atom_index",
-    "typical_spacing",
-    "angle_map",
-    "class_map",
-    "orientation_vectors",
-    "cyclic_colors",
     "angle_colors",
+    "angle_map",
     "class_colors",
+    "class_map",
+    "cyclic_colors",
+    "nearest_atom_index",
+    "orientation_vectors",
+    "typical_spacing",
 ]
 
 MAP_MODES = ("nearest", "smooth")

@@ -93,7 +93,7 @@ class ImagePanel(FigureCanvasQTAgg):
         self.images: list = [None] * n
         self.setMinimumHeight(int(height * 70))
 
-    def show(self, images, titles, extent=None):  # noqa: A003 - the panel's one job
+    def show(self, images, titles, extent=None):
         for i, (ax, img, title) in enumerate(zip(self.axes, images, titles)):
             ax.clear()
             ax.set_axis_off()
@@ -307,7 +307,7 @@ class ExplorerWidget(QWidget):
 
     def _select(self, idx: np.ndarray) -> np.ndarray:
         if self._layer is not None:
-            self._layer.selected_data = set(int(i) for i in idx)  # -> _viewer_selection_changed
+            self._layer.selected_data = {int(i) for i in idx}  # -> _viewer_selection_changed
         return idx
 
     def selected(self) -> np.ndarray:
