@@ -7,7 +7,7 @@ from matplotlib.backend_bases import MouseEvent
 
 from napari_rvae.core.patches import extract_patches
 from napari_rvae.core.readers import read_image_file
-from napari_rvae.ui.result_layers import show_results, unproxied
+from napari_rvae.ui.result_layers import results_meta, show_results, unproxied
 
 from .results_util import SCALE, add_source, trained_crvae, trained_rvae, two_grains
 
@@ -147,3 +147,16 @@ def test_colour_by_class_and_exports(make_napari_viewer, qtbot, tmp_path):
     assert png.read_bytes()[:8] == PNG_MAGIC
     lat = two_grains()
     assert len(res.features) == len(lat.points) - len(trained_crvae().dropped)
+
+
+def test_angle_map_mode_is_the_users_choice(make_napari_viewer):
+    viewer = make_napari_viewer()
+    img, pts, res = with_results(viewer)
+    widget = open_explorer(viewer)
+    assert widget.map_combo.currentText() == "nearest"
+    n = len(viewer.layers)
+    widget.map_combo.setCurrentText("smooth")
+    maps = [lay for lay in viewer.layers if (results_meta(lay) or {}).get("role") == "angle_map"]
+    assert len(viewer.layers) == n and len(maps) == 1 and results_meta(maps[0])["map_mode"] == "smooth"
+    assert res not in viewer.layers and widget.layer is not None and "grain" in widget.layer.features
+    assert img in viewer.layers and pts in viewer.layers

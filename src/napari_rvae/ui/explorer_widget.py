@@ -37,9 +37,10 @@ from qtpy.QtWidgets import (
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import draw_scatter, latent_columns, latent_figure
 from napari_rvae.core.latent import latent_manifold, reconstruct
+from napari_rvae.core.maps import MAP_MODES
 from napari_rvae.core.patches import extract_patches
 
-from .result_layers import export_maps_tiff, export_table_csv, recolor_points, results_meta, unproxied
+from .result_layers import export_maps_tiff, export_table_csv, recolor_points, results_meta, show_results, unproxied
 
 SELECT_TOOLS = ("rectangle", "lasso")
 DECODE_DELAY_MS = 150  # slider drags start one decode after the user pauses, not one per step
@@ -121,11 +122,15 @@ class ExplorerWidget(QWidget):
         layout = QVBoxLayout(self)
         form = QFormLayout()
         self.layer_combo = ResultsCombo(napari_viewer)
-        self.x_combo, self.y_combo, self.color_combo, self.tool_combo = (QComboBox() for _ in range(4))
+        self.x_combo, self.y_combo, self.color_combo, self.tool_combo, self.map_combo = (QComboBox() for _ in range(5))
         self.color_combo.addItems(["angle", "class"])
         self.tool_combo.addItems(list(SELECT_TOOLS))
+        self.map_combo.addItems(list(MAP_MODES))
+        self.map_combo.setToolTip("nearest: each pixel takes its nearest atom's angle; "
+                                  "smooth: a circular mean of the atoms around it.")
         for label, w in (("Results", self.layer_combo), ("X axis", self.x_combo), ("Y axis", self.y_combo),
-                         ("Colour by", self.color_combo), ("Select with", self.tool_combo)):
+                         ("Colour by", self.color_combo), ("Select with", self.tool_combo),
+                         ("Angle map", self.map_combo)):
             form.addRow(label, w)
         layout.addLayout(form)
 
@@ -180,6 +185,7 @@ class ExplorerWidget(QWidget):
         for combo in (self.x_combo, self.y_combo, self.color_combo):
             combo.currentTextChanged.connect(self._axes_changed)
         self.tool_combo.currentTextChanged.connect(self._make_selector)
+        self.map_combo.currentTextChanged.connect(lambda mode: self.redraw_maps(mode))
         self.angle_slider.valueChanged.connect(self._angle_changed)
         self.grid_spin.valueChanged.connect(lambda *_: self._decode_timer.start())
         self.class_spin.valueChanged.connect(lambda *_: self._decode_timer.start())
@@ -239,14 +245,38 @@ class ExplorerWidget(QWidget):
             if axes:
                 combo.setCurrentIndex(min(pick, len(axes) - 1))
             combo.blockSignals(False)
-        self.color_combo.blockSignals(True)
-        self.color_combo.setCurrentText(color)
-        self.color_combo.blockSignals(False)
+        for combo, value in ((self.color_combo, color), (self.map_combo, self._map_mode())):
+            combo.blockSignals(True)
+            combo.setCurrentText(value)
+            combo.blockSignals(False)
         self.angle_slider.setMaximum(max(int(round(self.period)) - 1, 0))
         for b in (self.csv_button, self.tiff_button, self.png_button, self.manifold_layer_button):
             b.setEnabled(layer is not None)
         self.draw_scatter()
         self.update_manifold()
+
+    def _map_mode(self) -> str:
+        """The mode of this run's angle map in the viewer (``nearest`` when there is none)."""
+        run = self.info.get("run")
+        for lay in self.viewer.layers:
+            info = results_meta(lay) or {}
+            if info.get("run") == run and info.get("role") == "angle_map":
+                return info.get("map_mode", "nearest")
+        return "nearest"
+
+    def redraw_maps(self, mode: str):
+        """Rebuild this run's layers with the angle map in ``mode`` (the source layers must still be there)."""
+        info = self.info
+        if not info or mode == self._map_mode():
+            return []
+        layers = self.viewer.layers
+        image = layers[info["image_layer"]] if info.get("image_layer") in layers else None
+        if image is None:
+            show_warning(f"The image {info.get('image_layer')!r} is no longer in the viewer: the maps cannot be redrawn.")
+            return []
+        points = layers[info["source_points"]] if info.get("source_points") in layers else None
+        return show_results(self.viewer, info["analysis"], image_layer=image, points_layer=points, run_name=info["run"],
+                            symmetry=info.get("symmetry", 1), color_by=self.color_combo.currentText(), map_mode=mode)
 
     def _axes_changed(self, *_):
         if self._layer is not None and self.sender() is self.color_combo:
