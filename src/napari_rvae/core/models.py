@@ -233,6 +233,12 @@ class RVAE(nn.Module):
             n_logits=n_cls if config.kind in ("jrvae", "ssrvae") else 0,
         )
         self.decoder = SpatialDecoder(config.patch_size, config.latent_dim, config.hidden_dim, config.hidden_layers, n_cls)
+        # A coordinate MLP first learns a blurred blob (spectral bias) and sits on
+        # that plateau for tens of epochs; steeper coordinate features let it draw
+        # detail early. Measured on 500 rotated digits, 10 epochs: loss per patch
+        # 236 with x4 against 305 with the default init (docs/science.md).
+        with torch.no_grad():
+            self.decoder.coord.weight.mul_(4.0)
         self.register_buffer("norm_offset", torch.tensor(0.0))
         self.register_buffer("norm_scale", torch.tensor(1.0))
 
