@@ -41,11 +41,11 @@ def two_grains(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_run(two_grains):
-    """A real 20-epoch rVAE training through the CLI (about two seconds)."""
+    """A real 60-epoch rVAE training through the CLI (a few seconds)."""
     d, lat = two_grains
     out = d / "run"
     assert main(["train", str(d / "scan.tif"), "--points", str(d / "points.csv"), "--out", str(out),
-                 "--epochs", "20", *SMALL]) == 0
+                 "--epochs", "60", *SMALL]) == 0
     return out, lat
 
 

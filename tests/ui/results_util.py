@@ -30,10 +30,10 @@ def _drain(gen):
 
 @cache
 def trained_rvae():
-    """A real 20-epoch rVAE training on the lattice's ~100 patches (a couple of seconds on an idle CPU)."""
+    """A real 60-epoch rVAE training on the lattice's ~100 patches (a few seconds)."""
     lat = two_grains()
     return _drain(analyse_iter(lat.image, lat.points, ModelConfig(patch_size=16, hidden_dim=32),
-                               TrainConfig(epochs=20, batch_size=32, lr=3e-3, device="cpu", threads=1)))
+                               TrainConfig(epochs=60, batch_size=32, lr=3e-3, device="cpu", threads=1)))
 
 
 @cache
