@@ -9,8 +9,9 @@ Prints Markdown tables (paste them into docs/speed.md):
    defaults), batch 100, Adam lr 1e-3, rVAE with rotation and translation, the
    same number of epochs. Seconds per epoch, patches per second, the ratio to
    pyroVED, final loss (negative ELBO per patch, nats) and the circular
-   correlation of the latent angle with the true angle. Runs are interleaved
-   (ours, pyroVED, ours, ...) so load from other processes hits both alike.
+   correlation of the latent angle with the true angle. The runs advance in
+   turn, one epoch each (ours, ours float32, pyroVED, ours, ...), so load from
+   other processes hits all alike; the ratio is the median of per-epoch pairs.
 2. The FLOP-rate fraction: decoder multiply-adds per patch (forward and
    backward) times patches per second, over this machine's matmul rate on
    decoder-shaped products ``(B*P*P x 128) @ (128 x 128)`` measured in the
@@ -30,8 +31,7 @@ pyroVED imports ``torchvision.utils.make_grid`` only for plotting; when
 torchvision is absent this script puts a stand-in module in its place (the
 benchmark never plots). Without pyroVED the pyroVED rows are skipped.
 
-Options: ``--epochs N`` (default 5), ``--repeats R`` (default 2 interleaved
-rounds), ``--device cpu|cuda``, ``--skip-train``, ``--skip-encode``,
+Options: ``--epochs N`` (default 8), ``--device cpu|cuda``, ``--skip-train``, ``--skip-encode``,
 ``--skip-memory``, ``--quick`` (tiny sizes, to check the script runs).
 """
 
@@ -54,9 +54,9 @@ from napari_rvae.core.circstats import circular_correlation
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.decoder import SpatialDecoder, bf16_is_fast
 from napari_rvae.core.encode import encode
-from napari_rvae.core.models import RVAE
+from napari_rvae.core.models import RVAE, encoder_rotations
 from napari_rvae.core.synthetic import make_rotated_digits
-from napari_rvae.core.train import train
+from napari_rvae.core.train import train_iter
 
 SIZE, WIDTH = 28, 128
 # pyroVED's decoder: coordinate/latent layer + two 128 x 128 layers -> ``layers=3`` here.
@@ -94,38 +94,61 @@ def our_model(cfg: ModelConfig, x: np.ndarray, seed: int) -> RVAE:
     return model
 
 
-def run_ours(x, angles, epochs, device, precision, seed=0):
+def our_epochs(x, angles, epochs, device, precision, seed=0):
+    """Our training, one epoch per ``next()``; returns (final loss, |angle corr.|) at the end."""
     # encoder_rotations=1: the plain MLP encoder, the same as pyroVED's.
     cfg = ModelConfig(kind="rvae", patch_size=SIZE, latent_dim=2, hidden_dim=WIDTH, hidden_layers=2,
                       translation=True, encoder_rotations=1, likelihood="bernoulli")
     model = our_model(cfg, x, seed)
     tc = TrainConfig(epochs=epochs, batch_size=100, lr=1e-3, seed=seed, device=device, precision=precision)
-    sync(device)
-    t0 = time.perf_counter()
-    result = train(x, cfg, tc, model=model)
-    sync(device)
-    seconds = time.perf_counter() - t0
+    gen = train_iter(x, cfg, tc, model=model)
+    while True:
+        try:
+            progress = next(gen)
+        except StopIteration as fin:
+            result = fin.value
+            break
+        if progress.epoch_done:
+            sync(device)
+            yield
     table = encode(result.model, x, device=device)
     # The sense of an unsupervised latent angle is arbitrary: report |rho| for both.
-    rho = abs(circular_correlation(table["angle"].to_numpy(), angles))
-    return dict(seconds=seconds, loss=result.history[-1], rho=rho)
+    return result.history[-1], abs(circular_correlation(table["angle"].to_numpy(), angles))
 
 
-def run_pyroved(pv, x, angles, epochs, device, seed=0):
+def pyroved_epochs(pv, x, angles, epochs, device, seed=0):
+    """pyroVED's training (its SVItrainer and data loader), one epoch per ``next()``."""
     xt = torch.as_tensor(x)
     model = pv.models.iVAE((SIZE, SIZE), latent_dim=2, invariances=["r", "t"], seed=seed, device=device)
     trainer = pv.trainers.SVItrainer(model, device=device, lr=1e-3)
     loader = pv.utils.init_dataloader(xt, batch_size=100)
-    sync(device)
-    t0 = time.perf_counter()
     for _ in range(epochs):
         trainer.step(loader)
-    sync(device)
-    seconds = time.perf_counter() - t0
+        sync(device)
+        yield
     z_mean, _ = model.encode(xt)
-    # pyroVED's first latent is the angle in radians (its sign convention differs; rho is |.|).
+    # pyroVED's first latent is the angle in radians.
     rho = abs(circular_correlation(np.degrees(z_mean[:, 0].cpu().numpy()), angles))
-    return dict(seconds=seconds, loss=trainer.loss_history["training_loss"][-1], rho=rho)
+    return trainer.loss_history["training_loss"][-1], rho
+
+
+def interleaved(contenders: dict) -> dict:
+    """Run the contenders' epochs in turn (A1 B1 C1 A2 B2 ...): each epoch of each one sees
+    about the same load from the rest of the machine. Wall and CPU seconds per epoch."""
+    out = {name: dict(wall=[], cpu=[]) for name in contenders}
+    live = dict(contenders)
+    while live:
+        for name in list(live):
+            w0, c0 = time.perf_counter(), time.process_time()
+            try:
+                next(live[name])
+            except StopIteration as fin:
+                out[name]["loss"], out[name]["rho"] = fin.value
+                del live[name]
+                continue
+            out[name]["wall"].append(time.perf_counter() - w0)
+            out[name]["cpu"].append(time.process_time() - c0)
+    return out
 
 
 # --- FLOPs ------------------------------------------------------------------
@@ -173,7 +196,7 @@ def bench_encode(n: int, device: str) -> dict:
     table = encode(model, x, device=device)
     seconds = time.perf_counter() - t0
     assert len(table) == n
-    return dict(n=n, seconds=seconds, encoder_rotations=cfg.encoder_rotations)
+    return dict(n=n, seconds=seconds, encoder_rotations=encoder_rotations(cfg))
 
 
 _MEMORY_CHILD = r"""
@@ -219,8 +242,7 @@ def machine_line() -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--max-angle", type=float, default=60.0)
     ap.add_argument("--device", default="cpu")
@@ -230,7 +252,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: check that the script runs")
     args = ap.parse_args(argv)
     if args.quick:
-        args.n, args.epochs, args.repeats = 200, 1, 1
+        args.n, args.epochs = 200, 2
     n_enc, n_mem = (2000, 2000) if args.quick else (100_000, 100_000)
 
     print(f"Machine: {machine_line()}; device {args.device}\n")
@@ -238,32 +260,35 @@ def main(argv=None) -> None:
         x, angles, _ = make_rotated_digits(args.n, size=SIZE, max_angle=args.max_angle, seed=0)
         pv = import_pyroved()
         runs = {"napari-rvae (auto: bfloat16 decoder)": [], "napari-rvae (float32)": [], "pyroVED iVAE r+t": []}
+        ref_name = "pyroVED iVAE r+t"
         # Warm-up (one-time costs: oneDNN kernels, Pyro's first trace), untimed.
-        run_ours(x[:200], angles[:200], 1, args.device, "auto")
-        run_ours(x[:200], angles[:200], 1, args.device, "float32")
+        warm = {"a": our_epochs(x[:200], angles[:200], 1, args.device, "auto"),
+                "b": our_epochs(x[:200], angles[:200], 1, args.device, "float32")}
         if pv is not None:
-            run_pyroved(pv, x[:200], angles[:200], 1, args.device)
-        for _ in range(args.repeats):
-            runs["napari-rvae (auto: bfloat16 decoder)"].append(run_ours(x, angles, args.epochs, args.device, "auto"))
-            runs["napari-rvae (float32)"].append(run_ours(x, angles, args.epochs, args.device, "float32"))
-            if pv is not None:
-                runs["pyroVED iVAE r+t"].append(run_pyroved(pv, x, angles, args.epochs, args.device))
-        ref = runs["pyroVED iVAE r+t"]
-        ref_sec = min(r["seconds"] for r in ref) if ref else None
+            warm["c"] = pyroved_epochs(pv, x[:200], angles[:200], 1, args.device)
+        interleaved(warm)
+        contenders = {
+            "napari-rvae (auto: bfloat16 decoder)": our_epochs(x, angles, args.epochs, args.device, "auto"),
+            "napari-rvae (float32)": our_epochs(x, angles, args.epochs, args.device, "float32"),
+        }
+        if pv is not None:
+            contenders[ref_name] = pyroved_epochs(pv, x, angles, args.epochs, args.device)
+        runs = interleaved(contenders)
         print(f"Training: {args.n} rotated digits {SIZE}x{SIZE} (+/-{args.max_angle:g} deg), batch 100, "
-              f"{args.epochs} epochs, best of {args.repeats} interleaved runs\n")
-        print("| run | s / epoch | patches / s | x pyroVED | final loss | angle corr. |")
-        print("|---|---:|---:|---:|---:|---:|")
+              f"{args.epochs} epochs, epochs interleaved between the runs; median seconds per epoch; "
+              f"x pyroVED = median over epochs of the paired ratio (same epoch number)\n")
+        print("| run | s / epoch | CPU s / epoch | patches / s | x pyroVED | final loss | angle corr. |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         rates = {}
-        for name, rs in runs.items():
-            if not rs:
-                print(f"| {name} | not installed | | | | |")
-                continue
-            sec = min(r["seconds"] for r in rs)
-            rates[name] = args.n * args.epochs / sec
-            ratio = f"{ref_sec / sec:.2f}" if ref_sec else "-"
-            print(f"| {name} | {sec / args.epochs:.2f} | {rates[name]:.0f} | {ratio} | "
-                  f"{np.mean([r['loss'] for r in rs]):.1f} | {np.mean([r['rho'] for r in rs]):.3f} |")
+        ref = runs.get(ref_name)
+        for name, r in runs.items():
+            sec = float(np.median(r["wall"]))
+            rates[name] = args.n / sec
+            ratio = f"{np.median(np.array(ref['wall']) / np.array(r['wall'])):.2f}" if ref else "-"
+            print(f"| {name} | {sec:.2f} | {np.median(r['cpu']):.2f} | {rates[name]:.0f} | {ratio} | "
+                  f"{r['loss']:.1f} | {r['rho']:.3f} |")
+        if not ref:
+            print(f"| {ref_name} | not installed | | | | | |")
         macs = decoder_macs_per_patch()
         g32, g16 = matmul_gflops(torch.float32, args.device), matmul_gflops(torch.bfloat16, args.device)
         print(f"\nDecoder multiply-adds per patch: {macs['forward'] / 1e6:.1f} M forward + "
