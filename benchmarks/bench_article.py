@@ -144,7 +144,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2000, help="patches per data set")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--class-epochs", type=int, default=None, help="epochs for jrvae/ssrvae (default: --epochs)")
-    ap.add_argument("--part", choices=["angles", "article", "classes", "all"], default="all",
+    ap.add_argument("--part", choices=["angles", "article", "classes", "all", "none"], default="all",
                     help="run one part (parts can run in parallel processes; --write gathers them)")
     ap.add_argument("--results", default="/tmp/bench_article", help="folder for each part's rows (JSON)")
     ap.add_argument("--write", action="store_true", help="put the table of every part run so far into docs/science.md")
@@ -153,7 +153,7 @@ def main(argv=None):
     n, ep = args.n, args.epochs
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    parts = ["angles", "article", "classes"] if args.part == "all" else [args.part]
+    parts = {"all": ["angles", "article", "classes"], "none": []}.get(args.part, [args.part])
     for part in parts:
         rows: list[tuple[str, str, str, str]] = []  # what, model, number, seconds
 
@@ -247,7 +247,7 @@ def _markdown(rows, meta) -> str:
     lines = [
         f"Measured {today} on a {MACHINE} (torch {torch.__version__}, 1 thread, other jobs sharing the CPU, so "
         f"times are upper bounds); {meta}; batch 100, lr 1e-3, 2-D content latent, seed 0. "
-        "Command: `python benchmarks/bench_article.py --part angles|article|classes` then `--write`.",
+        "Command: `python benchmarks/bench_article.py --part angles|article|classes`, then `--part none --write`.",
         "",
         "| experiment | model | result | training (s) |",
         "| --- | --- | --- | ---: |",
