@@ -135,7 +135,7 @@ def pyroved_epochs(pv, x, angles, epochs, device, seed=0):
 def interleaved(contenders: dict) -> dict:
     """Run the contenders' epochs in turn (A1 B1 C1 A2 B2 ...): each epoch of each one sees
     about the same load from the rest of the machine. Wall and CPU seconds per epoch."""
-    out = {name: dict(wall=[], cpu=[]) for name in contenders}
+    out = {name: {"wall": [], "cpu": []} for name in contenders}
     live = dict(contenders)
     while live:
         for name in list(live):
@@ -164,7 +164,7 @@ def decoder_macs_per_patch(p: int = SIZE, h: int = WIDTH, layers: int = DECODER_
     first, hidden, out = 2 * h, (layers - 1) * h * h, h
     fwd = n * (first + hidden + out)
     bwd = n * (first + 2 * hidden + 2 * out)
-    return dict(forward=fwd, backward=bwd, total=fwd + bwd)
+    return {"forward": fwd, "backward": bwd, "total": fwd + bwd}
 
 
 def matmul_gflops(dtype: torch.dtype, device: str, rows: int = 100 * SIZE * SIZE, repeats: int = 10) -> float:
@@ -196,7 +196,7 @@ def bench_encode(n: int, device: str) -> dict:
     table = encode(model, x, device=device)
     seconds = time.perf_counter() - t0
     assert len(table) == n
-    return dict(n=n, seconds=seconds, encoder_rotations=encoder_rotations(cfg))
+    return {"n": n, "seconds": seconds, "encoder_rotations": encoder_rotations(cfg)}
 
 
 _MEMORY_CHILD = r"""

@@ -4,7 +4,7 @@ The first layer is split, ``W [c; z] = W_c c + W_z z``: rotation and shift fold
 into a per-patch 2 x H matrix (``W_c R^-1``) and a per-patch bias, so the
 per-pixel work of that layer is one small batched matmul instead of a wide
 one. The hidden layers then run over every pixel of every patch; that is where
-training spends its time (about 95 % of the multiply-adds at 28 x 28).
+training spends its time (over 99 % of the model's multiply-adds at 28 x 28).
 
 Speed (measured in ``benchmarks/bench_speed.py``):
 

@@ -14,7 +14,6 @@ about 3-10x faster for the encoder as a whole on the CPU (issue #7).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def rotation_operator(grids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
