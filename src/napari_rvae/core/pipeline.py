@@ -177,7 +177,7 @@ def run_train(
     say: Say = lambda s: None,
 ) -> dict:
     """Train on INPUT and write model.pt, points.csv and report.json into ``out_dir``."""
-    from .train import train_iter
+    from .train import train
 
     t_start = time.perf_counter()
     out = OutputDir(out_dir)
@@ -208,15 +208,7 @@ def run_train(
             say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
         t_extract = time.perf_counter() - t_start
 
-        gen = train_iter(inputs.patches, model_config, train_config, labels=labels)
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as fin:
-                result = fin.value
-                break
-            if on_progress is not None:
-                on_progress(progress)
+        result = train(inputs.patches, model_config, train_config, labels=labels, callback=on_progress)
         t_enc = time.perf_counter()
         encoded = encode(result.model, inputs.patches, labels=labels if model_config.kind == "crvae" else None)
         t_encode = time.perf_counter() - t_enc

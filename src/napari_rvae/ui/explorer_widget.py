@@ -40,46 +40,17 @@ from napari_rvae.core.latent import latent_manifold, reconstruct
 from napari_rvae.core.maps import MAP_MODES
 from napari_rvae.core.patches import extract_patches
 
-from .result_layers import export_maps_tiff, export_table_csv, recolor_points, results_meta, show_results, unproxied
+from .layer_combo import LayerCombo
+from .result_layers import export_maps_tiff, export_table_csv, recolor_points, results_meta, show_results
 
 SELECT_TOOLS = ("rectangle", "lasso")
 DECODE_DELAY_MS = 150  # slider drags start one decode after the user pauses, not one per step
 EXTRA_AXES = ("angle", "dx", "dy", "class_prob")  # plottable besides z0, z1, ...
 
 
-def results_points_layers(viewer) -> list:
-    """Points layers made by show_results (they carry the analysis in their metadata)."""
-    return [lay for lay in viewer.layers
-            if isinstance(lay, Points) and (results_meta(lay) or {}).get("role") == "points"]
-
-
-class ResultsCombo(QComboBox):
-    """The viewer's results points layers, kept up to date (newest chosen when the current one goes)."""
-
-    def __init__(self, viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = viewer
-        events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved, events.changed):
-            ev.connect(self.refresh)  # napari drops these once the combo is deleted
-        self.refresh()
-
-    def refresh(self, *_):
-        current = self.currentText()
-        names = [lay.name for lay in results_points_layers(self.viewer)]
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        self.blockSignals(False)
-        if current in names:
-            self.setCurrentText(current)
-        elif names:
-            self.setCurrentIndex(len(names) - 1)
-        self.currentTextChanged.emit(self.currentText())
-
-    def layer(self):
-        name = self.currentText()
-        return unproxied(self.viewer.layers[name]) if name in self.viewer.layers else None
+def is_results_points(layer) -> bool:
+    """Whether a layer is a points layer made by show_results (it carries the analysis in its metadata)."""
+    return isinstance(layer, Points) and (results_meta(layer) or {}).get("role") == "points"
 
 
 class ImagePanel(FigureCanvasQTAgg):
@@ -121,7 +92,7 @@ class ExplorerWidget(QWidget):
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        self.layer_combo = ResultsCombo(napari_viewer)
+        self.layer_combo = LayerCombo(napari_viewer, Points, accept=is_results_points)
         self.x_combo, self.y_combo, self.color_combo, self.tool_combo, self.map_combo = (QComboBox() for _ in range(5))
         self.color_combo.addItems(["angle", "class"])
         self.tool_combo.addItems(list(SELECT_TOOLS))

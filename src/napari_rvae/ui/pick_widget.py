@@ -18,7 +18,6 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
@@ -33,6 +32,7 @@ from qtpy.QtWidgets import (
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.patches import edge_dropped_count, extract_patches
 
+from .layer_combo import LayerCombo
 from .worker import JobWidget, points_in_image_pixels, snapshot_image, start_detection
 
 LABEL_COLUMN = "label"
@@ -44,35 +44,6 @@ def layer_image_shape(layer) -> tuple[int, int]:
     """(H, W) of an image layer, RGB or not."""
     shape = layer.data[0].shape if getattr(layer, "multiscale", False) else layer.data.shape
     return tuple(shape[-3:-1] if getattr(layer, "rgb", False) else shape[-2:])
-
-
-class LayerCombo(QComboBox):
-    """A combo box listing the viewer's layers of one type, kept up to date."""
-
-    def __init__(self, viewer, layer_type, parent=None):
-        super().__init__(parent)
-        self.viewer, self.layer_type = viewer, layer_type
-        events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved, events.changed):
-            ev.connect(self.refresh)
-        self.refresh()  # napari drops these connections itself once the combo is deleted
-
-    def refresh(self, *_):
-        current = self.currentText()
-        names = [lay.name for lay in self.viewer.layers if isinstance(lay, self.layer_type)]
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        self.blockSignals(False)
-        if current in names:
-            self.setCurrentText(current)
-        elif names:  # the newest layer of that type is the most likely choice
-            self.setCurrentIndex(len(names) - 1)
-        self.currentTextChanged.emit(self.currentText())
-
-    def layer(self):
-        name = self.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
 
 
 def to_thumbnail(patch: np.ndarray, px: int = THUMB_PX) -> QPixmap:

@@ -38,7 +38,8 @@ from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.modelfile import load_model, save_model
 
-from .pick_widget import LABEL_COLUMN, LayerCombo, layer_image_shape
+from .layer_combo import LayerCombo
+from .pick_widget import LABEL_COLUMN, layer_image_shape
 from .worker import JobWidget, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
 from .result_layers import show_results
 

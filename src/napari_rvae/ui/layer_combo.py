@@ -1,0 +1,38 @@
+"""A combo box of the viewer's layers of one kind, kept up to date as layers come and go."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QComboBox
+
+from .result_layers import unproxied
+
+
+class LayerCombo(QComboBox):
+    """Lists the viewer's layers of ``layer_type`` that pass ``accept`` (newest chosen when the current one goes)."""
+
+    def __init__(self, viewer, layer_type, parent=None, *, accept=None):
+        super().__init__(parent)
+        self.viewer, self.layer_type = viewer, layer_type
+        self.accept = accept or (lambda layer: True)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.connect(self.refresh)  # napari drops these connections itself once the combo is deleted
+        self.refresh()
+
+    def refresh(self, *_):
+        current = self.currentText()
+        names = [lay.name for lay in self.viewer.layers if isinstance(lay, self.layer_type) and self.accept(lay)]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        self.blockSignals(False)
+        if current in names:
+            self.setCurrentText(current)
+        elif names:  # the newest layer of that kind is the most likely choice
+            self.setCurrentIndex(len(names) - 1)
+        self.currentTextChanged.emit(self.currentText())
+
+    def layer(self):
+        """The chosen layer itself (not napari's plugin proxy), or None."""
+        name = self.currentText()
+        return unproxied(self.viewer.layers[name]) if name in self.viewer.layers else None
