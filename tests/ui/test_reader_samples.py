@@ -85,3 +85,23 @@ def test_open_digits_sample(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-rvae", "digits")
     assert viewer.layers["rotated digits"].data.shape == (2000, 28, 28)
+
+
+@pytest.mark.gui
+def test_real_sample_opens_calibrated_or_explains(make_napari_viewer):
+    """With temul-toolkit and the formats extra: a real calibrated STEM image; without: a plain message."""
+    from napari_rvae.core.errors import InputError
+    from napari_rvae.core.real_data import real_sample_path
+
+    viewer = make_napari_viewer()
+    try:
+        real_sample_path()
+        pytest.importorskip("rsciio")
+    except InputError as err:
+        assert "pip install --no-deps temul-toolkit" in str(err)
+        return
+    viewer.open_sample("napari-rvae", "real")
+    layer = viewer.layers[-1]
+    assert layer.data.shape == (1024, 1024)
+    assert layer.scale[-1] == pytest.approx(0.0127, rel=0.01)
+    assert "temul-toolkit" in layer.metadata["credit"]

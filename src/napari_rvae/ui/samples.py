@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_rvae.core.real_data import REAL_SAMPLE_CREDIT, real_sample_path
 from napari_rvae.core.synthetic import make_lattice, make_rotated_digits
 
 LATTICE_POINTS_NAME = "lattice points (ground truth)"
@@ -57,4 +58,15 @@ def digits_sample():
     return [(patches, {"name": "rotated digits", "metadata": meta, "colormap": "gray"}, "image")]
 
 
-__all__ = ["lattice_sample", "digits_sample", "LATTICE_POINTS_NAME"]
+def real_sample():
+    """A real HAADF-STEM image (Se-implanted MoS2), read from the user's temul-toolkit install."""
+    from napari_rvae.core.readers import read_image_file
+
+    from .reader import layer_data_tuple
+
+    data, kwargs, kind = layer_data_tuple(read_image_file(real_sample_path())[0])
+    kwargs = {**kwargs, "name": "MoS2 STEM (temul-toolkit)", "metadata": {**kwargs.get("metadata", {}), "credit": REAL_SAMPLE_CREDIT}}
+    return [(data, kwargs, kind)]
+
+
+__all__ = ["lattice_sample", "digits_sample", "real_sample", "LATTICE_POINTS_NAME"]
