@@ -175,8 +175,7 @@ def train_iter(
     # A batch larger than the data would train nothing in some libraries: clamp it.
     batch = min(int(train_config.batch_size), n)
     steps = math.ceil(n / batch)
-    # Kingma et al.'s weight for the supervised term of the M2 model.
-    alpha = 0.1 * n
+    labelled = torch.nonzero(y_all >= 0).flatten() if (enum and y_all is not None) else None
 
     gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
     result = TrainResult(model=model, device=str(device), n_patches=n)
@@ -196,7 +195,7 @@ def train_iter(
             idx = order[step * batch : (step + 1) * batch]
             xb = x_all[idx]
             if enum:
-                loss = _class_latent_loss(model, elbo, xb, None if y_all is None else y_all[idx], n_cls, alpha, kl_scale)
+                loss = _class_latent_loss(model, elbo, xb, None if y_all is None else y_all[idx], n_cls, kl_scale, x_all, y_all, labelled, gen)
             else:
                 yb = F.one_hot(y_all[idx], n_cls).to(xb.dtype) if y_all is not None else None
                 loss = elbo.differentiable_loss(model.model, model.guide, xb, yb, kl_scale)
@@ -229,25 +228,52 @@ def train_iter(
     return result
 
 
-def _class_latent_loss(model, elbo, xb, yb, n_cls, alpha, kl_scale):
+# Weight of the classifier's mean cross-entropy per patch of the batch (the
+# ELBO is summed over the batch). Kingma's alpha = 0.1 N gave about 1 nat per
+# labelled patch against a ~300 nat ELBO: labelled patches stayed at chance.
+CLASSIFIER_WEIGHT = 100.0
+# Labelled patches whose cross-entropy each step sees (a random subset beyond).
+CLASSIFIER_BATCH = 256
+# jrvae: weight (per patch) of a penalty on the batch's mean class posterior
+# straying from uniform, KL(mean_b q(y|x_b) || uniform). Without it one class
+# wins every patch within an epoch (ARI 0.000); it uses no labels. Measured on
+# 1000 rotated digits, 4 epochs, +/-180 deg: ARI 0.15 at 100 (0.04 at 10, 45 deg).
+BALANCE_WEIGHT = 100.0
+
+
+def _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all=None, y_all=None, labelled=None, gen=None):
     """Loss for models with a discrete class latent (jrvae, ssrvae).
 
     Unlabelled patches marginalise the class by enumeration; labelled ones
-    (ssrvae) observe it and add the classifier's cross-entropy, as in
-    Kingma et al.'s M2 model.
+    (ssrvae) observe it. Without labels (jrvae) the batch's mean class
+    posterior is held near uniform, so the classes cannot collapse into one.
+    The classifier's cross-entropy (Kingma et al.'s M2
+    term) is taken over the labelled patches at *every* step, not only over
+    those that happen to fall in the batch: with 10 labels among 1,000 patches
+    a labelled patch would otherwise steer the classifier once per epoch. It is
+    weighted per patch against the batch's ELBO, which is summed over patches
+    and pixels (hundreds of nats per patch): Kingma's ``alpha = 0.1 N`` assumes
+    a ~100 nat MNIST ELBO and left the classifier at chance here.
     """
     if yb is None:
-        return elbo.differentiable_loss(model.model, model.guide, xb, None, kl_scale)
+        loss = elbo.differentiable_loss(model.model, model.guide, xb, None, kl_scale)
+        if BALANCE_WEIGHT > 0:
+            q = torch.softmax(model.encoder(xb)[2], -1).mean(0)
+            loss = loss + BALANCE_WEIGHT * xb.shape[0] * (q * torch.log(q.clamp_min(1e-12) * n_cls)).sum()
+        return loss
     known = yb >= 0
     loss = xb.new_zeros(())
     if (~known).any():
         loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[~known], None, kl_scale)
     if known.any():
-        xk = xb[known]
         yk = F.one_hot(yb[known], n_cls).to(xb.dtype)
-        loss = loss + elbo.differentiable_loss(model.model, model.guide, xk, yk, kl_scale)
-        logits = model.encoder(xk)[2]
-        loss = loss + alpha / xb.shape[0] * F.cross_entropy(logits, yb[known], reduction="sum")
+        loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[known], yk, kl_scale)
+    if labelled is not None and labelled.numel():
+        pick = labelled
+        if pick.numel() > CLASSIFIER_BATCH:
+            pick = pick[torch.randperm(pick.numel(), generator=gen)[:CLASSIFIER_BATCH].to(pick.device)]
+        logits = model.encoder(x_all[pick])[2]
+        loss = loss + CLASSIFIER_WEIGHT * xb.shape[0] * F.cross_entropy(logits, y_all[pick])
     return loss
 
 
