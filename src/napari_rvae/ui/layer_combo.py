@@ -14,6 +14,9 @@ class LayerCombo(QComboBox):
         super().__init__(parent)
         self.viewer, self.layer_type = viewer, layer_type
         self.accept = accept or (lambda layer: True)
+        self._followers: list[tuple[str, object]] = []
+        self._followed = None  # the layer whose events the followers are connected to
+        self.currentTextChanged.connect(self._rewire)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.moved, events.changed):
             ev.connect(self.refresh)  # napari drops these connections itself once the combo is deleted
@@ -31,6 +34,23 @@ class LayerCombo(QComboBox):
         elif names:  # the newest layer of that kind is the most likely choice
             self.setCurrentIndex(len(names) - 1)
         self.currentTextChanged.emit(self.currentText())
+
+    def follow(self, event: str, callback) -> None:
+        """Call ``callback`` on ``event`` (e.g. ``"data"``) of whichever layer is chosen, re-wired as the choice changes."""
+        self._followers.append((event, callback))
+        if self._followed is not None:
+            getattr(self._followed.events, event).connect(callback)
+
+    def _rewire(self, *_):
+        layer = self.layer()
+        if layer is self._followed:
+            return
+        for event, callback in self._followers:
+            if self._followed is not None:
+                getattr(self._followed.events, event).disconnect(callback)
+            if layer is not None:
+                getattr(layer.events, event).connect(callback)
+        self._followed = layer
 
     def layer(self):
         """The chosen layer itself (not napari's plugin proxy), or None."""

@@ -60,7 +60,6 @@ class PickWidget(JobWidget):
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
-        self._watched = None  # the points layer whose data events we listen to
         layout = QVBoxLayout(self)
 
         form = QFormLayout()
@@ -123,6 +122,7 @@ class PickWidget(JobWidget):
         self._debounce.timeout.connect(self.update_preview)
         self.image_combo.currentTextChanged.connect(self._inputs_changed)
         self.points_combo.currentTextChanged.connect(self._inputs_changed)
+        self.points_combo.follow("data", self._schedule_preview)
         self.patch_size.valueChanged.connect(self._inputs_changed)
         self._inputs_changed()
 
@@ -130,12 +130,6 @@ class PickWidget(JobWidget):
 
     def _inputs_changed(self, *_):
         points = self.points_combo.layer()
-        if points is not self._watched:
-            if self._watched is not None:
-                self._watched.events.data.disconnect(self._schedule_preview)
-            self._watched = points
-            if points is not None:
-                points.events.data.connect(self._schedule_preview)
         self.detect_button.setEnabled(self.image_combo.layer() is not None and not self.busy)
         self.assign_button.setEnabled(points is not None)
         self.update_preview()

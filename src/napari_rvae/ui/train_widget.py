@@ -163,7 +163,6 @@ class TrainWidget(JobWidget):
         self.model = None  # the trained or loaded model
         self.model_extra: dict = {}
         self._device = "cpu"  # the device the running training uses, for the status line
-        self._watched = None
         layout = QVBoxLayout(self)
         inputs = QFormLayout()
         self.image_combo = LayerCombo(napari_viewer, Image)
@@ -207,20 +206,11 @@ class TrainWidget(JobWidget):
         layout.addStretch()
 
         self.image_combo.currentTextChanged.connect(self.update_buttons)
-        self.points_combo.currentTextChanged.connect(self._points_changed)
-        self._points_changed()
+        self.points_combo.currentTextChanged.connect(self._refresh_labels)
+        self.points_combo.follow("features", self._refresh_labels)
+        self._refresh_labels()
 
     # ------------------------------------------------------------------ state
-
-    def _points_changed(self, *_):
-        layer = self.points_combo.layer()
-        if layer is not self._watched:
-            if self._watched is not None:
-                self._watched.events.features.disconnect(self._refresh_labels)
-            self._watched = layer
-            if layer is not None:
-                layer.events.features.connect(self._refresh_labels)
-        self._refresh_labels()
 
     def _refresh_labels(self, *_):
         layer, current = self.points_combo.layer(), self.labels_combo.currentText()
