@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
     t.add_argument("--angle-prior", type=float, default=0.0,
                    help="0: rotations of any size (uniform prior); >0 concentrates angles near 0")
+    t.add_argument("--align", default="auto", choices=["auto", "sync", "none"],
+                   help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
 
     e = sub.add_parser("encode", help="encode patches with a trained model")
     common(e)
@@ -129,6 +131,7 @@ def _cmd_train(args, say) -> int:
         symmetry=args.symmetry,
         likelihood=args.likelihood,
         angle_prior=args.angle_prior,
+        alignment=args.align,
     )
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, threads=args.threads

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from .errors import InputError
 
 MODEL_KINDS = ("rvae", "vae", "crvae", "jrvae", "ssrvae")
+ALIGNMENTS = ("auto", "sync", "none")
 LIKELIHOODS = ("gaussian", "bernoulli")
 SYMMETRIES = (1, 2, 3, 4, 6)
 
@@ -24,11 +25,16 @@ class ModelConfig:
     ``angle_prior``: concentration of the rotation prior around 0 degrees:
     0 is uniform over the circle (rotations of any size); larger values tie
     the latent angle to small rotations, as the article's rVAE does.
+    ``alignment``: ``sync`` turns every patch first by a coarse angle from
+    angular synchronisation of the training patches (``core/align.py``; the
+    synchronised reference is stored in the model), and the rVAE learns the
+    content and the remaining small rotation; ``none`` is the plain rVAE;
+    ``auto`` (default) is ``sync`` with the uniform angle prior (rotations of
+    any size) and ``none`` when ``angle_prior > 0``.
     ``encoder_rotations``: K rotated copies the encoder reads and pools
     equivariantly (see ``models.Encoder``); 1 is a plain MLP encoder; 0
-    (default) picks 16 with the uniform angle prior (rotations of any size)
-    and 1 when ``angle_prior > 0`` (small rotations, where the plain encoder
-    measured better).
+    (default) picks 1 with coarse alignment or a tied angle prior, and 16
+    for the uniform prior without alignment.
     """
 
     kind: str = "rvae"
@@ -44,6 +50,7 @@ class ModelConfig:
     angle_prior: float = 0.0
     translation_prior: float = 0.1
     encoder_rotations: int = 0
+    alignment: str = "auto"
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -60,6 +67,8 @@ class ModelConfig:
             raise InputError(f"Unknown likelihood {self.likelihood!r}: use gaussian or bernoulli.")
         if int(self.encoder_rotations) < 0:
             raise InputError("encoder_rotations must be 0 (automatic), 1 (no rotation pooling) or more.")
+        if self.alignment not in ALIGNMENTS:
+            raise InputError(f"Unknown alignment {self.alignment!r}: use one of {', '.join(ALIGNMENTS)}.")
         if self.noise <= 0:
             raise InputError("The noise scale must be positive.")
         if self.class_model and self.n_classes < 2:
@@ -74,6 +83,13 @@ class ModelConfig:
     def pose_model(self) -> bool:
         """Whether the model infers a rotation (and shift) per patch."""
         return self.kind != "vae"
+
+    @property
+    def coarse_alignment(self) -> bool:
+        """Whether patches are turned by a synchronised coarse angle before the rVAE sees them."""
+        if not self.pose_model or self.alignment == "none":
+            return False
+        return self.alignment == "sync" or self.angle_prior == 0
 
     def to_dict(self) -> dict:
         return asdict(self)

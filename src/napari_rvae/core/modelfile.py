@@ -76,10 +76,16 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
         raise InputError(f"{path} was written by a newer napari-rvae ({payload.get('package_version')}); please upgrade.")
     try:
-        config = ModelConfig.from_dict(json.loads(payload["config"]))
+        stored = json.loads(payload["config"])
+        # Files from before coarse alignment existed hold plain rVAEs.
+        stored.setdefault("alignment", "none")
+        config = ModelConfig.from_dict(stored)
         extra = json.loads(payload.get("extra", "{}"))
         model = RVAE(config)
-        model.load_state_dict(payload["state_dict"])
+        state = dict(payload["state_dict"])
+        for key in ("ref_spectra", "ref_theta"):  # ditto: no reference to load
+            state.setdefault(key, getattr(model, key))
+        model.load_state_dict(state)
     except InputError:
         raise
     except Exception as exc:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import align
 from .config import ModelConfig
 from .decoder import SpatialDecoder
 from .rotation_fold import rotated_first_layer, rotation_operator
@@ -44,6 +45,11 @@ from .rotation_fold import rotated_first_layer, rotation_operator
 # epochs), with the classifier term of core/train.py: labelled patches 12 %
 # right at gain 1, 74 % at gain 10 (docs/science.md).
 LOGIT_GAIN = 10.0
+
+# With coarse alignment the rVAE's own rotation is the residual after the
+# synchronised angle: small, so its prior is tied near zero like the
+# reference rVAE's (u ~ N((2, 0), I), about +/-30 degrees).
+RESIDUAL_ANGLE_PRIOR = 2.0
 
 
 def _mlp(n_in: int, width: int, layers: int) -> nn.Sequential:
@@ -202,18 +208,25 @@ class Encoder(nn.Module):
         return torch.cat(parts_loc, -1), torch.exp(torch.cat(parts_scale, -1)), logits
 
 
+def _turn(v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Rotate 2-vectors (B, 2) counter-clockwise by angles (B,)."""
+    c, s = torch.cos(theta).to(v.dtype), torch.sin(theta).to(v.dtype)
+    return torch.stack([v[:, 0] * c - v[:, 1] * s, v[:, 0] * s + v[:, 1] * c], -1)
+
+
 def encoder_rotations(config: ModelConfig) -> int:
     """How many rotated copies the encoder pools (``ModelConfig.encoder_rotations``, 0 = automatic).
 
     Measured on rotated digits (docs/science.md): the pooled encoder recovers
     angles over the whole circle, where a plain MLP is at chance; but with the
     prior tied near 0 degrees (small rotations) the plain encoder lines the
-    digits up with one offset and the pooled one does not, so "automatic"
-    follows the angle prior.
+    digits up with one offset and the pooled one does not. After coarse
+    alignment only small rotations are left, so "automatic" is the plain
+    encoder there too.
     """
     if config.encoder_rotations:
         return int(config.encoder_rotations)
-    return 16 if config.angle_prior == 0 else 1
+    return 16 if (config.angle_prior == 0 and not config.coarse_alignment) else 1
 
 
 class RVAE(nn.Module):
@@ -250,6 +263,44 @@ class RVAE(nn.Module):
             self.decoder.coord.weight.mul_(4.0)
         self.register_buffer("norm_offset", torch.tensor(0.0))
         self.register_buffer("norm_scale", torch.tensor(1.0))
+        # Coarse alignment's synchronised reference (core/align.py): angular
+        # spectra as (real, imag) in float16 (a few MB), and their angles.
+        # Empty until training fills them.
+        self.register_buffer("ref_spectra", torch.zeros(0, 1, 1, 2, dtype=torch.float16))
+        self.register_buffer("ref_theta", torch.zeros(0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The reference's size depends on the training data: take the file's shape.
+        for name in ("ref_spectra", "ref_theta"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # --- coarse alignment ---------------------------------------------------
+    def fit_alignment(self, x: torch.Tensor, *, seed: int = 0) -> None:
+        """Synchronise normalised training patches (B, P*P) into the stored reference."""
+        spec = self._spectra(x)
+        ref, theta = align.build_reference(spec, symmetry=self.config.symmetry, seed=seed)
+        self.ref_spectra = torch.view_as_real(ref).to(torch.float16)
+        self.ref_theta = theta.float()
+
+    def _spectra(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.config.patch_size
+        return align.angular_spectra(x.reshape(-1, p, p).float(), self.config.symmetry)
+
+    def coarse_align(self, x: torch.Tensor, chunk: int = 4096):
+        """``(turned patches (B, P*P), coarse angles (B,) in radians)``; ``(x, None)`` without alignment."""
+        if not self.config.coarse_alignment or self.ref_theta.numel() == 0:
+            return x, None
+        p, n = self.config.patch_size, self.config.symmetry
+        ref = torch.view_as_complex(self.ref_spectra.float().contiguous())
+        out, angles = torch.empty_like(x), []
+        for s in range(0, x.shape[0], chunk):
+            part = x[s : s + chunk]
+            theta = align.reference_angles(self._spectra(part), ref, self.ref_theta, symmetry=n)
+            out[s : s + chunk] = align.rotate_patches(part.reshape(-1, p, p), theta.to(x.dtype)).reshape(part.shape)
+            angles.append(theta)
+        return out, torch.cat(angles)
 
     # --- data scaling -------------------------------------------------------
     def fit_normalization(self, patches: torch.Tensor) -> None:
@@ -274,7 +325,7 @@ class RVAE(nn.Module):
     # --- pose helpers -------------------------------------------------------
     def _rot_prior_loc(self, like: torch.Tensor) -> torch.Tensor:
         loc = torch.zeros(2, dtype=like.dtype, device=like.device)
-        loc[0] = self.config.angle_prior
+        loc[0] = RESIDUAL_ANGLE_PRIOR if self.config.coarse_alignment else self.config.angle_prior
         return loc
 
     def angle_from_u(self, u: torch.Tensor) -> torch.Tensor:
@@ -332,9 +383,17 @@ class RVAE(nn.Module):
 
     # --- deterministic views (no sampling, no training) -----------------------
     @torch.no_grad()
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Posterior means and spreads for normalised, flattened patches."""
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None, *, aligned: bool = False) -> dict[str, torch.Tensor]:
+        """Posterior means and spreads for normalised, flattened patches.
+
+        With coarse alignment the patches are first turned by their coarse
+        angle (skip with ``aligned=True`` if they already were); the reported
+        angle, rotation vector and shift are then in the patch's own frame.
+        """
         cfg = self.config
+        coarse = None
+        if not aligned:
+            x, coarse = self.coarse_align(x)
         loc, scale, logits = self.encoder(x, y if cfg.kind == "crvae" else None)
         out: dict[str, torch.Tensor] = {}
         i = 0
@@ -348,6 +407,13 @@ class RVAE(nn.Module):
             if cfg.translation:
                 out["shift"], out["shift_sd"] = loc[:, 2:4], scale[:, 2:4]
                 i = 4
+            if coarse is not None:
+                # Back to the patch's frame: the decoder draws T(R^-1 (c - shift)), so the
+                # patch's shift is the aligned one turned by the coarse angle.
+                out["angle"] = out["angle"] + coarse
+                out["u"] = _turn(u, coarse * cfg.symmetry)
+                if "shift" in out:
+                    out["shift"] = _turn(out["shift"], coarse)
         out["z"], out["z_sd"] = loc[:, i:], scale[:, i:]
         if logits is not None:
             out["class_prob"] = torch.softmax(logits, dim=-1)

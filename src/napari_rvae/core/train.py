@@ -158,11 +158,15 @@ def train_iter(
     if model is None:
         model = RVAE(model_config).to(device)
         model.fit_normalization(raw)
+        if model_config.coarse_alignment:
+            model.fit_alignment(model.normalize(raw), seed=train_config.seed)
     else:
         model = model.to(device)
     # Speed (#7): the decoder's per-pixel layers in bfloat16 where the device has it.
     model.decoder.compute_dtype = resolve_compute_dtype(train_config.precision, device)
-    x_all = model.normalize(raw)
+    # Science (#6): with coarse alignment the rVAE trains on patches turned by
+    # their synchronised angle and only learns what is left (see core/align.py).
+    x_all = model.coarse_align(model.normalize(raw))[0]
     del raw
     n_cls = model_config.n_classes
     y_all = None

@@ -55,6 +55,14 @@ def _spin(lo, hi, value, step=1):
     return QSpinBox(minimum=lo, maximum=hi, value=value, singleStep=step)
 
 
+# The form's "Rotations" choice -> ModelConfig fields (see ModelConfig's docstring).
+ROTATION_CHOICES = {
+    "any angle": {"angle_prior": 0.0, "alignment": "auto"},
+    "small (near 0°)": {"angle_prior": 2.0, "alignment": "auto"},
+    "any angle, rVAE only": {"angle_prior": 0.0, "alignment": "none"},
+}
+
+
 class TrainForm(QWidget):
     """The model and training settings; :meth:`configs` is the one form -> config mapping."""
 
@@ -73,6 +81,12 @@ class TrainForm(QWidget):
         self.translation = QCheckBox("learn a shift per patch", checked=True)
         self.symmetry = QComboBox()
         self.symmetry.addItems([str(s) for s in SYMMETRIES])
+        self.rotations = QComboBox()
+        self.rotations.addItems(list(ROTATION_CHOICES))
+        self.rotations.setToolTip(
+            "any angle: patches are first aligned by angular synchronisation, then the rVAE refines;\n"
+            "small: angles tied near 0 degrees (the reference rVAE); any, rVAE only: no alignment step."
+        )
         self.epochs = _spin(1, 10000, 50)
         self.batch_size = _spin(1, 100000, 100)
         self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, singleStep=1e-4)
@@ -83,7 +97,7 @@ class TrainForm(QWidget):
         for label, widget in [
             ("Model", self.kind), ("Classes", self.n_classes), ("Patch size (px)", self.patch_size),
             ("Latent dim", self.latent_dim), ("Hidden units", self.hidden_dim), ("", self.translation),
-            ("Symmetry (n-fold)", self.symmetry), ("Epochs", self.epochs), ("Batch size", self.batch_size),
+            ("Symmetry (n-fold)", self.symmetry), ("Rotations", self.rotations), ("Epochs", self.epochs), ("Batch size", self.batch_size),
             ("Learning rate", self.lr), ("Device", self.device), ("Seed", self.seed),
         ]:
             form.addRow(label, widget)
@@ -94,6 +108,7 @@ class TrainForm(QWidget):
         self.n_classes.setEnabled(kind in ("crvae", "jrvae", "ssrvae"))
         self.translation.setEnabled(kind != "vae")
         self.symmetry.setEnabled(kind != "vae")
+        self.rotations.setEnabled(kind != "vae")
 
     def configs(self, n_label_classes: int = 0) -> tuple[ModelConfig, TrainConfig]:
         """Model and training settings from the form (raises InputError for bad values)."""
@@ -103,6 +118,7 @@ class TrainForm(QWidget):
             kind=kind, patch_size=self.patch_size.value(), latent_dim=self.latent_dim.value(),
             translation=self.translation.isChecked(), hidden_dim=self.hidden_dim.value(),
             n_classes=classes, symmetry=int(self.symmetry.currentText()),
+            **ROTATION_CHOICES[self.rotations.currentText()],
         )
         train = TrainConfig(
             epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
@@ -118,6 +134,9 @@ class TrainForm(QWidget):
         self.hidden_dim.setValue(config.hidden_dim)
         self.translation.setChecked(config.translation)
         self.symmetry.setCurrentText(str(config.symmetry))
+        for text, settings in ROTATION_CHOICES.items():
+            if (config.angle_prior > 0) == (settings["angle_prior"] > 0) and config.coarse_alignment == (settings["alignment"] != "none"):
+                self.rotations.setCurrentText(text)
         if config.n_classes:
             self.n_classes.setValue(config.n_classes)
 

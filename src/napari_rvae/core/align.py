@@ -1,0 +1,264 @@
+"""Coarse rotational alignment of a patch stack by angular synchronisation.
+
+An rVAE's latent angle has an arbitrary zero per *shape*: when every shape
+appears at every angle, the decoder may draw one digit upright in one region
+of the latent space and upside down in another, and training never resolves
+it (issue #6: within-digit 180 degree flips). Cryo-EM solves the same problem
+for particle images with angular synchronisation (Singer, 2011): estimate the
+rotation between each patch and its most similar neighbours, then find the
+one angle per patch that agrees best with all those pairwise rotations. The
+result is consistent across the whole stack, which is exactly what the rVAE
+lacks; :mod:`core.train` hands it to the rVAE as a per-patch prior, and the
+rVAE refines it.
+
+Steps, all in torch on the training device:
+
+1. Polar resampling about the patch centre (rings weighted by sqrt(r), so dot
+   products approximate the area integral).
+2. For every pair, the cross-correlation over all rotations at once by FFT
+   along the angle; its peak gives the relative rotation and a similarity.
+   With n-fold symmetry only the angular frequencies that are multiples of n
+   are kept, so rotations are compared modulo 360/n degrees.
+3. Each patch keeps its ``k`` most similar neighbours; the Hermitian matrix of
+   their relative rotations' phases has the patches' phases as its leading
+   eigenvector, refined by the generalised power method.
+
+Large stacks: at most ``max_anchors`` patches (the *reference*) are
+synchronised with each other; every patch then takes its angle from its
+best-matching reference patches, and so does any new patch once the reference
+is stored in a model file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "angular_spectra",
+    "build_reference",
+    "coarse_angles",
+    "polar_transform",
+    "reference_angles",
+    "rotate_patches",
+    "rotation_neighbours",
+    "synchronize",
+]
+
+
+def polar_transform(patches: torch.Tensor, n_angles: int = 64, n_radii: int | None = None) -> torch.Tensor:
+    """(N, P, P) patches to (N, R, A) polar images about the patch centre.
+
+    The angle runs counter-clockwise as displayed (rows grow downwards), so a
+    patch turned counter-clockwise by ``phi`` has its polar image shifted by
+    ``+phi`` along the last axis.
+
+    Examples
+    --------
+    >>> x = torch.zeros(1, 17, 17); x[0, 8, 12:] = 1.0   # a bar pointing right
+    >>> polar_transform(x, n_angles=8).sum(1)[0].argmax().item()   # angle 0
+    0
+    """
+    n, p = patches.shape[0], patches.shape[-1]
+    n_radii = int(n_radii or p // 2)
+    r = (torch.arange(n_radii, dtype=torch.float32) + 0.5) / n_radii * (p / 2 - 0.5)
+    a = 2 * math.pi * torch.arange(n_angles, dtype=torch.float32) / n_angles
+    half = (p - 1) / 2
+    # grid_sample's x is the column, y the row, both in [-1, 1]; y up on screen is -row.
+    gx = r[:, None] * torch.cos(a)[None] / half
+    gy = -r[:, None] * torch.sin(a)[None] / half
+    grid = torch.stack([gx, gy], -1).to(patches.device)
+    img = patches.reshape(n, 1, p, p).float()
+    out = F.grid_sample(img, grid.expand(n, -1, -1, -1), align_corners=True)[:, 0]
+    return out * r.sqrt().to(patches.device)[None, :, None]
+
+
+def _spectra(polar: torch.Tensor, symmetry: int) -> torch.Tensor:
+    """Unit-norm, mean-free angular spectra (N, R, F); only multiples of ``symmetry`` kept."""
+    x = polar - polar.mean(dim=(1, 2), keepdim=True)
+    x = x / x.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    spec = torch.fft.rfft(x, dim=-1)
+    if symmetry > 1:
+        keep = torch.arange(spec.shape[-1], device=spec.device) % symmetry == 0
+        spec = spec * keep
+    return spec
+
+
+def _best_rotation(spec_a: torch.Tensor, spec_b: torch.Tensor, n_angles: int):
+    """Peak of the rotational cross-correlation of every a with every b.
+
+    Returns ``(score, angle)``, each (A, B): the normalised correlation at the
+    peak and the rotation (radians) that turns a onto b, refined to sub-step
+    precision with a parabola through the peak.
+    """
+    corr = torch.fft.irfft(torch.einsum("irf,jrf->ijf", spec_a.conj(), spec_b), n=n_angles, dim=-1)
+    best, arg = corr.max(-1)
+    prev = corr.gather(-1, ((arg - 1) % n_angles)[..., None])[..., 0]
+    nxt = corr.gather(-1, ((arg + 1) % n_angles)[..., None])[..., 0]
+    den = prev - 2 * best + nxt
+    frac = torch.where(den.abs() > 1e-12, 0.5 * (prev - nxt) / den.where(den.abs() > 1e-12, torch.ones_like(den)), 0.0)
+    angle = (arg.float() + frac.clamp(-0.5, 0.5)) * (2 * math.pi / n_angles)
+    return best, angle
+
+
+def rotation_neighbours(spec: torch.Tensor, k: int, n_angles: int, chunk: int = 256):
+    """For each patch, its ``k`` most similar others under rotation.
+
+    Returns ``(idx, angle, score)``, each (N, k): neighbour indices, the
+    rotation (radians) turning the patch onto that neighbour, and the peak
+    normalised correlation.
+    """
+    n = spec.shape[0]
+    k = min(k, n - 1)
+    idx, ang, score = [], [], []
+    for s in range(0, n, chunk):
+        best, angle = _best_rotation(spec[s : s + chunk], spec, n_angles)
+        rows = torch.arange(best.shape[0], device=best.device)
+        best[rows, rows + s] = -math.inf  # not its own neighbour
+        top = best.topk(k, dim=1)
+        idx.append(top.indices)
+        score.append(top.values)
+        ang.append(angle.gather(1, top.indices))
+    return torch.cat(idx), torch.cat(ang), torch.cat(score)
+
+
+def synchronize(idx, angle, score, *, sharpness: float = 16.0, iterations: int = 100) -> np.ndarray:
+    """Angles (radians) that best agree with the pairwise rotations of a neighbour graph.
+
+    ``angle[i, m]`` is the rotation from patch ``i`` onto patch ``idx[i, m]``;
+    the solution maximises ``sum w cos(theta_j - theta_i - angle_ij)``. Edge
+    weights are ``score ** sharpness``, so the closest matches dominate (an
+    edge between two different shapes carries an arbitrary rotation, and
+    scores lower). The phases start from the leading eigenvector of the
+    normalised Hermitian matrix of ``w exp(-i angle)`` (Singer's spectral
+    relaxation) and are refined by the generalised power method, which
+    measured better on rotated digits (within-digit correlation 0.68 -> 0.71).
+
+    Examples
+    --------
+    >>> theta = np.array([0.0, 1.0, 2.0, 3.0])
+    >>> idx = np.array([[1, 3], [2, 0], [3, 1], [0, 2]])
+    >>> rel = theta[idx] - theta[:, None]
+    >>> est = synchronize(idx, rel, np.ones_like(rel))
+    >>> np.round(np.angle(np.exp(1j * (est - est[0]))), 6)
+    array([0., 1., 2., 3.])
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import eigsh
+
+    idx, angle, score = (np.asarray(v.cpu() if hasattr(v, "cpu") else v) for v in (idx, angle, score))
+    n = idx.shape[0]
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    w = np.clip(score.ravel().astype(np.float64), 0.0, None) ** sharpness + 1e-12
+    h = sp.coo_matrix((w * np.exp(-1j * angle.ravel().astype(np.float64)), (rows, idx.ravel())), shape=(n, n)).tocsr()
+    h = (h + h.conj().T) * 0.5
+    deg = np.asarray(abs(h).sum(1)).ravel() + 1e-12
+    d = sp.diags(1.0 / np.sqrt(deg))
+    if n <= 3:
+        vec = np.linalg.eigh((d @ h @ d).toarray())[1][:, -1]
+    else:
+        vec = eigsh(d @ h @ d, k=1, which="LA", v0=np.ones(n, dtype=complex))[1][:, 0]
+    phase = vec / np.sqrt(deg)
+    for _ in range(iterations):
+        phase = h @ (phase / np.maximum(np.abs(phase), 1e-300))
+    return np.angle(phase)
+
+
+def reference_angles(spec: torch.Tensor, ref_spec: torch.Tensor, ref_theta: torch.Tensor, *, symmetry: int = 1,
+                     k: int = 10, n_angles: int = 64, sharpness: float = 16.0, chunk: int = 1024) -> torch.Tensor:
+    """Angles (radians) of patches from their best matches in a synchronised reference.
+
+    Each patch is compared with every reference patch under all rotations;
+    its ``k`` best matches vote for ``theta_ref + rotation`` with weight
+    ``score ** sharpness``. A reference patch itself gets back its own angle.
+    """
+    phase_ref = torch.polar(torch.ones_like(ref_theta, dtype=torch.float64), ref_theta.double() * symmetry)
+    out = []
+    for s in range(0, spec.shape[0], chunk):
+        best, angle = _best_rotation(ref_spec, spec[s : s + chunk], n_angles)  # reference -> patch
+        top = best.topk(min(k, ref_spec.shape[0]), dim=0)
+        rot = angle.gather(0, top.indices).double() * symmetry
+        weight = top.values.double().clamp_min(0.0) ** sharpness + 1e-300
+        votes = (weight * phase_ref[top.indices] * torch.polar(torch.ones_like(rot), rot)).sum(0)
+        out.append(torch.angle(votes).float() / symmetry)
+    return torch.remainder(torch.cat(out), 2 * math.pi / symmetry)
+
+
+def angular_spectra(patches: torch.Tensor, symmetry: int = 1, n_angles: int = 64) -> torch.Tensor:
+    """(N, P, P) patches to the rotation-comparable spectra the other functions take."""
+    return _spectra(polar_transform(patches, n_angles), int(symmetry))
+
+
+def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_angles: int = 64,
+                    max_anchors: int = 2000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synchronise (at most ``max_anchors`` of) the patches: ``(anchor spectra, anchor angles)``."""
+    n = spec.shape[0]
+    if n > max_anchors:
+        gen = torch.Generator().manual_seed(seed)
+        pick = torch.randperm(n, generator=gen)[:max_anchors].sort().values.to(spec.device)
+        spec = spec[pick]
+    if spec.shape[0] < 2:
+        return spec, torch.zeros(spec.shape[0], device=spec.device)
+    idx, rel, score = rotation_neighbours(spec, k, n_angles)
+    theta = synchronize(idx, rel * symmetry, score) / symmetry
+    return spec, torch.as_tensor(theta, dtype=torch.float32, device=spec.device)
+
+
+def coarse_angles(patches, *, symmetry: int = 1, k: int = 10, n_angles: int = 64, max_anchors: int = 2000,
+                  seed: int = 0) -> np.ndarray:
+    """One consistent rotation angle per patch (radians, counter-clockwise as displayed).
+
+    The zero is arbitrary (one offset for the whole stack, or one per group of
+    patches that share no similar neighbours); with ``symmetry`` n the angles
+    are defined modulo ``2 pi / n`` and lie in ``[0, 2 pi / n)``.
+
+    Parameters
+    ----------
+    patches : array_like or Tensor, shape (N, P, P)
+    symmetry : int
+        n-fold rotational symmetry of the content.
+    k : int
+        Neighbours per patch in the synchronisation graph.
+    n_angles : int
+        Angular samples of the polar images (the pairwise search's step is
+        ``360 / n_angles`` degrees before sub-step refinement).
+    max_anchors : int
+        At most this many patches are synchronised with each other (cost grows
+        as its square); every patch then takes its angle from its best anchors.
+
+    Examples
+    --------
+    >>> from napari_rvae.core.synthetic import make_rotated_shapes
+    >>> x, true = make_rotated_shapes(200, 24, seed=0)
+    >>> est = np.rad2deg(coarse_angles(x))
+    >>> err = np.angle(np.exp(1j * np.deg2rad(est - true)))
+    >>> bool(np.rad2deg(np.abs(err - np.angle(np.exp(1j * err).mean()))).mean() < 5)
+    True
+    """
+    x = patches if torch.is_tensor(patches) else torch.as_tensor(np.asarray(patches))
+    x = x.float().reshape(x.shape[0], x.shape[-1], x.shape[-1])
+    spec = angular_spectra(x, symmetry, n_angles)
+    ref_spec, ref_theta = build_reference(spec, symmetry=symmetry, k=k, n_angles=n_angles, max_anchors=max_anchors, seed=seed)
+    if ref_spec.shape[0] < 2:
+        return np.zeros(x.shape[0])
+    return reference_angles(spec, ref_spec, ref_theta, symmetry=symmetry, k=k, n_angles=n_angles).cpu().numpy().astype(np.float64)
+
+
+def rotate_patches(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Turn (B, P, P) patches *back* by ``theta`` (radians): undoes a counter-clockwise turn.
+
+    Pixels outside the inscribed disk are set to 0, so every turned patch has
+    the same (empty) corners.
+    """
+    b, p = x.shape[0], x.shape[-1]
+    c, s = torch.cos(-theta), torch.sin(-theta)
+    zero = torch.zeros_like(c)
+    mat = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], -2).to(x.dtype)
+    grid = F.affine_grid(mat, (b, 1, p, p), align_corners=True)
+    out = F.grid_sample(x.reshape(b, 1, p, p), grid, align_corners=True)[:, 0]
+    lin = torch.linspace(-1.0, 1.0, p, device=x.device, dtype=x.dtype)
+    disk = (1.0 - torch.sqrt(lin[:, None] ** 2 + lin[None, :] ** 2)).mul(p / 2.0).clamp(0.0, 1.0)
+    return out * disk

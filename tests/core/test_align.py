@@ -1,0 +1,145 @@
+"""Coarse alignment by angular synchronisation (core/align.py) and its place in the model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage.transform import rotate
+
+from napari_rvae.core import ModelConfig, TrainConfig, encode, train
+from napari_rvae.core.align import (
+    angular_spectra,
+    coarse_angles,
+    rotate_patches,
+    rotation_neighbours,
+    synchronize,
+)
+from napari_rvae.core.circstats import aligned_errors, circular_correlation
+from napari_rvae.core.modelfile import load_model, save_model
+from napari_rvae.core.synthetic import make_rotated_digits, make_rotated_shapes
+
+from ..conftest import glyph
+
+
+def _wrap(a, period=360.0):
+    return (np.asarray(a) + period / 2) % period - period / 2
+
+
+def test_pairwise_rotation_is_counter_clockwise_and_sub_step():
+    """The rotation found between a glyph and its turned copy is the turn, to a fraction of the 5.6 deg step."""
+    base = glyph(24)
+    turns = np.array([0.0, 17.0, 95.0, -140.0])
+    stack = torch.as_tensor(np.stack([rotate(base, a, order=1) for a in turns]).astype(np.float32))
+    idx, rel, score = rotation_neighbours(angular_spectra(stack), 3, 64)
+    for i in range(4):
+        for m, j in enumerate(idx[i].tolist()):
+            expected = turns[j] - turns[i]
+            assert abs(_wrap(np.rad2deg(rel[i, m].item()) - expected)) < 2.0, (i, j)
+    assert score.min() > 0.8
+
+
+def test_synchronize_ignores_a_few_wrong_pairs():
+    rng = np.random.default_rng(0)
+    n, k = 200, 8
+    theta = rng.uniform(-np.pi, np.pi, n)
+    idx = np.stack([rng.choice(np.delete(np.arange(n), i), k, replace=False) for i in range(n)])
+    rel = theta[idx] - theta[:, None] + rng.normal(0, 0.05, idx.shape)
+    wrong = rng.random(idx.shape) < 0.1
+    rel[wrong] = rng.uniform(-np.pi, np.pi, wrong.sum())
+    score = np.where(wrong, 0.8, 0.9)
+    est = synchronize(idx, rel, score)
+    err, sign = aligned_errors(np.rad2deg(est), np.rad2deg(theta))
+    assert sign == 1 and err.mean() < 5, err.mean()
+
+
+@pytest.mark.parametrize("max_anchors", [2000, 60])
+def test_coarse_angles_one_shape_every_angle(max_anchors):
+    """One glyph at every angle: one offset fits all, with or without an anchor subset."""
+    x, true = make_rotated_shapes(240, 24, seed=3)
+    est = np.rad2deg(coarse_angles(x, max_anchors=max_anchors))
+    err, sign = aligned_errors(est, true)
+    assert sign == 1 and err.mean() < 2, err.mean()
+
+
+def test_coarse_angles_respect_symmetry():
+    """A four-fold pattern: angles live in [0, 90) and match the turns modulo 90."""
+    p = 24
+    yy, xx = np.mgrid[:p, :p] - (p - 1) / 2
+    cross = (np.exp(-(yy**2) / 4) * (np.abs(xx) < 9) + np.exp(-(xx**2) / 4) * (np.abs(yy) < 9)).clip(0, 1)
+    cross = cross + 0.6 * np.exp(-((yy - 5) ** 2 + (xx - 5) ** 2) / 3)  # off-axis blobs: no mirror ambiguity
+    cross = cross + 0.6 * np.exp(-((yy + 5) ** 2 + (xx + 5) ** 2) / 3)
+    cross = cross + 0.6 * np.exp(-((yy - 5) ** 2 + (xx + 5) ** 2) / 3) + 0.6 * np.exp(-((yy + 5) ** 2 + (xx - 5) ** 2) / 3)
+    turns = np.random.default_rng(1).uniform(-180, 180, 120)
+    stack = np.stack([rotate(cross, a, order=1) for a in turns]).astype(np.float32)
+    est = np.rad2deg(coarse_angles(stack, symmetry=4))
+    assert ((est >= 0) & (est < 90)).all()
+    err, _ = aligned_errors(est, turns, period=90)
+    assert err.mean() < 2, err.mean()
+
+
+def test_rotate_patches_undoes_a_turn():
+    base = glyph(24).astype(np.float32)
+    turned = rotate(base, 40.0, order=1).astype(np.float32)
+    back = rotate_patches(torch.as_tensor(turned[None]), torch.tensor([np.deg2rad(40.0)]))[0].numpy()
+    inner = np.hypot(*(np.mgrid[:24, :24] - 11.5)) < 9
+    np.testing.assert_allclose(back[inner], rotate(turned, -40.0, order=1)[inner], atol=1e-4)
+    assert np.abs(back - base)[inner].mean() < 0.1  # turning the other way: 0.40
+
+
+def test_sync_beats_the_plain_rvae_on_digits_at_every_angle():
+    """Rotated digits at +/-180 deg: within-digit correlation of synchronised angles.
+
+    Measured on 600 digits, seeds 0-2: 0.67-0.69 (the rVAE alone, 4 epochs: 0.39-0.45).
+    """
+    x, true, digits = make_rotated_digits(600, max_angle=180, seed=0)
+    est = np.rad2deg(coarse_angles(x))
+    rho = np.mean([abs(circular_correlation(est[digits == d], true[digits == d])) for d in range(10)])
+    assert rho > 0.6, rho
+
+
+@pytest.fixture(scope="module")
+def aligned_model():
+    x, true = make_rotated_shapes(300, 16, seed=2)
+    result = train(x, ModelConfig(patch_size=16, hidden_dim=64), TrainConfig(epochs=6, batch_size=50, lr=3e-3, device="cpu"))
+    return x, true, result.model
+
+
+def test_default_model_aligns_and_stores_its_reference(aligned_model, tmp_path):
+    x, true, model = aligned_model
+    assert model.config.coarse_alignment and model.encoder.n_rotations == 1
+    assert model.ref_theta.numel() == len(x) and model.ref_spectra.dtype == torch.float16
+    before = encode(model, x)
+    err, sign = aligned_errors(before["angle"], true)
+    assert sign == 1 and err.mean() < 5, err.mean()
+    path = save_model(model, tmp_path / "m.pt")
+    again, _ = load_model(path)
+    after = encode(again, x)
+    np.testing.assert_allclose(after["angle"], before["angle"], atol=1e-3)
+    np.testing.assert_allclose(after[["z0", "z1"]], before[["z0", "z1"]], atol=1e-4)
+
+
+def test_model_files_from_before_alignment_load_as_plain_rvae(aligned_model, tmp_path):
+    """A file without the ``alignment`` key is a plain rVAE (it has no reference)."""
+    model = train(np.stack([glyph(16)] * 20), ModelConfig(patch_size=16, hidden_dim=16, alignment="none"),
+                  TrainConfig(epochs=1, device="cpu")).model
+    path = save_model(model, tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    cfg = json.loads(payload["config"])
+    del cfg["alignment"]
+    payload["config"] = json.dumps(cfg)
+    for key in ("ref_spectra", "ref_theta"):
+        payload["state_dict"].pop(key)
+    torch.save(payload, path)
+    old, _ = load_model(path)
+    assert old.config.alignment == "none" and not old.config.coarse_alignment
+    assert old.encoder.n_rotations == 16
+    assert len(encode(old, np.stack([glyph(16)] * 2))) == 2
+
+
+def test_alignment_choices():
+    assert ModelConfig().coarse_alignment
+    assert not ModelConfig(angle_prior=2.0).coarse_alignment
+    assert ModelConfig(angle_prior=2.0, alignment="sync").coarse_alignment
+    assert not ModelConfig(alignment="none").coarse_alignment
+    assert not ModelConfig(kind="vae").coarse_alignment
