@@ -40,7 +40,9 @@ import numpy as np
 import torch
 
 from napari_rvae.core import ModelConfig, TrainConfig, encode, train
+from napari_rvae.core.align import coarse_angles
 from napari_rvae.core.circstats import aligned_errors, circular_correlation
+from napari_rvae.core.graph_classes import graph_classes
 from napari_rvae.core.synthetic import make_rotated_digits, make_rotated_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,10 +81,14 @@ def kmeans_ari(z, digits, seed=0) -> float:
     return ari(digits, KMeans(10, n_init=10, random_state=seed).fit_predict(z))
 
 
-def fit(patches, cfg, epochs, labels=None, seed=0):
+def fit(patches, cfg, epochs, labels=None, seed=0, threads=1, **train_kw):
     t = time.perf_counter()
-    res = train(patches, cfg, TrainConfig(epochs=epochs, seed=seed, device="cpu", threads=1), labels=labels)
+    res = train(patches, cfg, TrainConfig(epochs=epochs, seed=seed, device="cpu", threads=threads, **train_kw), labels=labels)
     return res, time.perf_counter() - t
+
+
+def per_digit(pred, true, digits) -> str:
+    return " ".join(f"{d}:{abs(circular_correlation(pred[digits == d], true[digits == d])):.2f}" for d in np.unique(digits))
 
 
 def _z(table):
@@ -144,8 +150,9 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2000, help="patches per data set")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--class-epochs", type=int, default=None, help="epochs for jrvae/ssrvae (default: --epochs)")
-    ap.add_argument("--part", choices=["angles", "article", "classes", "all", "none"], default="all",
+    ap.add_argument("--part", choices=["angles", "article", "classes", "budget", "all", "none"], default="all",
                     help="run one part (parts can run in parallel processes; --write gathers them)")
+    ap.add_argument("--budget-max", type=int, default=10000, help="largest set for --part budget")
     ap.add_argument("--results", default="/tmp/bench_article", help="folder for each part's rows (JSON)")
     ap.add_argument("--write", action="store_true", help="put the table of every part run so far into docs/science.md")
     args = ap.parse_args(argv)
@@ -153,7 +160,7 @@ def main(argv=None):
     n, ep = args.n, args.epochs
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    parts = {"all": ["angles", "article", "classes"], "none": []}.get(args.part, [args.part])
+    parts = {"all": ["angles", "article", "classes", "budget"], "none": []}.get(args.part, [args.part])
     for part in parts:
         rows: list[tuple[str, str, str, str]] = []  # what, model, number, seconds
 
@@ -165,7 +172,7 @@ def main(argv=None):
         (results / f"{part}.json").write_text(json.dumps({"n": n, "epochs": ep, "rows": rows}))
     if args.write:
         rows, meta = [], []
-        for part in ["angles", "article", "classes"]:
+        for part in ["angles", "article", "classes", "budget"]:
             f = results / f"{part}.json"
             if f.exists():
                 data = json.loads(f.read_text())
@@ -185,16 +192,22 @@ def _part_angles(n, ep, args, row):
     s = angle_scores(encode(res.model, sp)["angle"].to_numpy(), sa)
     row(f"one glyph, +/-180 deg, {len(sp)} patches (one offset)", "rvae", f"corr {s['corr']:.3f}, err {s['err']:.1f} deg", sec)
 
+    res, sec = fit(sp, ModelConfig(alignment="none", **base), ep)
+    s = angle_scores(encode(res.model, sp)["angle"].to_numpy(), sa)
+    row(f"one glyph, +/-180 deg, {len(sp)} patches (one offset), no alignment", "rvae", f"corr {s['corr']:.3f}, err {s['err']:.1f} deg", sec)
+
     # --- digits +/-45: one offset ------------------------------------------------------------
     p45, a45, d45 = make_rotated_digits(n, size=28, max_angle=45, seed=0)
-    res, sec = fit(p45, ModelConfig(**base), ep)
-    s = angle_scores(encode(res.model, p45)["angle"].to_numpy(), a45)
-    row(f"digits, +/-45 deg, {n} patches (one offset)", "rvae", f"corr {s['corr']:.3f}, err {s['err']:.1f} deg", sec)
-    # The reference rVAE's setting: a plain MLP encoder and a prior tied near 0 degrees.
-    res, sec = fit(p45, ModelConfig(encoder_rotations=1, angle_prior=2.0, **base), ep)
-    s = angle_scores(encode(res.model, p45)["angle"].to_numpy(), a45)
-    row(f"digits, +/-45 deg, {n} patches (one offset), plain encoder, angle prior 2", "rvae",
-        f"corr {s['corr']:.3f}, err {s['err']:.1f} deg", sec)
+    for what, cfg in [
+        ("uniform prior (default: aligned)", ModelConfig(**base)),
+        ("--angle-prior 2 (reference rVAE setting)", ModelConfig(angle_prior=2.0, **base)),
+        ("--angle-prior 4", ModelConfig(angle_prior=4.0, **base)),
+    ]:
+        res, sec = fit(p45, cfg, ep)
+        pred = encode(res.model, p45)["angle"].to_numpy()
+        s, w = angle_scores(pred, a45), angle_scores(pred, a45, d45)
+        row(f"digits, +/-45 deg, {n} patches (one offset), {what}", "rvae",
+            f"corr {s['corr']:.3f}, err {s['err']:.1f} deg (per-digit offsets: corr {w['corr']:.3f}, err {w['err']:.1f})", sec)
 
 
 def _part_article(n, ep, args, row):
@@ -205,6 +218,7 @@ def _part_article(n, ep, args, row):
         ("VAE", ModelConfig(kind="vae", **base), None),
         ("cVAE", _CVAEConfig(kind="crvae", n_classes=10, **base), d),
         ("rVAE", ModelConfig(kind="rvae", **base), None),
+        ("rVAE, no alignment", ModelConfig(kind="rvae", alignment="none", **base), None),
         ("crVAE", ModelConfig(kind="crvae", n_classes=10, **base), d),
     ]:
         res, sec = fit(p, cfg, ep, labels=labels)
@@ -216,7 +230,15 @@ def _part_article(n, ep, args, row):
             s = angle_scores(table["angle"].to_numpy(), a, d)
             e180 = aligned_errors(table["angle"].to_numpy(), a, groups=d, period=180)[0].mean()
             value = f"corr {s['corr']:.3f}, err {s['err']:.1f} deg (median {s['median']:.1f}, mod 180: {e180:.1f}); " + value
+            if label == "rVAE":
+                value += f"; per digit {per_digit(table['angle'].to_numpy(), a, d)}"
         row(f"digits, +/-180 deg, {n} patches (per-digit offsets)", label, value, sec)
+    t = time.perf_counter()
+    sync = np.rad2deg(coarse_angles(p))
+    sec = time.perf_counter() - t
+    s = angle_scores(sync, a, d)
+    row(f"digits, +/-180 deg, {n} patches (per-digit offsets)", "sync only",
+        f"corr {s['corr']:.3f}, err {s['err']:.1f} deg (median {s['median']:.1f}); per digit {per_digit(sync, a, d)}", sec)
     fig = figure("digits-180", tables, d, a, models)
     print(f"figure: {fig}")
 
@@ -226,20 +248,45 @@ def _part_classes(n, ep, args, row):
     p, a, d = make_rotated_digits(n, size=28, max_angle=180, seed=0)
     cep = args.class_epochs or ep
     ccfg = dict(n_classes=10, **base)
-    res, sec = fit(p, ModelConfig(kind="jrvae", **ccfg), cep)
-    row(f"digits, +/-180 deg: classes, no labels ({cep} epochs)", "jrvae", f"ARI {ari(d, encode(res.model, p)['class']):.3f}", sec)
     rng = np.random.default_rng(0)
     few = np.full(n, -1)
     for digit in range(10):
         pick = rng.choice(np.flatnonzero(d == digit), 10, replace=False)
         few[pick] = digit
-    res, sec = fit(p, ModelConfig(kind="ssrvae", **ccfg), cep, labels=few)
-    pred = encode(res.model, p)["class"].to_numpy()
     unl = few < 0
-    row(f"digits, +/-180 deg: classes, 10 labels per digit ({cep} epochs)", "ssrvae",
-        f"ARI {ari(d, pred):.3f} (unlabelled {ari(d[unl], pred[unl]):.3f})", sec)
+    for graph in (True, False):
+        how = "graph targets (default)" if graph else "ELBO only"
+        res, sec = fit(p, ModelConfig(kind="jrvae", **ccfg), cep, graph_targets=graph)
+        row(f"digits, +/-180 deg: classes, no labels ({cep} epochs), {how}", "jrvae", f"ARI {ari(d, encode(res.model, p)['class']):.3f}", sec)
+        res, sec = fit(p, ModelConfig(kind="ssrvae", **ccfg), cep, labels=few, graph_targets=graph)
+        pred = encode(res.model, p)["class"].to_numpy()
+        row(f"digits, +/-180 deg: classes, 10 labels per digit ({cep} epochs), {how}", "ssrvae",
+            f"ARI {ari(d, pred):.3f} (unlabelled {ari(d[unl], pred[unl]):.3f}, {100 * (pred[unl] == d[unl]).mean():.0f} % right)", sec)
+    t = time.perf_counter()
+    found = graph_classes(p, 10)
+    row("digits, +/-180 deg: spectral clustering of the similarity graph alone", "graph", f"ARI {ari(d, found):.3f}", time.perf_counter() - t)
     res, sec = fit(p, ModelConfig(kind="vae", **base), ep)
     row(f"digits, +/-180 deg: k-means (10) on the latents ({ep} epochs)", "vae", f"ARI {kmeans_ari(_z(encode(res.model, p)), d):.3f}", sec)
+
+
+def _part_budget(n, ep, args, row):
+    """The CLI's defaults (50 epochs, batch 100, everything else default) with both cores."""
+    for size, max_angle, what, cfg in [
+        (2000, 180, "per-digit offsets", ModelConfig(patch_size=28)),
+        (2000, 45, "one offset, --angle-prior 2", ModelConfig(patch_size=28, angle_prior=2.0)),
+        (10000, 180, "per-digit offsets", ModelConfig(patch_size=28)),
+        (10000, 45, "one offset, --angle-prior 2", ModelConfig(patch_size=28, angle_prior=2.0)),
+    ]:
+        if size > args.budget_max:
+            continue
+        p, a, d = make_rotated_digits(size, size=28, max_angle=max_angle, seed=1)
+        res, sec = fit(p, cfg, 50, threads=2)
+        pred = encode(res.model, p)["angle"].to_numpy()
+        s = angle_scores(pred, a, d if max_angle == 180 else None)
+        value = f"corr {s['corr']:.3f}, err {s['err']:.1f} deg (median {s['median']:.1f})"
+        if max_angle == 180:
+            value += f"; per digit {per_digit(pred, a, d)}"
+        row(f"CLI defaults, 2 threads: digits +/-{max_angle} deg, {size} patches ({what})", "rvae", value, sec)
 
 
 def _markdown(rows, meta) -> str:

@@ -39,8 +39,10 @@ import torch.nn.functional as F
 
 __all__ = [
     "angular_spectra",
+    "best_references",
     "build_reference",
     "coarse_angles",
+    "pick_anchors",
     "polar_transform",
     "reference_angles",
     "rotate_patches",
@@ -167,24 +169,34 @@ def synchronize(idx, angle, score, *, sharpness: float = 16.0, iterations: int =
     return np.angle(phase)
 
 
-def reference_angles(spec: torch.Tensor, ref_spec: torch.Tensor, ref_theta: torch.Tensor, *, symmetry: int = 1,
-                     k: int = 10, n_angles: int = 64, sharpness: float = 16.0, chunk: int = 1024) -> torch.Tensor:
-    """Angles (radians) of patches from their best matches in a synchronised reference.
+def best_references(spec: torch.Tensor, ref_spec: torch.Tensor, *, k: int = 10, n_angles: int = 64,
+                    sharpness: float = 16.0, chunk: int = 1024):
+    """Each patch's ``k`` best matches in a reference, under rotation.
 
-    Each patch is compared with every reference patch under all rotations;
-    its ``k`` best matches vote for ``theta_ref + rotation`` with weight
-    ``score ** sharpness``. A reference patch itself gets back its own angle.
+    Returns ``(index, weight, rotation)``, each (N, k): reference indices,
+    ``score ** sharpness`` and the rotation (radians) turning the reference
+    patch onto the patch.
     """
-    phase_ref = torch.polar(torch.ones_like(ref_theta, dtype=torch.float64), ref_theta.double() * symmetry)
-    out = []
+    parts = []
     for s in range(0, spec.shape[0], chunk):
         best, angle = _best_rotation(ref_spec, spec[s : s + chunk], n_angles)  # reference -> patch
         top = best.topk(min(k, ref_spec.shape[0]), dim=0)
-        rot = angle.gather(0, top.indices).double() * symmetry
         weight = top.values.double().clamp_min(0.0) ** sharpness + 1e-300
-        votes = (weight * phase_ref[top.indices] * torch.polar(torch.ones_like(rot), rot)).sum(0)
-        out.append(torch.angle(votes).float() / symmetry)
-    return torch.remainder(torch.cat(out), 2 * math.pi / symmetry)
+        parts.append((top.indices.T, weight.T, angle.gather(0, top.indices).T))
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
+def reference_angles(spec: torch.Tensor, ref_spec: torch.Tensor, ref_theta: torch.Tensor, *, symmetry: int = 1,
+                     k: int = 10, n_angles: int = 64) -> torch.Tensor:
+    """Angles (radians) of patches from their best matches in a synchronised reference.
+
+    The ``k`` best matches vote for ``theta_ref + rotation`` with weight
+    ``score ** 16``; a reference patch itself gets back its own angle.
+    """
+    index, weight, rot = best_references(spec, ref_spec, k=k, n_angles=n_angles)
+    phase = ref_theta.double()[index] * symmetry + rot.double() * symmetry
+    votes = (weight * torch.polar(torch.ones_like(phase), phase)).sum(1)
+    return torch.remainder(torch.angle(votes).float() / symmetry, 2 * math.pi / symmetry)
 
 
 def angular_spectra(patches: torch.Tensor, symmetry: int = 1, n_angles: int = 64) -> torch.Tensor:
@@ -192,14 +204,23 @@ def angular_spectra(patches: torch.Tensor, symmetry: int = 1, n_angles: int = 64
     return _spectra(polar_transform(patches, n_angles), int(symmetry))
 
 
+def pick_anchors(n: int, max_anchors: int, *, seed: int = 0, include=None) -> torch.Tensor:
+    """Sorted indices of at most ``max_anchors`` of ``n`` patches: ``include`` first, the rest at random."""
+    if n <= max_anchors:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    if include is not None and len(include):
+        must = torch.as_tensor(np.asarray(include), dtype=torch.long)[:max_anchors]
+        rest = order[~torch.isin(order, must)]
+        order = torch.cat([must, rest])
+    return order[:max_anchors].sort().values
+
+
 def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_angles: int = 64,
                     max_anchors: int = 2000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Synchronise (at most ``max_anchors`` of) the patches: ``(anchor spectra, anchor angles)``."""
-    n = spec.shape[0]
-    if n > max_anchors:
-        gen = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(n, generator=gen)[:max_anchors].sort().values.to(spec.device)
-        spec = spec[pick]
+    spec = spec[pick_anchors(spec.shape[0], max_anchors, seed=seed).to(spec.device)]
     if spec.shape[0] < 2:
         return spec, torch.zeros(spec.shape[0], device=spec.device)
     idx, rel, score = rotation_neighbours(spec, k, n_angles)

@@ -114,6 +114,9 @@ class TrainConfig:
     # Speed (#7): precision of the decoder's per-pixel layers; "auto" = bfloat16
     # where the device multiplies it natively (mixed precision), else float32.
     precision: str = "auto"
+    # Science (#6): jrvae/ssrvae class heads learn the classes of the rotation-invariant
+    # similarity graph (core/graph_classes.py); False = from the ELBO (and labels) alone.
+    graph_targets: bool = True
 
     def __post_init__(self):
         if int(self.epochs) < 1:

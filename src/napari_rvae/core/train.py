@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
@@ -155,7 +156,8 @@ def train_iter(
 
     n = x_np.shape[0]
     raw = torch.as_tensor(np.ascontiguousarray(x_np, dtype=np.float32)).to(device)
-    if model is None:
+    fresh = model is None
+    if fresh:
         model = RVAE(model_config).to(device)
         model.fit_normalization(raw)
         if model_config.coarse_alignment:
@@ -164,22 +166,34 @@ def train_iter(
         model = model.to(device)
     # Speed (#7): the decoder's per-pixel layers in bfloat16 where the device has it.
     model.decoder.compute_dtype = resolve_compute_dtype(train_config.precision, device)
+    enum = model_config.kind in ("jrvae", "ssrvae")
+    x_all = model.normalize(raw)
+    del raw
+    targets = None
+    if enum and fresh and train_config.graph_targets:
+        from .graph_classes import graph_classes
+
+        # Science (#6): the class head learns the classes of the rotation-invariant
+        # similarity graph (core/graph_classes.py), spread from the labels if any.
+        found = graph_classes(x_all.reshape(n, model_config.patch_size, -1), model_config.n_classes,
+                              labels=lab, symmetry=model_config.symmetry, seed=train_config.seed)
+        targets = torch.as_tensor(found, device=device)
     # Science (#6): with coarse alignment the rVAE trains on patches turned by
     # their synchronised angle and only learns what is left (see core/align.py).
-    x_all = model.coarse_align(model.normalize(raw))[0]
-    del raw
+    x_all = model.coarse_align(x_all)[0]
     n_cls = model_config.n_classes
     y_all = None
     if lab is not None:
         y_all = torch.as_tensor(lab, device=device)
+    if targets is None and y_all is not None:
+        targets = y_all
 
-    enum = model_config.kind in ("jrvae", "ssrvae")
     elbo = TraceEnum_ELBO(max_plate_nesting=1) if enum else TraceMeanField_ELBO()
     optim = torch.optim.Adam(model.parameters(), lr=train_config.lr)
     # A batch larger than the data would train nothing in some libraries: clamp it.
     batch = min(int(train_config.batch_size), n)
     steps = math.ceil(n / batch)
-    labelled = torch.nonzero(y_all >= 0).flatten() if (enum and y_all is not None) else None
+    labelled = torch.nonzero(targets >= 0).flatten() if (enum and targets is not None) else None
 
     gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
     result = TrainResult(model=model, device=str(device), n_patches=n)
@@ -199,7 +213,8 @@ def train_iter(
             idx = order[step * batch : (step + 1) * batch]
             xb = x_all[idx]
             if enum:
-                loss = _class_latent_loss(model, elbo, xb, None if y_all is None else y_all[idx], n_cls, kl_scale, x_all, y_all, labelled, gen)
+                yb = None if y_all is None else y_all[idx]
+                loss = _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all, targets, labelled, gen)
             else:
                 yb = F.one_hot(y_all[idx], n_cls).to(xb.dtype) if y_all is not None else None
                 loss = elbo.differentiable_loss(model.model, model.guide, xb, yb, kl_scale)
@@ -245,8 +260,12 @@ CLASSIFIER_BATCH = 256
 BALANCE_WEIGHT = 100.0
 
 
-def _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all=None, y_all=None, labelled=None, gen=None):
+def _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all=None, targets=None, labelled=None, gen=None):
     """Loss for models with a discrete class latent (jrvae, ssrvae).
+
+    ``targets`` are the classes the class head is taught (the graph's classes,
+    see core/graph_classes.py, or the given labels); ``labelled`` indexes the
+    patches that have one.
 
     Unlabelled patches marginalise the class by enumeration; labelled ones
     (ssrvae) observe it. Without labels (jrvae) the batch's mean class
@@ -259,25 +278,27 @@ def _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all=None, y_all=N
     and pixels (hundreds of nats per patch): Kingma's ``alpha = 0.1 N`` assumes
     a ~100 nat MNIST ELBO and left the classifier at chance here.
     """
+    loss = xb.new_zeros(())
     if yb is None:
         loss = elbo.differentiable_loss(model.model, model.guide, xb, None, kl_scale)
-        if BALANCE_WEIGHT > 0:
+        if BALANCE_WEIGHT > 0 and labelled is None:
             q = torch.softmax(model.encoder(xb)[2], -1).mean(0)
             loss = loss + BALANCE_WEIGHT * xb.shape[0] * (q * torch.log(q.clamp_min(1e-12) * n_cls)).sum()
-        return loss
-    known = yb >= 0
-    loss = xb.new_zeros(())
-    if (~known).any():
-        loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[~known], None, kl_scale)
-    if known.any():
-        yk = F.one_hot(yb[known], n_cls).to(xb.dtype)
-        loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[known], yk, kl_scale)
+    else:
+        known = yb >= 0
+        if (~known).any():
+            loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[~known], None, kl_scale)
+        if known.any():
+            yk = F.one_hot(yb[known], n_cls).to(xb.dtype)
+            with warnings.catch_warnings():  # the class is observed here: nothing to enumerate, as intended
+                warnings.filterwarnings("ignore", "TraceEnum_ELBO found no sample sites", UserWarning)
+                loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[known], yk, kl_scale)
     if labelled is not None and labelled.numel():
         pick = labelled
         if pick.numel() > CLASSIFIER_BATCH:
             pick = pick[torch.randperm(pick.numel(), generator=gen)[:CLASSIFIER_BATCH].to(pick.device)]
         logits = model.encoder(x_all[pick])[2]
-        loss = loss + CLASSIFIER_WEIGHT * xb.shape[0] * F.cross_entropy(logits, y_all[pick])
+        loss = loss + CLASSIFIER_WEIGHT * xb.shape[0] * F.cross_entropy(logits, targets[pick])
     return loss
 
 
