@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .align import angular_spectra, best_references, pick_anchors, rotation_neighbours
+from .align import MAX_ANCHORS, angular_spectra, best_references, pick_anchors, rotation_neighbours
 
 __all__ = ["graph_classes", "kmeans", "spectral_clusters", "spread_labels"]
 
@@ -98,7 +98,7 @@ def spread_labels(idx, score, labels, n_classes: int, *, alpha: float = 0.99, it
 
 
 def graph_classes(patches, n_classes: int, *, labels=None, symmetry: int = 1, k: int = 10,
-                  max_anchors: int = 2000, seed: int = 0) -> np.ndarray:
+                  max_anchors: int = MAX_ANCHORS, seed: int = 0) -> np.ndarray:
     """One class (0..n_classes-1) per patch from the rotation-invariant similarity graph.
 
     Parameters

@@ -279,8 +279,9 @@ class RVAE(nn.Module):
     # --- coarse alignment ---------------------------------------------------
     def fit_alignment(self, x: torch.Tensor, *, seed: int = 0) -> None:
         """Synchronise normalised training patches (B, P*P) into the stored reference."""
-        spec = self._spectra(x)
-        ref, theta = align.build_reference(spec, symmetry=self.config.symmetry, seed=seed)
+        anchors = align.pick_anchors(x.shape[0], align.MAX_ANCHORS, seed=seed).to(x.device)
+        ref, theta = align.build_reference(self._spectra(x[anchors]), symmetry=self.config.symmetry,
+                                           keep=align.REFERENCE_SIZE, seed=seed)
         self.ref_spectra = torch.view_as_real(ref).to(torch.float16)
         self.ref_theta = theta.float()
 
