@@ -264,6 +264,26 @@ def test_models_that_do_not_fit(make_napari_viewer, lattice, tmp_path, messages)
     assert not widget.busy and any("does not fit" in m and "labels column" in m for m in messages())
 
 
+def test_rotations_choice_sets_prior_and_alignment(make_napari_viewer):
+    """The form's Rotations choice maps onto the model config, and a loaded model shows its own."""
+    viewer = make_napari_viewer()
+    _, widget = open_widget(viewer)
+    form = widget.form
+    seen = {}
+    for i in range(form.rotations.count()):
+        form.rotations.setCurrentIndex(i)
+        model, _ = form.configs()
+        seen[form.rotations.currentText()] = (model.angle_prior, model.coarse_alignment)
+    assert sorted(seen.values()) == [(0.0, False), (0.0, True), (2.0, False)]
+    for config in (ModelConfig(angle_prior=2.0), ModelConfig(alignment="none"), ModelConfig()):
+        form.rotations.setCurrentIndex(0 if config.angle_prior else 1)
+        form.show_model(config)
+        model, _ = form.configs()
+        assert (model.angle_prior, model.coarse_alignment) == (config.angle_prior, config.coarse_alignment)
+    form.kind.setCurrentText("vae")
+    assert not form.rotations.isEnabled()
+
+
 def test_crvae_trains_on_classes_assigned_in_pick_widget(make_napari_viewer, qtbot, lattice):
     viewer = make_napari_viewer()
     _, pts = add_inputs(viewer, lattice)

@@ -184,15 +184,18 @@ def synchronize(idx, angle, score, *, sharpness: float = 16.0, iterations: int =
 
 
 def best_references(spec: torch.Tensor, ref_spec: torch.Tensor, *, k: int = 10, n_angles: int = 64,
-                    sharpness: float = 16.0, chunk: int = 512, candidates: int = 64):
+                    sharpness: float = 16.0, chunk: int = 512, candidates: int = 32,
+                    bound_frequencies: int = 12):
     """Each patch's ``k`` best matches in a reference, under rotation.
 
     Returns ``(index, weight, rotation)``, each (N, k): reference indices,
     ``score ** sharpness`` and the rotation (radians) turning the reference
     patch onto the patch. Speed: the per-frequency cross-spectra come from one
     complex matrix product; the sum of their magnitudes bounds the peak
-    correlation from above, so only the ``candidates`` references with the
-    highest bound get the inverse FFT and peak search.
+    correlation from above, and its part over the lowest ``bound_frequencies``
+    (where digits and atom columns have most of their energy) ranks the
+    references; only the ``candidates`` best get the inverse FFT and peak
+    search.
     """
     ref_t = ref_spec.conj().permute(2, 0, 1)  # (F, M, R)
     # One-sided spectrum: every frequency but 0 (and Nyquist) stands for two.
@@ -201,7 +204,7 @@ def best_references(spec: torch.Tensor, ref_spec: torch.Tensor, *, k: int = 10, 
     parts = []
     for s in range(0, spec.shape[0], chunk):
         cross = ref_t @ spec[s : s + chunk].permute(2, 1, 0)  # (F, M, B)
-        bound = (cross.abs() * twice[:, None, None]).sum(0)  # (M, B)
+        bound = (cross[:bound_frequencies].abs() * twice[:bound_frequencies, None, None]).sum(0)  # (M, B)
         cand = bound.topk(min(candidates, bound.shape[0]), dim=0).indices.T  # (B, C)
         picked = cross.permute(2, 1, 0).gather(1, cand[..., None].expand(-1, -1, cross.shape[0]))  # (B, C, F)
         best, angle = _peak(torch.fft.irfft(picked, n=n_angles, dim=-1), n_angles)

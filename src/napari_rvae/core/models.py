@@ -289,13 +289,16 @@ class RVAE(nn.Module):
         p = self.config.patch_size
         return align.angular_spectra(x.reshape(-1, p, p).float(), self.config.symmetry)
 
-    def coarse_align(self, x: torch.Tensor, chunk: int = 4096):
-        """``(turned patches (B, P*P), coarse angles (B,) in radians)``; ``(x, None)`` without alignment."""
+    def coarse_align(self, x: torch.Tensor, chunk: int = 4096, *, inplace: bool = False):
+        """``(turned patches (B, P*P), coarse angles (B,) in radians)``; ``(x, None)`` without alignment.
+
+        ``inplace`` overwrites ``x`` (training's own copy: saves its size in memory).
+        """
         if not self.config.coarse_alignment or self.ref_theta.numel() == 0:
             return x, None
         p, n = self.config.patch_size, self.config.symmetry
         ref = torch.view_as_complex(self.ref_spectra.float().contiguous())
-        out, angles = torch.empty_like(x), []
+        out, angles = (x if inplace else torch.empty_like(x)), []
         for s in range(0, x.shape[0], chunk):
             part = x[s : s + chunk]
             theta = align.reference_angles(self._spectra(part), ref, self.ref_theta, symmetry=n)

@@ -180,7 +180,7 @@ def train_iter(
         targets = torch.as_tensor(found, device=device)
     # Science (#6): with coarse alignment the rVAE trains on patches turned by
     # their synchronised angle and only learns what is left (see core/align.py).
-    x_all = model.coarse_align(x_all)[0]
+    x_all = model.coarse_align(x_all, inplace=True)[0]
     n_cls = model_config.n_classes
     y_all = None
     if lab is not None:
