@@ -1,25 +1,32 @@
 """The rVAE article's experiment on rotated digits, plus the angle and class targets of issue #6.
 
-Run: ``python benchmarks/bench_article.py [--n 2000] [--epochs 20] [--write]``
+Run: ``python benchmarks/bench_article.py --part angles|article|classes|budget`` (parts can run in
+parallel processes), then ``--part none --write`` to gather them into docs/science.md.
 
 Data: :func:`napari_rvae.core.synthetic.make_rotated_digits` (scikit-learn's
 8 x 8 digits upscaled into 28 x 28 patches, rotated uniformly), fixed seed.
 
 What it measures (every model with a 2-D content latent, Bernoulli likelihood,
-the CLI's other defaults; one CPU thread so the numbers compare across runs):
+the CLI's other defaults; one CPU thread per run so the numbers compare across runs):
 
-* **Angles.** rVAE at +/-180 degrees, scored with one offset per digit class
-  (a digit's upright pose cannot be known when every digit appears at every
-  angle: only rotations between instances of one digit are defined) and the
-  within-class circular correlation; at +/-45 degrees, one offset for all;
-  one asymmetric glyph at every angle, one offset.
-* **The article's comparison** (+/-180 degrees): VAE, cVAE (VAE whose encoder
-  and decoder see the digit), rVAE and crVAE (rVAE that sees the digit).
-  Figures: latent scatter coloured by true angle and by digit, the latent
-  manifold (decoded upright on a grid of z), latent angle vs true angle.
+* **Angles.** One asymmetric glyph at every angle (one offset), with and
+  without coarse alignment; digits at +/-45 degrees with one offset, with the
+  default (aligned, uniform prior) and with ``--angle-prior 2`` / ``4``.
+* **The article's comparison** (+/-180 degrees, one offset per digit class: a
+  digit's upright pose cannot be known when every digit appears at every
+  angle, only rotations between instances of one digit): VAE, cVAE (VAE whose
+  encoder and decoder see the digit), rVAE (default: coarse alignment), rVAE
+  without alignment, crVAE (rVAE that sees the digit), and the angular
+  synchronisation alone. Figures: latent scatter coloured by true angle and by
+  digit, the latent manifold (decoded upright on a grid of z), latent angle vs
+  true angle.
 * **Classes** (+/-180 degrees): adjusted Rand index against the digits of
-  k-means (10 clusters) on a plain VAE's latents and on the rVAE's, of the
-  jrVAE (no labels) and of the ssrVAE (10 labels per digit).
+  jrVAE (no labels) and ssrVAE (10 labels per digit), each with and without
+  the similarity graph's classes as targets; spectral clustering of the graph
+  alone; k-means (10 clusters) on a plain VAE's latents.
+* **Budget** (``--part budget``): the CLI's defaults (50 epochs, batch 100)
+  on both cores, 2,000 and 10,000 digits at +/-180 (default) and +/-45
+  (``--angle-prior 2``), seed 1.
 
 Figures go to ``docs/images/article-*.png``; with ``--write`` the table replaces
 the block between the ``bench_article`` markers in ``docs/science.md``.
@@ -177,7 +184,10 @@ def main(argv=None):
             if f.exists():
                 data = json.loads(f.read_text())
                 rows += [tuple(r) for r in data["rows"]]
-                meta.append(f"{part}: {data['n']} patches, {data['epochs']} epochs")
+                if part == "budget":
+                    meta.append("budget: the CLI's defaults (50 epochs), both cores, data seed 1")
+                else:
+                    meta.append(f"{part}: {data['n']} patches, {data['epochs']} epochs")
         table_md = _markdown(rows, "; ".join(meta))
         print(table_md)
         _write(table_md)
@@ -292,9 +302,9 @@ def _part_budget(n, ep, args, row):
 def _markdown(rows, meta) -> str:
     today = _dt.date.today().isoformat()
     lines = [
-        f"Measured {today} on a {MACHINE} (torch {torch.__version__}, 1 thread, other jobs sharing the CPU, so "
-        f"times are upper bounds); {meta}; batch 100, lr 1e-3, 2-D content latent, seed 0. "
-        "Command: `python benchmarks/bench_article.py --part angles|article|classes`, then `--part none --write`.",
+        f"Measured {today} on a {MACHINE} (torch {torch.__version__}, 1 thread per run and two runs side by side, "
+        f"except the budget rows); {meta}; batch 100, lr 1e-3, 2-D content latent, data seed 0 unless said. "
+        "Command: `python benchmarks/bench_article.py --part angles|article|classes|budget`, then `--part none --write`.",
         "",
         "| experiment | model | result | training (s) |",
         "| --- | --- | --- | ---: |",

@@ -65,6 +65,19 @@ def test_train_on_image_with_points_writes_the_contract(image_and_points, tmp_pa
     np.testing.assert_allclose(enc["angle"], table["angle"], atol=1e-3)
 
 
+@pytest.mark.parametrize("align, has_reference", [("auto", True), ("none", False)])
+def test_align_option_reaches_the_model(image_and_points, tmp_path, align, has_reference):
+    from napari_rvae.core.modelfile import load_model
+
+    image, points, _ = image_and_points
+    out = tmp_path / "run"
+    assert run_cli("train", image, "--points", points, "--out", out, "--align", align, *FAST) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model_config"]["alignment"] == align
+    model, _ = load_model(out / "model.pt")
+    assert (model.ref_theta.numel() > 0) == has_reference
+
+
 def test_edge_points_are_dropped_and_reported(image_and_points, tmp_path):
     image, points, n = image_and_points
     out = tmp_path / "run"

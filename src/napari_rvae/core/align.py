@@ -51,6 +51,7 @@ __all__ = [
     "best_references",
     "build_reference",
     "coarse_angles",
+    "disk",
     "pick_anchors",
     "polar_transform",
     "reference_angles",
@@ -209,7 +210,8 @@ def best_references(spec: torch.Tensor, ref_spec: torch.Tensor, *, k: int = 10, 
         picked = cross.permute(2, 1, 0).gather(1, cand[..., None].expand(-1, -1, cross.shape[0]))  # (B, C, F)
         best, angle = _peak(torch.fft.irfft(picked, n=n_angles, dim=-1), n_angles)
         top = best.topk(min(k, best.shape[1]), dim=1)
-        weight = top.values.double().clamp_min(0.0) ** sharpness + 1e-300
+        # float32 throughout (MPS has no float64); the floor keeps an all-zero vote defined.
+        weight = top.values.clamp_min(0.0) ** sharpness + 1e-30
         parts.append((cand.gather(1, top.indices), weight, angle.gather(1, top.indices)))
     return tuple(torch.cat(p) for p in zip(*parts))
 
@@ -222,7 +224,7 @@ def reference_angles(spec: torch.Tensor, ref_spec: torch.Tensor, ref_theta: torc
     ``score ** 16``; a reference patch itself gets back its own angle.
     """
     index, weight, rot = best_references(spec, ref_spec, k=k, n_angles=n_angles)
-    phase = ref_theta.double()[index] * symmetry + rot.double() * symmetry
+    phase = ref_theta[index] * symmetry + rot * symmetry
     votes = (weight * torch.polar(torch.ones_like(phase), phase)).sum(1)
     return torch.remainder(torch.angle(votes).float() / symmetry, 2 * math.pi / symmetry)
 
@@ -316,6 +318,11 @@ def rotate_patches(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     mat = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], -2).to(x.dtype)
     grid = F.affine_grid(mat, (b, 1, p, p), align_corners=True)
     out = F.grid_sample(x.reshape(b, 1, p, p), grid, align_corners=True)[:, 0]
-    lin = torch.linspace(-1.0, 1.0, p, device=x.device, dtype=x.dtype)
-    disk = (1.0 - torch.sqrt(lin[:, None] ** 2 + lin[None, :] ** 2)).mul(p / 2.0).clamp(0.0, 1.0)
-    return out * disk
+    return out * disk(p).to(device=x.device, dtype=x.dtype)
+
+
+def disk(patch_size: int) -> torch.Tensor:
+    """(P, P) soft-edged disk: what any rotation of the patch keeps inside the frame."""
+    lin = torch.linspace(-1.0, 1.0, patch_size)
+    r = torch.sqrt(lin[:, None] ** 2 + lin[None, :] ** 2)
+    return (1.0 - r).mul(patch_size / 2.0).clamp(0.0, 1.0)

@@ -46,9 +46,11 @@ from .rotation_fold import rotated_first_layer, rotation_operator
 # right at gain 1, 74 % at gain 10 (docs/science.md).
 LOGIT_GAIN = 10.0
 
-# With coarse alignment the rVAE's own rotation is the residual after the
-# synchronised angle: small, so its prior is tied near zero like the
-# reference rVAE's (u ~ N((2, 0), I), about +/-30 degrees).
+# With coarse alignment the rVAE's own rotation comes on top of the
+# synchronised angle, with a prior tied near zero like the reference rVAE's
+# (u ~ N((2, 0), I)). It is a preference, not a bound: on rotated digits the
+# rVAE still turns many patches far from their coarse angle, and lengths 4
+# and 8 measured the same (docs/science.md).
 RESIDUAL_ANGLE_PRIOR = 2.0
 
 
@@ -74,9 +76,7 @@ def rotation_grids(patch_size: int, n_rotations: int) -> torch.Tensor:
 
 def disk_mask(patch_size: int) -> torch.Tensor:
     """(P*P,) soft-edged disk: what any rotation of the patch keeps inside the frame."""
-    lin = torch.linspace(-1.0, 1.0, patch_size)
-    r = torch.sqrt(lin[:, None] ** 2 + lin[None, :] ** 2)
-    return (1.0 - r).mul(patch_size / 2.0).clamp(0.0, 1.0).reshape(-1)
+    return align.disk(patch_size).reshape(-1)
 
 
 class Encoder(nn.Module):
@@ -210,8 +210,7 @@ class Encoder(nn.Module):
 
 def _turn(v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Rotate 2-vectors (B, 2) counter-clockwise by angles (B,)."""
-    c, s = torch.cos(theta).to(v.dtype), torch.sin(theta).to(v.dtype)
-    return torch.stack([v[:, 0] * c - v[:, 1] * s, v[:, 0] * s + v[:, 1] * c], -1)
+    return Encoder._turn(v, torch.stack([torch.cos(theta), torch.sin(theta)], -1).to(v.dtype))
 
 
 def encoder_rotations(config: ModelConfig) -> int:

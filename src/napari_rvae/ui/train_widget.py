@@ -135,7 +135,8 @@ class TrainForm(QWidget):
         self.translation.setChecked(config.translation)
         self.symmetry.setCurrentText(str(config.symmetry))
         for text, settings in ROTATION_CHOICES.items():
-            if (config.angle_prior > 0) == (settings["angle_prior"] > 0) and config.coarse_alignment == (settings["alignment"] != "none"):
+            choice = ModelConfig(**settings)
+            if (config.angle_prior > 0) == (choice.angle_prior > 0) and config.coarse_alignment == choice.coarse_alignment:
                 self.rotations.setCurrentText(text)
         if config.n_classes:
             self.n_classes.setValue(config.n_classes)
