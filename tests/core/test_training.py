@@ -178,3 +178,18 @@ def test_bad_training_input(glyph_stack):
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA"):
             train(patches[:5], cfg, TrainConfig(device="cuda"))
+
+
+def test_threads_setting_is_put_back():
+    """TrainConfig.threads holds for the run only (torch's thread count is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = np.random.default_rng(0).random((20, 16, 16)).astype(np.float32)
+        seen = []
+        train(x, ModelConfig(patch_size=16, hidden_dim=16), TrainConfig(epochs=1, threads=1),
+              callback=lambda p: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

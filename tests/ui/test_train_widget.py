@@ -264,6 +264,22 @@ def test_models_that_do_not_fit(make_napari_viewer, lattice, tmp_path, messages)
     assert not widget.busy and any("does not fit" in m and "labels column" in m for m in messages())
 
 
+def test_combos_follow_a_renamed_layer(make_napari_viewer, lattice):
+    """Renaming the chosen layer keeps it chosen, under its new name; others are listed too."""
+    viewer = make_napari_viewer()
+    img, pts = add_inputs(viewer, lattice)
+    viewer.add_image(np.zeros((8, 8)), name="other")
+    _, widget = open_widget(viewer)
+    widget.image_combo.setCurrentText("scan")
+    img.name = "scan, drift-corrected"
+    assert widget.image_combo.currentText() == "scan, drift-corrected"
+    assert widget.image_combo.layer() is img
+    pts.name = "atoms v2"
+    assert widget.points_combo.currentText() == "atoms v2"
+    viewer.layers["other"].name = "other renamed"
+    assert widget.image_combo.findText("other renamed") >= 0 and widget.image_combo.layer() is img
+
+
 def test_rotations_choice_sets_prior_and_alignment(make_napari_viewer):
     """The form's Rotations choice maps onto the model config, and a loaded model shows its own."""
     viewer = make_napari_viewer()

@@ -137,6 +137,18 @@ def train_iter(
         As the generator's return value (``StopIteration.value``); use
         :func:`train` to get it directly.
     """
+    threads_before = torch.get_num_threads()
+    if train_config.threads:
+        # torch's thread count is process-wide: set for the run, put back after it.
+        torch.set_num_threads(int(train_config.threads))
+    try:
+        return (yield from _train_steps(patches, model_config, train_config, labels=labels, stop=stop, model=model))
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, *, labels, stop, model):
+    """:func:`train_iter`'s body (inputs checked here, threads set by the caller)."""
     x_np = np.asarray(patches)
     if x_np.ndim != 3 or x_np.shape[1] != x_np.shape[2]:
         raise InputError(f"Patches must be a stack of square images (N, P, P); got shape {x_np.shape}.")
@@ -149,8 +161,6 @@ def train_iter(
     lab = check_labels(labels, x_np.shape[0], model_config)
 
     device = resolve_device(train_config.device)
-    if train_config.threads:
-        torch.set_num_threads(int(train_config.threads))
     torch.manual_seed(train_config.seed)
     pyro.set_rng_seed(train_config.seed)
 

@@ -20,10 +20,15 @@ class LayerCombo(QComboBox):
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.moved, events.changed):
             ev.connect(self.refresh)  # napari drops these connections itself once the combo is deleted
+        # A rename changes no list event: follow each layer's own name event.
+        events.inserted.connect(lambda event: event.value.events.name.connect(self.refresh))
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
         self.refresh()
 
     def refresh(self, *_):
-        current = self.currentText()
+        chosen = self._followed  # the layer itself: still chosen after a rename
+        current = chosen.name if chosen is not None and chosen in self.viewer.layers else self.currentText()
         names = [lay.name for lay in self.viewer.layers if isinstance(lay, self.layer_type) and self.accept(lay)]
         self.blockSignals(True)
         self.clear()
