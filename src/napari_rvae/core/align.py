@@ -8,10 +8,10 @@ for particle images with angular synchronisation (Singer, 2011): estimate the
 rotation between each patch and its most similar neighbours, then find the
 one angle per patch that agrees best with all those pairwise rotations. The
 result is consistent across the whole stack, which is exactly what the rVAE
-lacks; :mod:`core.train` hands it to the rVAE as a per-patch prior, and the
-rVAE refines it.
+lacks. ``RVAE.coarse_align`` turns each patch back by its coarse angle before
+the rVAE sees it; the rVAE learns the content and what rotation is left.
 
-Steps, all in torch on the training device:
+Steps (torch on the training device; the eigenvector with scipy on the CPU):
 
 1. Polar resampling about the patch centre (rings weighted by sqrt(r), so dot
    products approximate the area integral).
@@ -23,10 +23,10 @@ Steps, all in torch on the training device:
    their relative rotations' phases has the patches' phases as its leading
    eigenvector, refined by the generalised power method.
 
-Large stacks: at most ``max_anchors`` patches (the *reference*) are
-synchronised with each other; every patch then takes its angle from its
-best-matching reference patches, and so does any new patch once the reference
-is stored in a model file.
+Large stacks: at most ``MAX_ANCHORS`` patches are synchronised with each
+other, and ``REFERENCE_SIZE`` of them (the *reference*) are kept; every patch
+then takes its angle from its best-matching reference patches, and so does
+any new patch once the reference is stored in a model file.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Classes from the rotation-invariant similarity graph: spectral clustering and label spreading.
 
 The coarse alignment (:mod:`core.align`) links every patch to the patches it
-matches best under *any* rotation. On rotated digits 93 % of those links join
+matches best under *any* rotation. On rotated digits 93-96 % of those links join
 two instances of the same digit, so the graph already holds the classes that
 an rVAE's 2-D content latent blurs together (k-means on its latents: ARI about
 0.15). This module reads them off the graph:

@@ -1,0 +1,18 @@
+"""The examples in the core's docstrings run and give what they show."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import napari_rvae.core as core
+
+MODULES = sorted(f"napari_rvae.core.{m.name}" for m in pkgutil.iter_modules(core.__path__))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
