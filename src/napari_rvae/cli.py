@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                         ">0, e.g. 2: small rotations, each shape's angle tied near 0 (mixtures of shapes near upright)")
     t.add_argument("--align", default="auto", choices=["auto", "sync", "none"],
                    help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
+    t.add_argument("--rotation-range", default="auto", choices=["auto", "full", "limited"],
+                   help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles measured "
+                        "from the mean pose of similar patches; full = any size, zero arbitrary per shape; "
+                        "auto (default) tests which holds (report.json: alignment)")
 
     e = sub.add_parser("encode", help="encode patches with a trained model")
     common(e)
@@ -133,6 +137,7 @@ def _cmd_train(args, say) -> int:
         likelihood=args.likelihood,
         angle_prior=args.angle_prior,
         alignment=args.align,
+        rotation_range=args.rotation_range,
     )
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, threads=args.threads
@@ -151,6 +156,7 @@ def _cmd_train(args, say) -> int:
         f"final loss {report['final_loss']:.4g}. Results in {args.out}"
     )
     return 0
+
 
 
 def _cmd_encode(args, say) -> int:

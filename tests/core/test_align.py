@@ -9,7 +9,9 @@ from skimage.transform import rotate
 
 from napari_rvae.core import ModelConfig, TrainConfig, encode, train
 from napari_rvae.core.align import (
+    LIMITED_RANGE_LOSS,
     angular_spectra,
+    build_reference,
     coarse_angles,
     rotate_patches,
     rotation_neighbours,
@@ -17,7 +19,8 @@ from napari_rvae.core.align import (
 )
 from napari_rvae.core.circstats import aligned_errors, circular_correlation
 from napari_rvae.core.modelfile import load_model, save_model
-from napari_rvae.core.synthetic import make_rotated_digits, make_rotated_shapes
+from napari_rvae.core.patches import extract_patches
+from napari_rvae.core.synthetic import make_lattice, make_rotated_digits, make_rotated_shapes
 
 from ..conftest import glyph
 
@@ -98,6 +101,70 @@ def test_sync_beats_the_plain_rvae_on_digits_at_every_angle():
     assert rho > 0.6, rho
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_small_rotations_are_measured_from_a_common_upright(seed):
+    """Digits at +/-45 deg: the range test picks the limited range, and one offset fits every digit.
+
+    Measured on 600 digits, seeds 0-2: corr 0.974-0.983, error 3.8-4.8 deg (range test 0.021-0.034);
+    the full-circle alignment gives each digit its own zero (one-offset corr 0.00-0.02).
+    """
+    x, true, _ = make_rotated_digits(600, max_angle=45, seed=seed)
+    ref = build_reference(angular_spectra(torch.as_tensor(x)))
+    assert ref.window == pytest.approx(np.pi / 2) and ref.loss < LIMITED_RANGE_LOSS
+    est = np.rad2deg(coarse_angles(x))
+    err, sign = aligned_errors(est, true)
+    assert abs(circular_correlation(est, true)) > 0.95 and err.mean() < 6, err.mean()
+    full = np.rad2deg(coarse_angles(x, rotation_range="full"))
+    assert abs(circular_correlation(full, true)) < 0.5
+
+
+def test_rotations_of_any_size_keep_the_full_circle():
+    x, _, _ = make_rotated_digits(600, max_angle=180, seed=0)
+    ref = build_reference(angular_spectra(torch.as_tensor(x)))
+    assert ref.window is None and ref.loss > 0.3  # measured 0.38-0.41
+
+
+def test_a_grain_turned_beyond_the_window_is_not_merged():
+    """A quarter of the lattice turned by 120 deg fails the range test and keeps its 120 deg step.
+
+    Measured: range test 0.145 (threshold 0.07), step 119.6 deg; forcing the limited range merges the
+    grain into the rest (the window cannot see a 120 deg turn).
+    """
+    lat = make_lattice((256, 256), spacing=12, grains=((128, 128, 0.0), (192, 192, 120.0)), seed=0)
+    ps = extract_patches(lat.image, lat.points, 24)
+    grain = lat.grain[ps.kept]
+    ref = build_reference(angular_spectra(torch.as_tensor(ps.patches)))
+    assert ref.window is None and ref.loss > LIMITED_RANGE_LOSS
+
+    def step(est):
+        means = [np.angle(np.exp(1j * est[grain == g]).mean(), deg=True) for g in (0, 1)]
+        return abs(_wrap(means[1] - means[0]))
+
+    assert abs(step(coarse_angles(ps.patches)) - 120) < 5
+    assert step(coarse_angles(ps.patches, rotation_range="limited")) < 60
+
+
+def test_one_shape_within_a_limited_range_keeps_its_angles():
+    """One glyph tilted within +/-45 deg: measured from its mean pose, nothing compressed (error 0.2 deg)."""
+    x, true = make_rotated_shapes(300, 24, max_angle=45, seed=0)
+    est = np.rad2deg(coarse_angles(x))
+    err, sign = aligned_errors(est, true)
+    assert sign == 1 and err.mean() < 1, err.mean()
+    assert abs(np.angle(np.exp(1j * np.deg2rad(est)).mean(), deg=True)) < 1  # the mean pose is 0
+
+
+def test_range_test_respects_symmetry():
+    """Square motifs (4-fold) tilted within +/-15 deg: limited range is +/-22.5 deg, angles modulo 90."""
+    x, true = make_rotated_shapes(300, 24, max_angle=15, seed=0)
+    square = np.maximum(x, np.rot90(x, 1, axes=(1, 2)))
+    square = np.maximum(square, np.rot90(square, 2, axes=(1, 2)))
+    ref = build_reference(angular_spectra(torch.as_tensor(square.copy()), symmetry=4), symmetry=4)
+    assert ref.window == pytest.approx(np.pi / 8)
+    est = np.rad2deg(coarse_angles(square.copy(), symmetry=4))
+    err, _ = aligned_errors(est, true, period=90)
+    assert err.mean() < 3, err.mean()
+
+
 @pytest.fixture(scope="module")
 def aligned_model():
     x, true = make_rotated_shapes(300, 16, seed=2)
@@ -112,6 +179,10 @@ def test_default_model_aligns_and_stores_its_reference(aligned_model, tmp_path):
     before = encode(model, x)
     err, sign = aligned_errors(before["angle"], true)
     assert sign == 1 and err.mean() < 5, err.mean()
+    # The decoder draws at angle + angle_residual; the residual is the rVAE's small correction.
+    assert list(before.columns)[-1] == "angle_residual" and before["angle_residual"].abs().max() <= 180
+    summary = model.alignment_summary()
+    assert summary["rotation_range"] == "full" and summary["reference_patches"] == len(x)
     path = save_model(model, tmp_path / "m.pt")
     again, _ = load_model(path)
     after = encode(again, x)
@@ -128,11 +199,12 @@ def test_model_files_from_before_alignment_load_as_plain_rvae(aligned_model, tmp
     cfg = json.loads(payload["config"])
     del cfg["alignment"]
     payload["config"] = json.dumps(cfg)
-    for key in ("ref_spectra", "ref_theta"):
+    for key in ("ref_spectra", "ref_theta", "ref_window", "ref_range_test"):
         payload["state_dict"].pop(key)
     torch.save(payload, path)
     old, _ = load_model(path)
     assert old.config.alignment == "none" and not old.config.coarse_alignment
+    assert old.reference_window is None and old.alignment_summary() is None
     assert old.encoder.n_rotations == 16
     assert len(encode(old, np.stack([glyph(16)] * 2))) == 2
 

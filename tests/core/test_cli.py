@@ -65,17 +65,43 @@ def test_train_on_image_with_points_writes_the_contract(image_and_points, tmp_pa
     np.testing.assert_allclose(enc["angle"], table["angle"], atol=1e-3)
 
 
-@pytest.mark.parametrize("align, has_reference", [("auto", True), ("none", False)])
-def test_align_option_reaches_the_model(image_and_points, tmp_path, align, has_reference):
+@pytest.mark.parametrize("align, rotation_range, has_reference", [
+    ("auto", "auto", True), ("auto", "full", True), ("none", "auto", False)])
+def test_align_option_reaches_the_model(image_and_points, tmp_path, align, rotation_range, has_reference):
     from napari_rvae.core.modelfile import load_model
 
     image, points, _ = image_and_points
     out = tmp_path / "run"
-    assert run_cli("train", image, "--points", points, "--out", out, "--align", align, *FAST) == 0
+    assert run_cli("train", image, "--points", points, "--out", out, "--align", align,
+                   "--rotation-range", rotation_range, *FAST) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["model_config"]["alignment"] == align
+    assert report["model_config"]["rotation_range"] == rotation_range
     model, _ = load_model(out / "model.pt")
     assert (model.ref_theta.numel() > 0) == has_reference
+    table = pd.read_csv(out / "points.csv")
+    assert ("angle_residual" in table) == has_reference
+    if not has_reference:
+        assert report["alignment"] is None
+        return
+    # The report says which range the angles were measured in, and why.
+    summary = report["alignment"]
+    assert summary["rotation_range"] in ("full", "limited") and summary["description"]
+    if rotation_range == "full":
+        assert summary["rotation_range"] == "full" and summary["range_test_loss"] is None
+    else:
+        assert 0.0 <= summary["range_test_loss"] <= 1.0
+        passed = (summary["range_test_loss"] <= summary["range_test_threshold"]
+                  and summary["range_test_concentration"] >= summary["range_test_min_concentration"])
+        assert (summary["rotation_range"] == "limited") == passed
+
+
+def test_rotation_range_is_checked(image_and_points, tmp_path, capsys):
+    image, points, _ = image_and_points
+    with pytest.raises(SystemExit):
+        run_cli("train", image, "--points", points, "--out", tmp_path / "r", "--rotation-range", "some", *FAST)
+    assert "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_edge_points_are_dropped_and_reported(image_and_points, tmp_path):

@@ -289,13 +289,17 @@ def test_rotations_choice_sets_prior_and_alignment(make_napari_viewer):
     for i in range(form.rotations.count()):
         form.rotations.setCurrentIndex(i)
         model, _ = form.configs()
-        seen[form.rotations.currentText()] = (model.angle_prior, model.coarse_alignment)
-    assert sorted(seen.values()) == [(0.0, False), (0.0, True), (2.0, False)]
-    for config in (ModelConfig(angle_prior=2.0), ModelConfig(alignment="none"), ModelConfig()):
-        form.rotations.setCurrentIndex(0 if config.angle_prior else 1)
+        seen[form.rotations.currentText()] = (model.angle_prior, model.coarse_alignment,
+                                              model.rotation_range if model.coarse_alignment else "-")
+    assert sorted(seen.values()) == [(0.0, False, "-"), (0.0, True, "auto"), (0.0, True, "full"),
+                                     (0.0, True, "limited"), (2.0, False, "-")]
+    for config in (ModelConfig(angle_prior=2.0), ModelConfig(alignment="none"), ModelConfig(),
+                   ModelConfig(rotation_range="limited"), ModelConfig(rotation_range="full")):
+        form.rotations.setCurrentIndex(0 if config.angle_prior else 3)
         form.show_model(config)
         model, _ = form.configs()
-        assert (model.angle_prior, model.coarse_alignment) == (config.angle_prior, config.coarse_alignment)
+        assert (model.angle_prior, model.coarse_alignment, model.rotation_range) == (
+            config.angle_prior, config.coarse_alignment, config.rotation_range)
     form.kind.setCurrentText("vae")
     assert not form.rotations.isEnabled()
 

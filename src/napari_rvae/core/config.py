@@ -8,6 +8,7 @@ from .errors import InputError
 
 MODEL_KINDS = ("rvae", "vae", "crvae", "jrvae", "ssrvae")
 ALIGNMENTS = ("auto", "sync", "none")
+ROTATION_RANGES = ("auto", "full", "limited")  # = core.align.RANGES (config stays torch-free)
 LIKELIHOODS = ("gaussian", "bernoulli")
 SYMMETRIES = (1, 2, 3, 4, 6)
 
@@ -31,6 +32,11 @@ class ModelConfig:
     content and the remaining small rotation; ``none`` is the plain rVAE;
     ``auto`` (default) is ``sync`` with the uniform angle prior (rotations of
     any size) and ``none`` when ``angle_prior > 0``.
+    ``rotation_range`` (with alignment): ``limited`` measures every angle
+    from the mean pose of similar patches, for data that stay within +/-90
+    degrees (/ symmetry) of a common upright; ``full`` assumes rotations of
+    any size (angle zero arbitrary per group of similar patches); ``auto``
+    (default) tests which holds (``core/align.py``, step 4).
     ``encoder_rotations``: K rotated copies the encoder reads and pools
     equivariantly (see ``models.Encoder``); 1 is a plain MLP encoder; 0
     (default) picks 1 with coarse alignment or a tied angle prior, and 16
@@ -51,6 +57,7 @@ class ModelConfig:
     translation_prior: float = 0.1
     encoder_rotations: int = 0
     alignment: str = "auto"
+    rotation_range: str = "auto"
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -69,6 +76,8 @@ class ModelConfig:
             raise InputError("encoder_rotations must be 0 (automatic), 1 (no rotation pooling) or more.")
         if self.alignment not in ALIGNMENTS:
             raise InputError(f"Unknown alignment {self.alignment!r}: use one of {', '.join(ALIGNMENTS)}.")
+        if self.rotation_range not in ROTATION_RANGES:
+            raise InputError(f"Unknown rotation range {self.rotation_range!r}: use one of {', '.join(ROTATION_RANGES)}.")
         if self.noise <= 0:
             raise InputError("The noise scale must be positive.")
         if self.class_model and self.n_classes < 2:

@@ -29,6 +29,8 @@ def result_columns(model: RVAE) -> list[str]:
     if cfg.pose_model:
         cols += ["angle_sd"]
     cols += [f"z{i}_sd" for i in range(cfg.latent_dim)]
+    if cfg.coarse_alignment:
+        cols += ["angle_residual"]
     return cols
 
 
@@ -54,7 +56,10 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
         as displayed, in ``[0, 360 / symmetry)``), ``dx``/``dy`` in pixels (``dy``
         positive downwards, napari's axis 0), ``z0..``, and for class models
         ``class``/``class_prob``; then posterior spreads (``angle_sd`` in
-        degrees, ``z*_sd``).
+        degrees, ``z*_sd``). With coarse alignment ``angle`` is the
+        synchronised angle and ``angle_residual`` (degrees, within
+        +/-180 / symmetry) the rVAE's own rotation on top of it: the decoder
+        draws each patch at ``angle + angle_residual``.
     """
     cfg = model.config
     x_np = np.asarray(patches)
@@ -102,6 +107,10 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
                 cols["angle_sd"] = torch.rad2deg(post["angle_sd"]).clamp_max(180.0 / math.sqrt(3))
             for i in range(cfg.latent_dim):
                 cols[f"z{i}_sd"] = post["z_sd"][:, i]
+            if cfg.coarse_alignment:
+                residual = post.get("residual_angle", torch.zeros_like(post["angle"]))
+                cols["angle_residual"] = torch.rad2deg(torch.atan2(torch.sin(residual * cfg.symmetry),
+                                                                   torch.cos(residual * cfg.symmetry))) / cfg.symmetry
             for k, v in cols.items():
                 parts.setdefault(k, []).append(v.detach().cpu().numpy().astype(np.float64))
     finally:

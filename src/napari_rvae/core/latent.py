@@ -60,7 +60,7 @@ def reconstruct(model: RVAE, patches, *, labels=None) -> np.ndarray:
         post = model.posterior(model.normalize(x), y)
         if cfg.kind in ("jrvae", "ssrvae"):
             y = F.one_hot(post["class_prob"].argmax(-1), cfg.n_classes).float()
-        angle = torch.rad2deg(post["angle"]) if cfg.pose_model else None
+        angle = torch.rad2deg(post["decoder_angle"]) if cfg.pose_model else None
         out = model.decode(post["z"], angle_deg=angle, shift=post.get("shift"), y=y)
     finally:
         model.train(was_training)

@@ -79,11 +79,13 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
         stored = json.loads(payload["config"])
         # Files from before coarse alignment existed hold plain rVAEs.
         stored.setdefault("alignment", "none")
+        # ... and before the rotation range test: their references span the full circle.
+        stored.setdefault("rotation_range", "full")
         config = ModelConfig.from_dict(stored)
         extra = json.loads(payload.get("extra", "{}"))
         model = RVAE(config)
         state = dict(payload["state_dict"])
-        for key in ("ref_spectra", "ref_theta"):  # ditto: no reference to load
+        for key in ("ref_spectra", "ref_theta", "ref_window", "ref_range_test"):  # ditto: defaults
             state.setdefault(key, getattr(model, key))
         model.load_state_dict(state)
     except InputError:

@@ -267,6 +267,10 @@ class RVAE(nn.Module):
         # Empty until training fills them.
         self.register_buffer("ref_spectra", torch.zeros(0, 1, 1, 2, dtype=torch.float16))
         self.register_buffer("ref_theta", torch.zeros(0))
+        # Its rotation range (align.Reference): the window's half-width in
+        # radians (pi: the full circle) and the range test's two statistics.
+        self.register_buffer("ref_window", torch.tensor(math.pi))
+        self.register_buffer("ref_range_test", torch.full((2,), float("nan")))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The reference's size depends on the training data: take the file's shape.
@@ -279,10 +283,40 @@ class RVAE(nn.Module):
     def fit_alignment(self, x: torch.Tensor, *, seed: int = 0) -> None:
         """Synchronise normalised training patches (B, P*P) into the stored reference."""
         anchors = align.pick_anchors(x.shape[0], align.MAX_ANCHORS, seed=seed).to(x.device)
-        ref, theta = align.build_reference(self._spectra(x[anchors]), symmetry=self.config.symmetry,
-                                           keep=align.REFERENCE_SIZE, seed=seed)
-        self.ref_spectra = torch.view_as_real(ref).to(torch.float16)
-        self.ref_theta = theta.float()
+        ref = align.build_reference(self._spectra(x[anchors]), symmetry=self.config.symmetry,
+                                    keep=align.REFERENCE_SIZE, rotation_range=self.config.rotation_range, seed=seed)
+        self.ref_spectra = torch.view_as_real(ref.spec).to(torch.float16)
+        self.ref_theta = ref.theta.float()
+        self.ref_window.fill_(math.pi if ref.window is None else ref.window)
+        self.ref_range_test.copy_(torch.tensor([ref.loss, ref.concentration]))
+
+    @property
+    def reference_window(self) -> float | None:
+        """Half-width (radians) of the stored reference's rotation range; ``None``: the full circle."""
+        window = float(self.ref_window)
+        return None if window >= math.pi / self.config.symmetry else window
+
+    def alignment_summary(self) -> dict | None:
+        """How the coarse alignment measured angles (for reports); ``None`` without one."""
+        if not self.config.coarse_alignment or self.ref_theta.numel() == 0:
+            return None
+        window = self.reference_window
+        loss, concentration = (float(v) for v in self.ref_range_test)
+        if window is None:
+            text = "Rotations of any size: the angle's zero is arbitrary for each group of similar patches."
+        else:
+            text = (f"Rotations within +/-{math.degrees(window):.0f} deg of a common upright: angles are measured "
+                    "from the mean pose of similar patches.")
+        return {
+            "description": text,
+            "rotation_range": "full" if window is None else "limited",
+            "window_deg": None if window is None else round(math.degrees(window), 3),
+            "range_test_loss": None if math.isnan(loss) else round(loss, 4),
+            "range_test_threshold": align.LIMITED_RANGE_LOSS,
+            "range_test_concentration": None if math.isnan(concentration) else round(concentration, 4),
+            "range_test_min_concentration": align.LIMITED_RANGE_CONCENTRATION,
+            "reference_patches": int(self.ref_theta.numel()),
+        }
 
     def _spectra(self, x: torch.Tensor) -> torch.Tensor:
         p = self.config.patch_size
@@ -300,7 +334,8 @@ class RVAE(nn.Module):
         out, angles = (x if inplace else torch.empty_like(x)), []
         for s in range(0, x.shape[0], chunk):
             part = x[s : s + chunk]
-            theta = align.reference_angles(self._spectra(part), ref, self.ref_theta, symmetry=n)
+            theta = align.reference_angles(self._spectra(part), ref, self.ref_theta, symmetry=n,
+                                           window=self.reference_window)
             out[s : s + chunk] = align.rotate_patches(part.reshape(-1, p, p), theta.to(x.dtype)).reshape(part.shape)
             angles.append(theta)
         return out, torch.cat(angles)
@@ -392,6 +427,10 @@ class RVAE(nn.Module):
         With coarse alignment the patches are first turned by their coarse
         angle (skip with ``aligned=True`` if they already were); the reported
         angle, rotation vector and shift are then in the patch's own frame.
+        ``decoder_angle`` is the pose the decoder draws at; ``angle``, the
+        reported one, is the same without alignment and the coarse angle with
+        it (measured the more accurate, docs/science.md), the rVAE's own
+        remaining rotation then being ``residual_angle``.
         """
         cfg = self.config
         coarse = None
@@ -413,8 +452,12 @@ class RVAE(nn.Module):
             if coarse is not None:
                 # Back to the patch's frame: the decoder draws T(R^-1 (c - shift)), so the
                 # patch's shift is the aligned one turned by the coarse angle.
+                out["residual_angle"] = out["angle"]
                 out["angle"] = out["angle"] + coarse
                 out["u"] = _turn(u, coarse * cfg.symmetry)
+            out["decoder_angle"] = out["angle"]
+            if coarse is not None:
+                out["angle"] = coarse
                 if "shift" in out:
                     out["shift"] = _turn(out["shift"], coarse)
         out["z"], out["z_sd"] = loc[:, i:], scale[:, i:]

@@ -209,6 +209,8 @@ def run_train(
         t_extract = time.perf_counter() - t_start
 
         result = train(inputs.patches, model_config, train_config, labels=labels, callback=on_progress)
+        if result.model.alignment_summary():
+            say(result.model.alignment_summary()["description"])
         t_enc = time.perf_counter()
         encoded = encode(result.model, inputs.patches, labels=labels if model_config.kind == "crvae" else None)
         t_encode = time.perf_counter() - t_enc
@@ -224,6 +226,7 @@ def run_train(
             "model_config": model_config.to_dict(),
             "train_config": train_config.to_dict(),
             "device": result.device,
+            "alignment": result.model.alignment_summary(),
             "n_points": inputs.n_points,
             "n_patches": int(len(inputs.patches)),
             "dropped_rows": inputs.dropped,

@@ -57,7 +57,9 @@ def _spin(lo, hi, value, step=1):
 
 # The form's "Rotations" choice -> ModelConfig fields (see ModelConfig's docstring).
 ROTATION_CHOICES = {
-    "any angle": {"angle_prior": 0.0, "alignment": "auto"},
+    "any angle": {"angle_prior": 0.0, "alignment": "auto", "rotation_range": "auto"},
+    "within ±90° of upright": {"angle_prior": 0.0, "alignment": "auto", "rotation_range": "limited"},
+    "full circle": {"angle_prior": 0.0, "alignment": "auto", "rotation_range": "full"},
     "small (near 0°)": {"angle_prior": 2.0, "alignment": "auto"},
     "any angle, rVAE only": {"angle_prior": 0.0, "alignment": "none"},
 }
@@ -84,8 +86,10 @@ class TrainForm(QWidget):
         self.rotations = QComboBox()
         self.rotations.addItems(list(ROTATION_CHOICES))
         self.rotations.setToolTip(
-            "any angle: patches are first aligned by angular synchronisation, then the rVAE refines;\n"
-            "small: angles tied near 0 degrees (the reference rVAE); any, rVAE only: no alignment step."
+            "any angle: patches are first aligned by angular synchronisation, which tests whether they stay\n"
+            "within ±90° of a common upright (then angles are measured from it) or turn by any amount;\n"
+            "within ±90° / full circle: skip that test; small: angles tied near 0 degrees (the reference rVAE);\n"
+            "any angle, rVAE only: no alignment step."
         )
         self.epochs = _spin(1, 10000, 50)
         self.batch_size = _spin(1, 100000, 100)
@@ -136,7 +140,9 @@ class TrainForm(QWidget):
         self.symmetry.setCurrentText(str(config.symmetry))
         for text, settings in ROTATION_CHOICES.items():
             choice = ModelConfig(**settings)
-            if (config.angle_prior > 0) == (choice.angle_prior > 0) and config.coarse_alignment == choice.coarse_alignment:
+            same_range = not config.coarse_alignment or config.rotation_range == choice.rotation_range
+            if ((config.angle_prior > 0) == (choice.angle_prior > 0) and config.coarse_alignment == choice.coarse_alignment
+                    and same_range):
                 self.rotations.setCurrentText(text)
         if config.n_classes:
             self.n_classes.setValue(config.n_classes)
