@@ -95,6 +95,7 @@ def test_train_through_manifest_keeps_inputs_and_viewer_responsive(make_napari_v
     assert len(table_layer.features) == kept
     assert np.isfinite(table_layer.features["angle"]).all()
     assert "Training done" in widget.status.text() and "cpu" in widget.status.text()
+    assert "Rotations " in widget.status.text()  # which rotation range the angles were measured in
     assert len(widget.plot.y) >= 4 and np.isfinite(widget.plot.y).all()
     # The user's layers are untouched.
     np.testing.assert_array_equal(img.data, img_before)

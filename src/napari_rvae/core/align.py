@@ -296,31 +296,38 @@ def window_loss(spec: torch.Tensor, idx, score, window: float, *, symmetry: int 
     return float((w * lost).sum() / w.sum())
 
 
-def centre_on_mean_pose(theta, similarity: torch.Tensor, *, symmetry: int = 1, sharpness: float = 16.0) -> np.ndarray:
+def centre_on_mean_pose(theta, similarity: torch.Tensor, *, symmetry: int = 1, sharpness: float = 16.0,
+                        chunk: int = 1024) -> np.ndarray:
     """Angles (radians) measured from the mean pose of similar patches.
 
     Each patch's upright is the circular mean of every patch's angle (of
-    ``symmetry * theta``), weighted by their ``similarity ** sharpness`` (the
-    (N, N) peak correlations of :func:`rotation_neighbours`), so each group of
-    similar shapes gets its own upright: its mean pose. Every pair counts, not
-    only the nearest neighbours: neighbours can be near copies at nearly the
-    same pose, whose mean would follow the angle itself (measured on one glyph
-    at +/-45 deg: one-offset correlation 0.31-0.89 with a 10-neighbour mean,
-    1.000 with this one). Only meaningful when the rotations stay within
-    +/-90 degrees (/ symmetry) of a common upright. Returned in
-    ``(-pi, pi] / symmetry``.
+    ``symmetry * theta``), weighted by their ``similarity ** sharpness``, so
+    each group of similar shapes gets its own upright: its mean pose. Every
+    pair counts, not only the nearest neighbours: neighbours can be near
+    copies at nearly the same pose, whose mean would follow the angle itself
+    (measured on one glyph at +/-45 deg: one-offset correlation 0.31-0.89 with
+    a 10-neighbour mean, 1.000 with this one). The mean is taken twice, the
+    second time without the patches more than 90 degrees (/ symmetry) from the
+    first: a similar-looking shape whose group came out turned the other way
+    round (a 9 beside the 6s) would otherwise pull it. Only meaningful when the
+    rotations stay within +/-90 degrees (/ symmetry) of a common upright.
+    Returned in ``(-pi, pi] / symmetry``.
 
     Examples
     --------
     >>> theta = np.array([1.1, 1.2, 1.3, -2.0, -1.9])   # two shapes, mean poses 1.2 and -1.95
     >>> same = np.equal.outer([0, 0, 0, 1, 1], [0, 0, 0, 1, 1])
-    >>> np.round(centre_on_mean_pose(theta, torch.tensor(np.where(same, 1.0, 0.5))), 2) + 0.0
+    >>> np.round(centre_on_mean_pose(theta, torch.tensor(np.where(same, 1.0, 0.9))), 2) + 0.0
     array([-0.1 ,  0.  ,  0.1 , -0.05,  0.05])
     """
     theta = torch.as_tensor(np.asarray(_numpy(theta), dtype=np.float64) * symmetry, device=similarity.device)
     pose = torch.polar(torch.ones_like(theta), theta).to(torch.complex64)
-    weight = similarity.float().clamp_min(0.0) ** sharpness
-    mean = weight.to(torch.complex64) @ pose
+    mean = torch.empty_like(pose)
+    for s in range(0, pose.shape[0], chunk):
+        weight = similarity[s : s + chunk].float().clamp_min(0.0) ** sharpness
+        first = weight.to(torch.complex64) @ pose
+        agree = (pose[None, :] * first.conj()[:, None]).real > 0
+        mean[s : s + chunk] = (weight * agree).to(torch.complex64) @ pose
     return (torch.angle(pose * mean.conj()).double() / symmetry).cpu().numpy()
 
 
@@ -425,19 +432,20 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
     if spec.shape[0] < 2:
         return Reference(spec, torch.zeros(spec.shape[0], device=spec.device))
     window, loss, concentration = limited_window(symmetry), float("nan"), float("nan")
-    found = rotation_neighbours(spec, k, n_angles, similarity=rotation_range != "full")
-    idx, rel, score = found[:3]
+    idx, rel, score = rotation_neighbours(spec, k, n_angles)
     if rotation_range == "auto":
         loss = window_loss(spec, idx, score, window, symmetry=symmetry, n_angles=n_angles)
     theta = None
     if rotation_range == "limited" or (rotation_range == "auto" and loss <= LIMITED_RANGE_LOSS):
-        w_idx, w_rel, w_score = rotation_neighbours(spec, k, n_angles, window=window, symmetry=symmetry)
+        w_idx, w_rel, w_score, similar = rotation_neighbours(spec, k, n_angles, window=window, symmetry=symmetry,
+                                                             similarity=True)
         theta = synchronize(w_idx, w_rel * symmetry, w_score) / symmetry
         concentration = float(np.abs(np.exp(1j * symmetry * theta).mean()))
         if rotation_range == "auto" and concentration < LIMITED_RANGE_CONCENTRATION:
             theta = None  # consistent angles that cover the circle: not a limited range after all
         else:
-            theta = centre_on_mean_pose(theta, found[3], symmetry=symmetry)
+            # Similar within the window: a shape and its upside-down look-alike are not.
+            theta = centre_on_mean_pose(theta, similar, symmetry=symmetry)
     if theta is None:
         window = None
         theta = synchronize(idx, rel * symmetry, score) / symmetry

@@ -335,8 +335,10 @@ class TrainWidget(JobWidget):
         self.model = analysis.model
         self.model_extra = {"class_names": class_names, "labels_col": self._labels_column()}
         how = "stopped early" if t.stopped else "done"
+        summary = self.model.alignment_summary()
         self.status.setText(f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
-                            f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge).")
+                            f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge)."
+                            + (f" {summary['description']}" if summary else ""))
         self._show(analysis, run_name, layers, class_names)
 
     # ----------------------------------------------------------------- results
