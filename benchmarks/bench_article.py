@@ -310,7 +310,7 @@ def _part_budget(n, ep, args, row):
 def _markdown(rows, meta) -> str:
     today = _dt.date.today().isoformat()
     lines = [
-        f"Measured {today} on a {MACHINE} (torch {torch.__version__}, 1 thread per run and two runs side by side, "
+        f"Measured {today} on a {MACHINE} (torch {torch.__version__}, 1 thread per run, one run or two side by side, "
         f"except the budget rows); {meta}; batch 100, lr 1e-3, 2-D content latent, data seed 0 unless said. "
         "Command: `python benchmarks/bench_article.py --part angles|article|classes|budget`, then `--part none --write`.",
         "",

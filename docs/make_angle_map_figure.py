@@ -24,7 +24,7 @@ ax1.imshow(scan, cmap="gray")
 ax1.set_title("synthetic polycrystal (grains at 0, 30, -55 deg)")
 ax2.imshow(scan, cmap="gray")
 im = ax2.imshow(np.ma.masked_invalid(angle), cmap="hsv", vmin=0, vmax=360, alpha=0.55)
-ax2.set_title("latent angle of each atom (napari-rvae, 20 epochs)")
+ax2.set_title("angle of each atom (napari-rvae, 20 epochs)")
 for ax in (ax1, ax2):
     ax.set_axis_off()
 fig.colorbar(im, ax=ax2, fraction=0.046, label="angle (deg, counter-clockwise)")

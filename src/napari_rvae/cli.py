@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n")
     t.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
     t.add_argument("--angle-prior", type=float, default=0.0,
-                   help="0: rotations of any size (default; patches are aligned first, see --align); "
-                        ">0, e.g. 2: small rotations, each shape's angle tied near 0 (mixtures of shapes near upright)")
+                   help="0 (default): no prior on the angle; patches are aligned first (see --align, --rotation-range); "
+                        ">0, e.g. 2: the reference rVAE's prior tying each angle near 0, without alignment")
     t.add_argument("--align", default="auto", choices=["auto", "sync", "none"],
                    help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
     t.add_argument("--rotation-range", default="auto", choices=["auto", "full", "limited"],
