@@ -74,10 +74,16 @@ LIMITED_RANGE_LOSS = 0.07
 # +/-90: 0.64, any angle: 0). One shape at closely spaced angles passes the first
 # test (each patch's best match is a near copy at nearly its pose) but not this.
 LIMITED_RANGE_CONCENTRATION = 0.5
+# Neighbours per patch in the search within the window. With 10, 4,000 digits
+# at +/-45 deg left the 1s split in two (one-offset correlation 0.939); with 20,
+# 0.988; 600-2,000 digits and one glyph: the same or better (+/-60: 0.91-0.93 ->
+# 0.94). Over the full circle 15-40 brought nothing (docs/science.md).
+LIMITED_NEIGHBOURS = 20
 RANGES = ("auto", "full", "limited")
 
 __all__ = [
     "LIMITED_RANGE_CONCENTRATION",
+    "LIMITED_NEIGHBOURS",
     "LIMITED_RANGE_LOSS",
     "RANGES",
     "Reference",
@@ -437,8 +443,8 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
         loss = window_loss(spec, idx, score, window, symmetry=symmetry, n_angles=n_angles)
     theta = None
     if rotation_range == "limited" or (rotation_range == "auto" and loss <= LIMITED_RANGE_LOSS):
-        w_idx, w_rel, w_score, similar = rotation_neighbours(spec, k, n_angles, window=window, symmetry=symmetry,
-                                                             similarity=True)
+        w_idx, w_rel, w_score, similar = rotation_neighbours(spec, max(k, LIMITED_NEIGHBOURS), n_angles,
+                                                             window=window, symmetry=symmetry, similarity=True)
         theta = synchronize(w_idx, w_rel * symmetry, w_score) / symmetry
         concentration = float(np.abs(np.exp(1j * symmetry * theta).mean()))
         if rotation_range == "auto" and concentration < LIMITED_RANGE_CONCENTRATION:
