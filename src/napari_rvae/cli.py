@@ -158,7 +158,6 @@ def _cmd_train(args, say) -> int:
     return 0
 
 
-
 def _cmd_encode(args, say) -> int:
     from .core.pipeline import run_encode
 

@@ -52,6 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import ROTATION_RANGES
+
 # Patches synchronised with each other: the cost grows as its square (2,000
 # take about 1.1 s on 2 CPU cores, 4,000 4.3 s); on 10,000 rotated digits
 # 4,000 gave a within-digit correlation of 0.719 against 0.695 with 2,000.
@@ -79,13 +81,11 @@ LIMITED_RANGE_CONCENTRATION = 0.5
 # 0.988; 600-2,000 digits and one glyph: the same or better (+/-60: 0.91-0.93 ->
 # 0.94). Over the full circle 15-40 brought nothing (docs/science.md).
 LIMITED_NEIGHBOURS = 20
-RANGES = ("auto", "full", "limited")
 
 __all__ = [
     "LIMITED_RANGE_CONCENTRATION",
     "LIMITED_NEIGHBOURS",
     "LIMITED_RANGE_LOSS",
-    "RANGES",
     "Reference",
     "angular_spectra",
     "best_references",
@@ -432,8 +432,8 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
     the synchronised anchors (at random), a smaller reference that is faster
     to match against.
     """
-    if rotation_range not in RANGES:
-        raise ValueError(f"rotation_range must be one of {RANGES}, not {rotation_range!r}")
+    if rotation_range not in ROTATION_RANGES:
+        raise ValueError(f"rotation_range must be one of {ROTATION_RANGES}, not {rotation_range!r}")
     spec = spec[pick_anchors(spec.shape[0], max_anchors, seed=seed).to(spec.device)]
     if spec.shape[0] < 2:
         return Reference(spec, torch.zeros(spec.shape[0], device=spec.device))

@@ -8,7 +8,7 @@ from .errors import InputError
 
 MODEL_KINDS = ("rvae", "vae", "crvae", "jrvae", "ssrvae")
 ALIGNMENTS = ("auto", "sync", "none")
-ROTATION_RANGES = ("auto", "full", "limited")  # = core.align.RANGES (config stays torch-free)
+ROTATION_RANGES = ("auto", "full", "limited")
 LIKELIHOODS = ("gaussian", "bernoulli")
 SYMMETRIES = (1, 2, 3, 4, 6)
 

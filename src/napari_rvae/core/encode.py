@@ -108,9 +108,8 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
             for i in range(cfg.latent_dim):
                 cols[f"z{i}_sd"] = post["z_sd"][:, i]
             if cfg.coarse_alignment:
-                residual = post.get("residual_angle", torch.zeros_like(post["angle"]))
-                cols["angle_residual"] = torch.rad2deg(torch.atan2(torch.sin(residual * cfg.symmetry),
-                                                                   torch.cos(residual * cfg.symmetry))) / cfg.symmetry
+                # Already within +/-180 / symmetry (models.angle_from_u); absent before training fills the reference.
+                cols["angle_residual"] = torch.rad2deg(post.get("residual_angle", torch.zeros_like(post["angle"])))
             for k, v in cols.items():
                 parts.setdefault(k, []).append(v.detach().cpu().numpy().astype(np.float64))
     finally:

@@ -449,15 +449,14 @@ class RVAE(nn.Module):
             if cfg.translation:
                 out["shift"], out["shift_sd"] = loc[:, 2:4], scale[:, 2:4]
                 i = 4
-            if coarse is not None:
-                # Back to the patch's frame: the decoder draws T(R^-1 (c - shift)), so the
-                # patch's shift is the aligned one turned by the coarse angle.
-                out["residual_angle"] = out["angle"]
-                out["angle"] = out["angle"] + coarse
-                out["u"] = _turn(u, coarse * cfg.symmetry)
             out["decoder_angle"] = out["angle"]
             if coarse is not None:
+                # Back to the patch's frame: the decoder draws T(R^-1 (c - shift)), so the
+                # patch's pose is the aligned one turned by the coarse angle.
+                out["residual_angle"] = out["angle"]
+                out["decoder_angle"] = out["angle"] + coarse
                 out["angle"] = coarse
+                out["u"] = _turn(u, coarse * cfg.symmetry)
                 if "shift" in out:
                     out["shift"] = _turn(out["shift"], coarse)
         out["z"], out["z_sd"] = loc[:, i:], scale[:, i:]

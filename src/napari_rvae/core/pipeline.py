@@ -209,8 +209,9 @@ def run_train(
         t_extract = time.perf_counter() - t_start
 
         result = train(inputs.patches, model_config, train_config, labels=labels, callback=on_progress)
-        if result.model.alignment_summary():
-            say(result.model.alignment_summary()["description"])
+        alignment = result.model.alignment_summary()
+        if alignment:
+            say(alignment["description"])
         t_enc = time.perf_counter()
         encoded = encode(result.model, inputs.patches, labels=labels if model_config.kind == "crvae" else None)
         t_encode = time.perf_counter() - t_enc
@@ -226,7 +227,7 @@ def run_train(
             "model_config": model_config.to_dict(),
             "train_config": train_config.to_dict(),
             "device": result.device,
-            "alignment": result.model.alignment_summary(),
+            "alignment": alignment,
             "n_points": inputs.n_points,
             "n_patches": int(len(inputs.patches)),
             "dropped_rows": inputs.dropped,
