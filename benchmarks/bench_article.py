@@ -1,6 +1,6 @@
 """The rVAE article's experiment on rotated digits, plus the angle and class targets of issue #6.
 
-Run: ``python benchmarks/bench_article.py --part angles|article|classes|budget`` (parts can run in
+Run: ``python benchmarks/bench_article.py --part angles|article|classes|budget|ceiling`` (parts can run in
 parallel processes), then ``--part none --write`` to gather them into docs/science.md.
 
 Data: :func:`napari_rvae.core.synthetic.make_rotated_digits` (scikit-learn's
@@ -28,6 +28,12 @@ the CLI's other defaults; one CPU thread per run so the numbers compare across r
   alone; k-means (10 clusters) on a plain VAE's latents.
 * **Budget** (``--part budget``): the CLI's defaults (50 epochs, batch 100)
   on both cores, 2,000 and 10,000 digits at +/-180 and +/-45, seed 1.
+* **Ceiling** (``--part ceiling``): how far the +/-180 score can go on this
+  data. Each patch is turned upright with its *true* angle and a supervised
+  classifier (RBF SVM, 5-fold cross-validation, each source image kept on one
+  side) tells it from its upside-down copy; the within-digit correlation is
+  then scored for angles that are exact except where the classifier got the
+  half-turn wrong. No unsupervised angle can be expected to beat it.
 
 Figures go to ``docs/images/article-*.png``; with ``--write`` the table replaces
 the block between the ``bench_article`` markers in ``docs/science.md``.
@@ -56,6 +62,7 @@ from napari_rvae.core.synthetic import make_rotated_digits, make_rotated_shapes
 ROOT = Path(__file__).resolve().parents[1]
 MACHINE = "2-core CPU dev box"
 START, END = "<!-- bench_article:start -->", "<!-- bench_article:end -->"
+PARTS = ["angles", "article", "classes", "budget", "ceiling"]
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2000, help="patches per data set")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--class-epochs", type=int, default=None, help="epochs for jrvae/ssrvae (default: --epochs)")
-    ap.add_argument("--part", choices=["angles", "article", "classes", "budget", "all", "none"], default="all",
+    ap.add_argument("--part", choices=[*PARTS, "all", "none"], default="all",
                     help="run one part (parts can run in parallel processes; --write gathers them)")
     ap.add_argument("--budget-max", type=int, default=10000, help="largest set for --part budget")
     ap.add_argument("--results", default="/tmp/bench_article", help="folder for each part's rows (JSON)")
@@ -168,7 +175,7 @@ def main(argv=None):
     n, ep = args.n, args.epochs
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    parts = {"all": ["angles", "article", "classes", "budget"], "none": []}.get(args.part, [args.part])
+    parts = {"all": PARTS, "none": []}.get(args.part, [args.part])
     for part in parts:
         rows: list[tuple[str, str, str, str]] = []  # what, model, number, seconds
 
@@ -180,13 +187,15 @@ def main(argv=None):
         (results / f"{part}.json").write_text(json.dumps({"n": n, "epochs": ep, "rows": rows}))
     if args.write:
         rows, meta = [], []
-        for part in ["angles", "article", "classes", "budget"]:
+        for part in PARTS:
             f = results / f"{part}.json"
             if f.exists():
                 data = json.loads(f.read_text())
                 rows += [tuple(r) for r in data["rows"]]
                 if part == "budget":
                     meta.append("budget: the CLI's defaults (50 epochs), both cores, data seed 1")
+                elif part == "ceiling":
+                    meta.append("ceiling: no training, data seeds 0 and 1")
                 else:
                     meta.append(f"{part}: {data['n']} patches, {data['epochs']} epochs")
         table_md = _markdown(rows, "; ".join(meta))
@@ -307,12 +316,37 @@ def _part_budget(n, ep, args, row):
         row(f"CLI defaults, 2 threads: digits +/-{max_angle} deg, {size} patches ({what})", "rvae", value, sec)
 
 
+def _part_ceiling(n, ep, args, row):
+    """Within-digit correlation at +/-180 if every angle were exact but for supervised half-turn errors."""
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+    from sklearn.svm import SVC
+
+    from napari_rvae.core.align import rotate_patches
+
+    for size, seed in [(n, 0), (n, 1), (5 * n, 1)]:
+        t = time.perf_counter()
+        p, a, d, source = make_rotated_digits(size, size=28, max_angle=180, seed=seed, return_source=True)
+        upright = rotate_patches(torch.as_tensor(p), torch.as_tensor(np.deg2rad(a), dtype=torch.float32)).numpy()
+        wrong = np.zeros(size, dtype=bool)
+        for digit in range(10):
+            m = np.flatnonzero(d == digit)
+            both = np.concatenate([upright[m], upright[m][:, ::-1, ::-1]]).reshape(2 * len(m), -1)
+            is_upright = np.r_[np.ones(len(m)), np.zeros(len(m))]
+            said = cross_val_predict(SVC(C=10), both, is_upright, cv=GroupKFold(5), groups=np.r_[source[m], source[m]])
+            wrong[m] = said[: len(m)] != 1
+        best = a + 180.0 * wrong
+        s = angle_scores(best, a, d)
+        row(f"digits, +/-180 deg, {size} patches (per-digit offsets), data seed {seed}: supervised ceiling",
+            "SVM", f"corr {s['corr']:.3f}, err {s['err']:.1f} deg; half-turns wrong {100 * wrong.mean():.1f} %; "
+            f"per digit {per_digit(best, a, d)}", time.perf_counter() - t)
+
+
 def _markdown(rows, meta) -> str:
     today = _dt.date.today().isoformat()
     lines = [
         f"Measured {today} on a {MACHINE} (torch {torch.__version__}, 1 thread per run, one run or two side by side, "
         f"except the budget rows); {meta}; batch 100, lr 1e-3, 2-D content latent, data seed 0 unless said. "
-        "Command: `python benchmarks/bench_article.py --part angles|article|classes|budget`, then `--part none --write`.",
+        "Command: `python benchmarks/bench_article.py --part angles|article|classes|budget|ceiling`, then `--part none --write`.",
         "",
         "| experiment | model | result | training (s) |",
         "| --- | --- | --- | ---: |",

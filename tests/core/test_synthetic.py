@@ -118,6 +118,16 @@ def test_rotated_digits():
     np.testing.assert_array_equal(p, p2)
 
 
+def test_rotated_digits_source_images():
+    """Above 1,797 patches the handwritten images repeat; ``source`` says which one each patch is."""
+    p, a, d, source = make_rotated_digits(n=2000, size=16, max_angle=180, seed=3, return_source=True)
+    p2, _, d2 = make_rotated_digits(n=2000, size=16, max_angle=180, seed=3)
+    np.testing.assert_array_equal(p, p2)  # asking for the sources changes nothing else
+    assert source.shape == (2000,) and len(np.unique(source)) < 2000
+    for s in np.unique(source)[:50]:
+        assert len(set(d[source == s])) == 1  # one image, one digit
+
+
 def test_rotated_digits_without_sklearn(monkeypatch):
     import builtins
 

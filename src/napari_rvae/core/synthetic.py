@@ -375,7 +375,8 @@ def make_rotated_shapes(n: int = 500, size: int = 28, max_angle: float = 180, se
     return _rotate_all(np.broadcast_to(base, (n, size, size)), angles), angles
 
 
-def make_rotated_digits(n: int = 2000, size: int = 28, max_angle: float = 180, seed: int | None = 0):
+def make_rotated_digits(n: int = 2000, size: int = 28, max_angle: float = 180, seed: int | None = 0, *,
+                        return_source: bool = False):
     """Handwritten digits (scikit-learn's bundled 8 x 8 set) rotated by known angles.
 
     The 8 x 8 digits are upscaled to about ``size / sqrt(2)`` and padded to
@@ -388,6 +389,10 @@ def make_rotated_digits(n: int = 2000, size: int = 28, max_angle: float = 180, s
     angles_deg : ndarray of float, shape (n,)
     digits : ndarray of int, shape (n,)
         The digit (0-9) in each patch.
+    source : ndarray of int, shape (n,)
+        Only with ``return_source``: the index of the handwritten image each
+        patch was made from. Above 1,797 patches images repeat (at other
+        angles), so a fair train/test split keeps each source on one side.
 
     Raises
     ------
@@ -418,6 +423,8 @@ def make_rotated_digits(n: int = 2000, size: int = 28, max_angle: float = 180, s
         small[i, lo : lo + inner, lo : lo + inner] = resize(imgs[i], (inner, inner), order=1, anti_aliasing=False)
     angles = rng.uniform(-float(max_angle), float(max_angle), size=n)
     patches = _rotate_all(small[idx], angles)
+    if return_source:
+        return patches, angles, labels[idx].astype(int), idx
     return patches, angles, labels[idx].astype(int)
 
 
