@@ -9,6 +9,7 @@ from skimage.transform import rotate
 
 from napari_rvae.core import ModelConfig, TrainConfig, encode, train
 from napari_rvae.core.align import (
+    LIMITED_RANGE_BEYOND,
     LIMITED_RANGE_LOSS,
     angular_spectra,
     build_reference,
@@ -144,6 +145,26 @@ def test_a_grain_turned_beyond_the_window_is_not_merged():
     assert step(coarse_angles(ps.patches, rotation_range="limited")) < 60
 
 
+def test_a_small_grain_turned_beyond_the_window_is_not_merged():
+    """A 5 % grain turned by 120 deg passes the best-match test but not the neighbours' one.
+
+    Each of its patches finds a copy in its own grain at no turn (best-match loss 0.044, under 0.07),
+    but nearly all their neighbours are patches of the rest turned by 120 deg (share 0.027 > 0.02).
+    Measured: step 105 deg with the full circle; merged into the window before this test existed.
+    """
+    main = tuple((y, x, 0.0) for y in (90, 290) for x in (90, 290))
+    lat = make_lattice((384, 384), spacing=12, grains=main + ((50, 50, 120.0),), seed=1)
+    ps = extract_patches(lat.image, lat.points, 24)
+    grain = lat.grain[ps.kept] == 4
+    assert 0.03 < grain.mean() < 0.08
+    ref = build_reference(angular_spectra(torch.as_tensor(ps.patches)))
+    assert ref.loss <= LIMITED_RANGE_LOSS < 2 * ref.loss  # the first test alone would merge it
+    assert ref.beyond > LIMITED_RANGE_BEYOND and ref.window is None
+    est = coarse_angles(ps.patches)
+    step = np.angle(np.exp(1j * est[grain]).mean() / np.exp(1j * est[~grain]).mean(), deg=True)
+    assert abs(step) > 90, step
+
+
 def test_one_shape_within_a_limited_range_keeps_its_angles():
     """One glyph tilted within +/-45 deg: measured from its mean pose, nothing compressed (error 0.2 deg)."""
     x, true = make_rotated_shapes(300, 24, max_angle=45, seed=0)
@@ -207,6 +228,18 @@ def test_model_files_from_before_alignment_load_as_plain_rvae(aligned_model, tmp
     assert old.reference_window is None and old.alignment_summary() is None
     assert old.encoder.n_rotations == 16
     assert len(encode(old, np.stack([glyph(16)] * 2))) == 2
+
+
+def test_model_files_with_two_range_statistics_still_load(aligned_model, tmp_path):
+    """Files from before the neighbours' range test store two statistics; the third reads as not measured."""
+    x, _, model = aligned_model
+    path = save_model(model, tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["ref_range_test"] = payload["state_dict"]["ref_range_test"][:2]
+    torch.save(payload, path)
+    old, _ = load_model(path)
+    assert old.alignment_summary()["range_test_beyond"] is None
+    np.testing.assert_allclose(encode(old, x)["angle"], encode(model, x)["angle"], atol=1e-3)
 
 
 def test_alignment_choices():

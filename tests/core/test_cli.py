@@ -92,6 +92,7 @@ def test_align_option_reaches_the_model(image_and_points, tmp_path, align, rotat
     else:
         assert 0.0 <= summary["range_test_loss"] <= 1.0
         passed = (summary["range_test_loss"] <= summary["range_test_threshold"]
+                  and summary["range_test_beyond"] <= summary["range_test_max_beyond"]
                   and summary["range_test_concentration"] >= summary["range_test_min_concentration"])
         assert (summary["rotation_range"] == "limited") == passed
 

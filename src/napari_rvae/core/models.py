@@ -268,15 +268,20 @@ class RVAE(nn.Module):
         self.register_buffer("ref_spectra", torch.zeros(0, 1, 1, 2, dtype=torch.float16))
         self.register_buffer("ref_theta", torch.zeros(0))
         # Its rotation range (align.Reference): the window's half-width in
-        # radians (pi: the full circle) and the range test's two statistics.
+        # radians (pi: the full circle) and the range test's statistics (loss,
+        # concentration, beyond: align.Reference).
         self.register_buffer("ref_window", torch.tensor(math.pi))
-        self.register_buffer("ref_range_test", torch.full((2,), float("nan")))
+        self.register_buffer("ref_range_test", torch.full((3,), float("nan")))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The reference's size depends on the training data: take the file's shape.
         for name in ("ref_spectra", "ref_theta"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
+        # Files from before the "beyond" statistic hold two of the three: it reads as not measured.
+        stats = state_dict.get(prefix + "ref_range_test")
+        if stats is not None and stats.numel() < self.ref_range_test.numel():
+            state_dict[prefix + "ref_range_test"] = torch.cat([stats, self.ref_range_test[stats.numel():].cpu()])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- coarse alignment ---------------------------------------------------
@@ -288,7 +293,7 @@ class RVAE(nn.Module):
         self.ref_spectra = torch.view_as_real(ref.spec).to(torch.float16)
         self.ref_theta = ref.theta.float()
         self.ref_window.fill_(math.pi if ref.window is None else ref.window)
-        self.ref_range_test.copy_(torch.tensor([ref.loss, ref.concentration]))
+        self.ref_range_test.copy_(torch.tensor([ref.loss, ref.concentration, ref.beyond]))
 
     @property
     def reference_window(self) -> float | None:
@@ -301,7 +306,7 @@ class RVAE(nn.Module):
         if not self.config.coarse_alignment or self.ref_theta.numel() == 0:
             return None
         window = self.reference_window
-        loss, concentration = (float(v) for v in self.ref_range_test)
+        loss, concentration, beyond = (float(v) for v in self.ref_range_test)
         if window is None:
             text = "Rotations of any size: the angle's zero is arbitrary for each group of similar patches."
         else:
@@ -315,6 +320,8 @@ class RVAE(nn.Module):
             "range_test_threshold": align.LIMITED_RANGE_LOSS,
             "range_test_concentration": None if math.isnan(concentration) else round(concentration, 4),
             "range_test_min_concentration": align.LIMITED_RANGE_CONCENTRATION,
+            "range_test_beyond": None if math.isnan(beyond) else round(beyond, 4),
+            "range_test_max_beyond": align.LIMITED_RANGE_BEYOND,
             "reference_patches": int(self.ref_theta.numel()),
         }
 
