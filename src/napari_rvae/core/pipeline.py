@@ -65,7 +65,6 @@ def load_inputs(
     edge: str = "drop",
     normalize: str = "none",
     detect_options: dict | None = None,
-    say: Say = lambda s: None,
 ) -> Inputs:
     """Read INPUT (a 2-D image or an (N, P, P) patch stack) and make patches.
 
@@ -188,7 +187,6 @@ def run_train(
             patch_size=model_config.patch_size,
             edge=edge,
             detect_options=detect_options,
-            say=say,
         )
         for note in inputs.notes:
             say(note)
