@@ -21,7 +21,10 @@ Steps (torch on the training device; the eigenvector with scipy on the CPU):
    are kept, so rotations are compared modulo 360/n degrees.
 3. Each patch keeps its ``k`` most similar neighbours; the Hermitian matrix of
    their relative rotations' phases has the patches' phases as its leading
-   eigenvector, refined by the generalised power method.
+   eigenvector, refined by the generalised power method. Over the full
+   circle, groups of patches with few links between them (the two species of
+   a crystal) are then given one zero by their best matches across groups
+   (:func:`link_groups`).
 
 4. Rotation range. When the data stay within +/-90 degrees of a common
    upright (digits written upright and tilted, one crystal with small
@@ -94,10 +97,10 @@ BEYOND_MAJORITY = 0.9
 # Over the full circle, the zeros of the groups of similar patches are tied
 # together (link_groups): the patches are split into LINK_GROUPS groups of the
 # neighbour graph, and each patch's LINK_MATCHES best matches in every other
-# group say how far apart those zeros are. Measured on polycrystals with two
-# species at random orientations: species offsets of -125 deg (one of three
-# seeds) and -7 deg become 0-2 deg; rotated digits and one glyph unchanged
-# (within-digit correlation within 0.003; 2 groups worked as well, 20 split
+# group say how far apart those zeros are. Measured on 10 polycrystals with two
+# species at random orientations: the offset between the species within a grain
+# went from 2.5-152 deg to 0.3-3.9 deg; rotated digits and one glyph unchanged
+# (within-digit correlation within 0.004; 2 or 3 groups worked as well, 20 split
 # digits and scored 0.60-0.68 against 0.68-0.71).
 LINK_GROUPS = 4
 LINK_MATCHES = 5
@@ -508,8 +511,8 @@ class Reference:
     """A synchronised reference: what a model keeps to align any patch.
 
     ``window``: half-width (radians) of the rotation range the angles were
-    measured in, ``None`` for the full circle (angle zero arbitrary per group
-    of similar patches); ``loss``: the range test's statistic
+    measured in, ``None`` for the full circle (angle zero arbitrary, one for
+    all patches that match each other under some rotation); ``loss``: the range test's statistic
     (:func:`window_loss`); ``concentration``: the length of the mean direction
     of the angles found within the window; ``beyond``: the share of patches
     whose neighbours nearly all lie beyond the window
@@ -573,8 +576,8 @@ def coarse_angles(patches, *, symmetry: int = 1, k: int = 10, n_angles: int = 64
                   rotation_range: str = "auto", seed: int = 0) -> np.ndarray:
     """One consistent rotation angle per patch (radians, counter-clockwise as displayed).
 
-    Over the full circle the zero is arbitrary (one offset for the whole
-    stack, or one per group of patches that share no similar neighbours);
+    Over the full circle the zero is arbitrary: one for all patches that
+    match each other under some rotation (:func:`link_groups`);
     within a limited range it is the mean pose of similar patches (see
     :func:`build_reference`). With ``symmetry`` n the angles are defined
     modulo ``2 pi / n`` and lie in ``[0, 2 pi / n)``.

@@ -35,7 +35,8 @@ class ModelConfig:
     ``rotation_range`` (with alignment): ``limited`` measures every angle
     from the mean pose of similar patches, for data that stay within +/-90
     degrees (/ symmetry) of a common upright; ``full`` assumes rotations of
-    any size (angle zero arbitrary per group of similar patches); ``auto``
+    any size (angle zero arbitrary, shared by patches that match under some
+    rotation); ``auto``
     (default) tests which holds (``core/align.py``, step 4).
     ``encoder_rotations``: K rotated copies the encoder reads and pools
     equivariantly (see ``models.Encoder``); 1 is a plain MLP encoder; 0

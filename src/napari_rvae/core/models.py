@@ -308,7 +308,8 @@ class RVAE(nn.Module):
         window = self.reference_window
         loss, concentration, beyond = (float(v) for v in self.ref_range_test)
         if window is None:
-            text = "Rotations of any size: the angle's zero is arbitrary for each group of similar patches."
+            text = ("Rotations of any size: the angle's zero is arbitrary (one for all patches that match "
+                    "each other under some rotation).")
         else:
             text = (f"Rotations within +/-{math.degrees(window):.0f} deg of a common upright: angles are measured "
                     "from the mean pose of similar patches.")
