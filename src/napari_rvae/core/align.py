@@ -279,10 +279,14 @@ def synchronize(idx, angle, score, *, sharpness: float = 16.0, iterations: int =
         vec = np.linalg.eigh((d @ h @ d).toarray())[1][:, -1]
     else:
         vec = eigsh(d @ h @ d, k=1, which="LA", v0=np.ones(n, dtype=complex))[1][:, 0]
-    phase = vec / np.sqrt(deg)
+    return np.angle(_power_phases(h, vec / np.sqrt(deg), iterations))
+
+
+def _power_phases(h, phase: np.ndarray, iterations: int) -> np.ndarray:
+    """Generalised power method: phases that best agree with the Hermitian matrix ``h``, from a start."""
     for _ in range(iterations):
         phase = h @ (phase / np.maximum(np.abs(phase), 1e-300))
-    return np.angle(phase)
+    return phase
 
 
 def link_groups(theta, idx, score, all_scores: torch.Tensor, all_angles: torch.Tensor, *,
@@ -330,9 +334,7 @@ def link_groups(theta, idx, score, all_scores: torch.Tensor, all_angles: torch.T
         np.add.at(offsets[:, b], label, vote.sum(1))
     np.fill_diagonal(offsets, 0.0)
     h = (offsets + offsets.conj().T) / 2
-    phase = np.linalg.eigh(h)[1][:, -1]
-    for _ in range(100):
-        phase = h @ (phase / np.maximum(np.abs(phase), 1e-300))
+    phase = _power_phases(h, np.linalg.eigh(h)[1][:, -1], 100)
     return theta - np.angle(phase)[label]
 
 

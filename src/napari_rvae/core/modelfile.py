@@ -87,6 +87,9 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
         state = dict(payload["state_dict"])
         for key in ("ref_spectra", "ref_theta", "ref_window", "ref_range_test"):  # ditto: defaults
             state.setdefault(key, getattr(model, key))
+        # ... and before the third range statistic ("beyond"): it reads as not measured.
+        stats = state["ref_range_test"]
+        state["ref_range_test"] = torch.cat([stats, model.ref_range_test[stats.numel():]])
         model.load_state_dict(state)
     except InputError:
         raise

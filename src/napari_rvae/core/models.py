@@ -278,10 +278,6 @@ class RVAE(nn.Module):
         for name in ("ref_spectra", "ref_theta"):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
-        # Files from before the "beyond" statistic hold two of the three: it reads as not measured.
-        stats = state_dict.get(prefix + "ref_range_test")
-        if stats is not None and stats.numel() < self.ref_range_test.numel():
-            state_dict[prefix + "ref_range_test"] = torch.cat([stats, self.ref_range_test[stats.numel():].cpu()])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- coarse alignment ---------------------------------------------------
