@@ -33,6 +33,7 @@ from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
 from .config import ModelConfig, TrainConfig
 from .decoder import resolve_compute_dtype
 from .device import resolve_device
+from .dynamo_import import import_dynamo_safely
 from .errors import InputError
 from .models import RVAE
 
@@ -199,6 +200,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         targets = y_all
 
     elbo = TraceEnum_ELBO(max_plate_nesting=1) if enum else TraceMeanField_ELBO()
+    import_dynamo_safely()  # the optimizer's first use imports it; see core/dynamo_import.py
     optim = torch.optim.Adam(model.parameters(), lr=train_config.lr)
     # A batch larger than the data would train nothing in some libraries: clamp it.
     batch = min(int(train_config.batch_size), n)
