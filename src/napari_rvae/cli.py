@@ -11,7 +11,10 @@ no traceback. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 from . import __version__
 
@@ -143,19 +146,44 @@ def _cmd_train(args, say) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, threads=args.threads
     )
     bar = _ProgressBar(args.quiet)
+    stop = threading.Event()
     try:
-        report = run_train(
-            args.input, args.out, model_config=model_config, train_config=train_config, points_path=args.points,
-            labels_col=args.labels_col, edge=args.edge or "drop", on_progress=bar, say=say,
-        )
+        with _first_interrupt_stops(stop, say):
+            report = run_train(
+                args.input, args.out, model_config=model_config, train_config=train_config, points_path=args.points,
+                labels_col=args.labels_col, edge=args.edge or "drop", on_progress=bar, say=say, stop=stop,
+            )
     finally:
         bar.close()
+    loss = "no epoch finished" if report["final_loss"] is None else f"final loss {report['final_loss']:.4g}"
+    how = "stopped early after" if report["stopped_early"] else "for"
     say(
-        f"Trained {args.model} on {report['n_patches']} patches for {report['epochs_run']} epochs on {report['device']} "
-        f"in {report['seconds']['train']:.1f} s ({report['patches_per_second']:.0f} patches/s); "
-        f"final loss {report['final_loss']:.4g}. Results in {args.out}"
+        f"Trained {args.model} on {report['n_patches']} patches {how} {report['epochs_run']:.3g} epochs on "
+        f"{report['device']} in {report['seconds']['train']:.1f} s ({report['patches_per_second']:.0f} patches/s); "
+        f"{loss}. Results in {args.out}"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _first_interrupt_stops(stop: threading.Event, say):
+    """The first Ctrl-C sets ``stop`` (training ends after this step, results are written);
+    the second raises KeyboardInterrupt as usual (the run is aborted, nothing is written)."""
+
+    def first(signum, frame):
+        stop.set()
+        say("\nStopping after this step; the results so far will be written. Press Ctrl-C again to abort.")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        previous = signal.signal(signal.SIGINT, first)
+    except ValueError:  # not the main thread (main() called from a thread): Ctrl-C keeps its meaning
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _cmd_encode(args, say) -> int:
@@ -238,7 +266,7 @@ def main(argv=None) -> int:
         print(f"napari-rvae: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("napari-rvae: interrupted; nothing was written.", file=sys.stderr)
+        print("napari-rvae: aborted; nothing was written.", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -1,5 +1,6 @@
 """The Train rVAE dock widget with a real viewer, real Qt and real (tiny) trainings."""
 
+import json
 import time
 
 import numpy as np
@@ -9,12 +10,16 @@ from napari.utils import progress
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 
+from napari_rvae.core.analysis import apply_model
 from napari_rvae.core.config import ModelConfig
 from napari_rvae.core.detect import detect_atoms
-from napari_rvae.core.modelfile import save_model
+from napari_rvae.core.modelfile import load_model, save_model
 from napari_rvae.core.patches import edge_dropped_count
 from napari_rvae.core.models import RVAE
 from napari_rvae.core.synthetic import make_lattice
+from napari_rvae.ui.result_layers import results_meta, run_layers
+from napari_rvae.ui.train_widget import NO_LABELS
+from tests.core.test_report import CLI_REPORT_KEYS, CLI_SOURCE_KEYS
 
 pytestmark = pytest.mark.gui
 
@@ -63,6 +68,19 @@ def wait_progress(qtbot, widget, n=2):
 
 def result_layers(viewer, before):
     return [lay for lay in viewer.layers if lay.name not in before]
+
+
+def run_points(viewer, run_name):
+    """The results points layer of one run (found by metadata, whatever the names)."""
+    (points,) = [lay for lay in run_layers(viewer, run_name) if results_meta(lay)["role"] == "points"]
+    return points
+
+
+def assert_untouched(viewer, layer, data, name):
+    """The user's layer is still in the viewer, with its data and the name the user gave it."""
+    assert layer in viewer.layers and layer.name == name
+    np.testing.assert_array_equal(layer.data, data)
+    assert list(getattr(layer, "features", {})) == []
 
 
 def test_train_through_manifest_keeps_inputs_and_viewer_responsive(make_napari_viewer, qtbot, lattice, tmp_path, messages):
@@ -338,3 +356,160 @@ def test_trains_on_the_gpu_when_chosen(make_napari_viewer, qtbot, lattice):
     widget.train_button.click()
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     assert "cuda:0" in widget.status.text() and widget.model is not None
+
+
+def test_renaming_inputs_during_training_is_harmless(make_napari_viewer, qtbot, lattice, messages):
+    viewer = make_napari_viewer()
+    img, pts = add_inputs(viewer, lattice)
+    img_data, pts_data = img.data.copy(), pts.data.copy()
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=3)
+    with qtbot.captureExceptions() as exceptions:
+        widget.train_button.click()
+        assert widget.busy  # no events ran since the click: the job cannot have ended
+        img.name = "scan, drift-corrected"
+        pts.name = "atoms v2"
+        qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert not exceptions, exceptions
+    assert "Training done" in widget.status.text()
+    table = run_points(viewer, "scan rvae").features  # the run keeps the name it started with
+    assert len(table) == len(lattice[1]) - edge_dropped_count(lattice[0].shape, lattice[1], 16)
+    assert np.isfinite(table["angle"]).all()
+    assert_untouched(viewer, img, img_data, "scan, drift-corrected")
+    assert_untouched(viewer, pts, pts_data, "atoms v2")
+    assert widget.image_combo.layer() is img and widget.points_combo.layer() is pts
+    # The report names the layers as they were when the data was copied.
+    assert (widget.report["image_layer"], widget.report["points_layer"]) == ("scan", "atoms")
+    assert not [m for m in messages() if "failed" in m]
+
+
+def test_second_train_or_apply_while_training_starts_nothing(make_napari_viewer, qtbot, lattice, tmp_path, messages):
+    viewer = make_napari_viewer()
+    img, pts = add_inputs(viewer, lattice)
+    img_data, pts_data = img.data.copy(), pts.data.copy()
+    _, widget = open_widget(viewer)
+    widget.load_model(save_model(RVAE(ModelConfig(patch_size=16, hidden_dim=8)), tmp_path / "m.pt"))
+    small_run(widget, epochs=3)
+    inserted = []
+    viewer.layers.events.inserted.connect(lambda event: inserted.append(event.value.name))
+    with qtbot.captureExceptions() as exceptions:
+        widget.train_button.click()
+        job = widget.job
+        assert widget.busy and not widget.train_button.isEnabled() and not widget.apply_button.isEnabled()
+        widget.train()  # called anyway, as a script or a stray shortcut would
+        widget.train_button.click()  # disabled: nothing happens
+        widget.apply()
+        widget.apply_button.click()
+        assert widget.job is job
+        assert len([b for b in progress._all_instances if b.desc.startswith(("Training", "Applying"))]) == 1
+        qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+        qtbot.wait(100)  # a second job, had one started, would now deliver too
+    assert not exceptions, exceptions
+    assert widget.job is job and not widget.busy
+    # The first run completed as usual, and only it made layers.
+    assert "Training done" in widget.status.text()
+    assert widget.report["epochs_run"] == 3 and not widget.report["stopped_early"]
+    assert sorted(inserted) == sorted(lay.name for lay in run_layers(viewer, "scan rvae"))
+    assert not [name for name in inserted if "applied" in name]
+    assert_untouched(viewer, img, img_data, "scan")
+    assert_untouched(viewer, pts, pts_data, "atoms")
+    assert not [m for m in messages() if "failed" in m]
+
+
+def test_apply_model_of_another_patch_size_cuts_its_own_patches(make_napari_viewer, qtbot, lattice, tmp_path, messages):
+    """A 24 px model on a form set to 16 px: patches are cut at 24 px, as the core's apply_model does."""
+    viewer = make_napari_viewer()
+    img, pts = add_inputs(viewer, lattice)
+    img_data, pts_data = img.data.copy(), pts.data.copy()
+    _, widget = open_widget(viewer)
+    small_run(widget)
+    model = RVAE(ModelConfig(patch_size=24, hidden_dim=8)).eval()
+    path = save_model(model, tmp_path / "p24.pt")
+    assert widget.load_model(str(path)) is not None and widget.form.patch_size.value() == 24
+    widget.form.patch_size.setValue(16)  # the user changes the form afterwards
+    with qtbot.captureExceptions() as exceptions:
+        widget.apply_button.click()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert not exceptions, exceptions
+    image, points = lattice
+    kept_at_24 = len(points) - edge_dropped_count(image.shape, points, 24)
+    assert kept_at_24 != len(points) - edge_dropped_count(image.shape, points, 16)  # the sizes are told apart
+    table = run_points(viewer, "scan rvae applied").features
+    assert len(table) == kept_at_24
+    expected = apply_model(image, points, model)
+    np.testing.assert_allclose(table["angle"], expected.table["angle"], atol=1e-4)
+    np.testing.assert_allclose(table[["y", "x"]], expected.centers)
+    assert "Applied to" in widget.status.text()
+    assert_untouched(viewer, img, img_data, "scan")
+    assert_untouched(viewer, pts, pts_data, "atoms")
+    assert not [m for m in messages() if "failed" in m or "does not fit" in m]
+
+
+def test_saved_model_has_the_runs_report(make_napari_viewer, qtbot, lattice, tmp_path, messages):
+    """Save writes X.report.json beside X.pt: the CLI's report keys, with layer names in place of files."""
+    viewer = make_napari_viewer()
+    add_inputs(viewer, lattice, scale=(0.5, 0.5))
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=3)
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    path = widget.save_model(tmp_path / "grains.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grains.pt", "grains.report.json"]  # no temp files
+    report = json.loads((tmp_path / "grains.report.json").read_text())
+
+    assert set(report) >= (CLI_REPORT_KEYS - CLI_SOURCE_KEYS) | {"image_layer", "points_layer"}
+    assert not set(report) & CLI_SOURCE_KEYS  # no file paths: there were none
+    assert report["command"] == "napari"
+    assert (report["image_layer"], report["points_layer"]) == ("scan", "atoms")
+    assert report["model_config"] == widget.model.config.to_dict()
+    assert report["model_config"]["patch_size"] == 16 and report["model_config"]["hidden_dim"] == 32
+    assert {k: report["train_config"][k] for k in ("epochs", "batch_size", "device")} == {
+        "epochs": 3, "batch_size": 16, "device": "cpu"}
+    assert report["device"] == "cpu"
+    assert report["alignment"] == widget.model.alignment_summary()
+    assert report["epochs_run"] == 3 and report["stopped_early"] is False
+    assert len(report["loss_per_epoch"]) == 3 and report["final_loss"] == report["loss_per_epoch"][-1]
+    trained = len(run_points(viewer, "scan rvae").features)
+    assert report["n_patches"] == trained
+    assert report["n_points"] == len(lattice[1]) == trained + len(report["dropped_rows"])
+    assert set(report["seconds"]) == {"extract", "train", "encode", "total"}
+    assert report["seconds"]["total"] >= report["seconds"]["train"] > 0 and report["patches_per_second"] > 0
+    assert report["files"] == ["grains.pt", "grains.report.json"]
+
+    # A loaded model brings its report along: saved again, the same report lies beside the copy.
+    assert widget.load_model(str(path)) is not None
+    copy = widget.save_model(tmp_path / "copies" / "again.pt")
+    again = json.loads(copy.with_name("again.report.json").read_text())
+    assert again["files"] == ["again.pt", "again.report.json"]
+    assert {k: v for k, v in again.items() if k != "files"} == {k: v for k, v in report.items() if k != "files"}
+
+    # A model without a report writes none, and removes an old one that described another model.
+    widget.load_model(str(save_model(RVAE(ModelConfig(patch_size=16, hidden_dim=8)), tmp_path / "bare.pt")))
+    assert widget.report is None
+    widget.save_model(tmp_path / "grains.pt")
+    assert not (tmp_path / "grains.report.json").exists()
+    # A place that cannot be written to: a sentence, no traceback.
+    assert widget.save_model(tmp_path / "bare.pt" / "inside a file.pt") is None
+    assert any("could not be saved" in m for m in messages())
+    assert not [m for m in messages() if "failed" in m]
+
+
+def test_changing_the_labels_column_during_training_keeps_the_one_trained_on(
+    make_napari_viewer, qtbot, lattice, tmp_path
+):
+    viewer = make_napari_viewer()
+    image, points = lattice
+    viewer.add_image(image, name="scan")
+    viewer.add_points(points, name="atoms", features={"label": np.arange(len(points)) % 2})
+    _, widget = open_widget(viewer)
+    assert widget.labels_combo.currentText() == "label"
+    small_run(widget, epochs=2, kind="crvae")
+    with qtbot.captureExceptions() as exceptions:
+        widget.train_button.click()
+        widget.labels_combo.setCurrentText(NO_LABELS)  # the user moves on while it trains
+        qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert not exceptions, exceptions
+    assert widget.model.config.kind == "crvae"
+    _, extra = load_model(widget.save_model(tmp_path / "c.pt"))
+    assert extra["labels_col"] == "label" and extra["class_names"] == [0, 1]
+    assert widget.report["labels_column"] == "label" and widget.report["class_names"] == [0, 1]

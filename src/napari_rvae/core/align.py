@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ROTATION_RANGES
+from .eigen import leading_eigenvectors
 from .spectral import spectral_clusters
 
 # Patches synchronised with each other: the cost grows as its square (2,000
@@ -265,7 +266,6 @@ def synchronize(idx, angle, score, *, sharpness: float = 16.0, iterations: int =
     array([0., 1., 2., 3.])
     """
     import scipy.sparse as sp
-    from scipy.sparse.linalg import eigsh
 
     idx, angle, score = (_numpy(v) for v in (idx, angle, score))
     n = idx.shape[0]
@@ -275,10 +275,7 @@ def synchronize(idx, angle, score, *, sharpness: float = 16.0, iterations: int =
     h = (h + h.conj().T) * 0.5
     deg = np.asarray(abs(h).sum(1)).ravel() + 1e-12
     d = sp.diags(1.0 / np.sqrt(deg))
-    if n <= 3:
-        vec = np.linalg.eigh((d @ h @ d).toarray())[1][:, -1]
-    else:
-        vec = eigsh(d @ h @ d, k=1, which="LA", v0=np.ones(n, dtype=complex))[1][:, 0]
+    vec = leading_eigenvectors(d @ h @ d)[:, 0]
     return np.angle(_power_phases(h, vec / np.sqrt(deg), iterations))
 
 
@@ -401,10 +398,10 @@ def beyond_window_share(rel, window: float, *, symmetry: int = 1, majority: floa
     >>> beyond_window_share(rel, math.pi / 2)
     0.2
     """
-    rel = torch.as_tensor(_numpy(rel), dtype=torch.float64) * symmetry
-    turn = torch.remainder(rel + math.pi, 2 * math.pi) - math.pi
-    far = (turn.abs() > window * symmetry + 1e-6).double().mean(1)
-    return float((far >= majority).double().mean()) if far.numel() else 0.0
+    rel = np.asarray(_numpy(rel), dtype=np.float64) * symmetry
+    turn = np.remainder(rel + math.pi, 2 * math.pi) - math.pi
+    far = (np.abs(turn) > window * symmetry + 1e-6).mean(1)
+    return float((far >= majority).mean()) if far.size else 0.0
 
 
 def centre_on_mean_pose(theta, similarity: torch.Tensor, *, symmetry: int = 1, sharpness: float = 16.0,
@@ -431,7 +428,9 @@ def centre_on_mean_pose(theta, similarity: torch.Tensor, *, symmetry: int = 1, s
     >>> np.round(centre_on_mean_pose(theta, torch.tensor(np.where(same, 1.0, 0.9))), 2) + 0.0
     array([-0.1 ,  0.  ,  0.1 , -0.05,  0.05])
     """
-    theta = torch.as_tensor(np.asarray(_numpy(theta), dtype=np.float64) * symmetry, device=similarity.device)
+    # float32 on the device (MPS has no float64); symmetry * theta first, in float64 on the host.
+    theta = torch.as_tensor(np.asarray(np.asarray(_numpy(theta), dtype=np.float64) * symmetry, dtype=np.float32),
+                            device=similarity.device)
     pose = torch.polar(torch.ones_like(theta), theta).to(torch.complex64)
     mean = torch.empty_like(pose)
     for s in range(0, pose.shape[0], chunk):
@@ -439,7 +438,7 @@ def centre_on_mean_pose(theta, similarity: torch.Tensor, *, symmetry: int = 1, s
         first = weight.to(torch.complex64) @ pose
         agree = (pose[None, :] * first.conj()[:, None]).real > 0
         mean[s : s + chunk] = (weight * agree).to(torch.complex64) @ pose
-    return (torch.angle(pose * mean.conj()).double() / symmetry).cpu().numpy()
+    return torch.angle(pose * mean.conj()).cpu().numpy().astype(np.float64) / symmetry
 
 
 def best_references(spec: torch.Tensor, ref_spec: torch.Tensor, *, k: int = 10, n_angles: int = 64,
@@ -567,7 +566,7 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
         window = None
         theta = synchronize(idx, rel * symmetry, score)
         theta = link_groups(theta, idx, score, all_scores, all_angles * symmetry, seed=seed) / symmetry
-    theta = torch.as_tensor(theta, dtype=torch.float32, device=spec.device)
+    theta = torch.as_tensor(np.asarray(theta, dtype=np.float32), device=spec.device)  # MPS: no float64
     if keep is not None and spec.shape[0] > keep:
         subset = pick_anchors(spec.shape[0], keep, seed=seed + 1).to(spec.device)
         spec, theta = spec[subset], theta[subset]
@@ -610,7 +609,7 @@ def coarse_angles(patches, *, symmetry: int = 1, k: int = 10, n_angles: int = 64
     >>> bool(np.rad2deg(np.abs(err - np.angle(np.exp(1j * err).mean()))).mean() < 5)
     True
     """
-    x = patches if torch.is_tensor(patches) else torch.as_tensor(np.asarray(patches))
+    x = patches if torch.is_tensor(patches) else torch.as_tensor(np.asarray(patches, dtype=np.float32))
     x = x.float().reshape(x.shape[0], x.shape[-1], x.shape[-1])
     spec = angular_spectra(x, symmetry, n_angles)
     ref = build_reference(spec, symmetry=symmetry, k=k, n_angles=n_angles, max_anchors=max_anchors,

@@ -9,8 +9,9 @@ no training.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,8 @@ class Analysis:
     centers: np.ndarray  # (len(kept), 2) y, x of the kept points
     model: RVAE
     training: TrainResult | None = None
+    # Wall times: "extract" (patches), "encode", "total"; training's own is in ``training.seconds``.
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_points(self) -> int:
@@ -54,16 +57,26 @@ def analyse_iter(
     stop=None,
 ) -> Generator[Progress, None, Analysis]:
     """Extract patches, train, encode. ``labels`` are per input point (-1 unknown)."""
+    t_start = time.perf_counter()
     ps = _patches(image, points_yx, model_config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
+    t_extract = time.perf_counter() - t_start
     result = yield from train_iter(ps.patches, model_config, train_config, labels=kept_labels, stop=stop)
-    table = encode(result.model, ps.patches, labels=kept_labels if model_config.kind == "crvae" else None)
-    return Analysis(table, ps.kept, ps.dropped, ps.centers, result.model, result)
+    t_enc = time.perf_counter()
+    table = encode(result.model, ps.patches, labels=kept_labels if model_config.kind == "crvae" else None,
+                   notes=result.notes)
+    t_end = time.perf_counter()
+    seconds = {"extract": t_extract, "encode": t_end - t_enc, "total": t_end - t_start}
+    return Analysis(table, ps.kept, ps.dropped, ps.centers, result.model, result, seconds)
 
 
 def apply_model(image, points_yx, model: RVAE, *, labels=None, edge: str = "drop") -> Analysis:
     """Encode the points of an image with an already trained model."""
+    t_start = time.perf_counter()
     ps = _patches(image, points_yx, model.config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
+    t_enc = time.perf_counter()
     table = encode(model, ps.patches, labels=kept_labels if model.config.kind == "crvae" else None)
-    return Analysis(table, ps.kept, ps.dropped, ps.centers, model)
+    t_end = time.perf_counter()
+    seconds = {"extract": t_enc - t_start, "encode": t_end - t_enc, "total": t_end - t_start}
+    return Analysis(table, ps.kept, ps.dropped, ps.centers, model, seconds=seconds)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .memory import free_cached_memory, is_out_of_memory
 from .models import RVAE
 
 
@@ -34,7 +35,7 @@ def result_columns(model: RVAE) -> list[str]:
     return cols
 
 
-def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=None) -> pd.DataFrame:
+def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=None, notes=None) -> pd.DataFrame:
     """Encode a patch stack into one row per patch.
 
     Parameters
@@ -48,6 +49,9 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
         Patches per forward pass (memory only; results do not depend on it).
     device : torch.device, optional
         Defaults to the model's device.
+    notes : list, optional
+        Sentences for the user are appended here (a batch halved after the
+        device ran out of memory).
 
     Returns
     -------
@@ -79,12 +83,24 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
     parts: dict[str, list[np.ndarray]] = {}
     half = (cfg.patch_size - 1) / 2.0
     try:
-        for start in range(0, x_np.shape[0], batch_size):
+        start = 0
+        while start < x_np.shape[0]:
             xb = torch.as_tensor(np.ascontiguousarray(x_np[start : start + batch_size], dtype=np.float32), device=dev)
             yb = None
             if cfg.kind == "crvae":
                 yb = F.one_hot(torch.as_tensor(labels[start : start + batch_size], device=dev), cfg.n_classes).float()
-            post = model.posterior(model.normalize(xb), yb)
+            try:
+                post = model.posterior(model.normalize(xb), yb)
+            except Exception as exc:  # noqa: BLE001 - out of memory: halve the batch; anything else re-raised
+                if not is_out_of_memory(exc) or batch_size == 1:
+                    raise
+                free_cached_memory(dev)
+                if notes is not None:
+                    notes.append(f"Encoding ran out of memory on {dev} with batches of {batch_size}; "
+                                 f"it went on with batches of {batch_size // 2}.")
+                batch_size //= 2
+                continue
+            start += len(xb)
             cols: dict[str, torch.Tensor] = {}
             if cfg.pose_model:
                 period = 360.0 / cfg.symmetry

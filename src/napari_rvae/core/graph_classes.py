@@ -43,7 +43,7 @@ def graph_classes(patches, n_classes: int, *, labels=None, symmetry: int = 1, k:
         among them); every other patch takes the weighted vote of its best
         matches there.
     """
-    x = patches if torch.is_tensor(patches) else torch.as_tensor(np.asarray(patches))
+    x = patches if torch.is_tensor(patches) else torch.as_tensor(np.asarray(patches, dtype=np.float32))
     x = x.float().reshape(x.shape[0], x.shape[-1], x.shape[-1])
     n = x.shape[0]
     lab = None if labels is None else np.asarray(labels).astype(np.int64)

@@ -28,6 +28,14 @@ EDGE_MODES = ("drop", "reflect", "constant", "nearest")
 NORMALIZE_MODES = ("none", "patch", "global", "minmax")
 MIN_PATCH_SIZE = 8
 
+# Points this far (px) beyond the image's outer pixel edges are edge points, not
+# mistakes: tools differ on whether pixel i covers [i - 0.5, i + 0.5) or
+# [i, i + 1), so sub-pixel positions up to a pixel past the last centre are
+# normal. Farther out, or when more than MAX_BORDER_SHARE of the points lie
+# outside at all, the points belong to another image or have x and y swapped.
+BORDER_TOLERANCE = 1.0
+MAX_BORDER_SHARE = 0.05
+
 # Points per chunk: keeps the per-chunk temporaries (~P^2 * 4 B * 3 per point)
 # at a few MB, which is cache friendly and caps the memory overhead.
 _CHUNK = 2048
@@ -120,11 +128,14 @@ def _check_points(points, shape) -> np.ndarray:
             f"(for example point {i}: {tuple(pts[i])})."
         )
     h, w = shape
-    out = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
-    if out.any():
-        i = int(np.flatnonzero(out)[0])
+    beyond = np.maximum.reduce([-0.5 - pts[:, 0], pts[:, 0] - (h - 0.5), -0.5 - pts[:, 1], pts[:, 1] - (w - 0.5)])
+    far = beyond > BORDER_TOLERANCE
+    near = (beyond > 0) & ~far
+    if far.any() or near.mean() > MAX_BORDER_SHARE:
+        bad = far if far.any() else near
+        i = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"{int(out.sum()):,} of {len(pts):,} points lie outside the {h} x {w} image "
+            f"{int((beyond > 0).sum()):,} of {len(pts):,} points lie outside the {h} x {w} image "
             f"(for example point {i} at y={pts[i, 0]:.1f}, x={pts[i, 1]:.1f}). "
             f"Are the points from another image, or in (x, y) instead of (y, x) order?"
         )
@@ -233,7 +244,9 @@ def extract_patches(image, points, patch_size, *, edge="drop", normalize="none",
         Any numeric 2-D image (views and non-contiguous slices are fine).
     points : array_like, shape (N, 2)
         ``(y, x)`` positions in pixels (napari order), sub-pixel allowed. They
-        must lie in the image, ``-0.5 <= y <= H - 0.5`` and likewise for x.
+        must lie in the image, ``-0.5 <= y <= H - 0.5`` and likewise for x,
+        or at most ``BORDER_TOLERANCE`` (1 px) beyond it: those are edge
+        points, dropped or padded like any point near the edge.
     patch_size : int
         Side ``P`` of the square patches, at least 8 and at most the image's
         smaller side.

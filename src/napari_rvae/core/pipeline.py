@@ -174,8 +174,13 @@ def run_train(
     detect_options: dict | None = None,
     on_progress=None,
     say: Say = lambda s: None,
+    stop=None,
 ) -> dict:
-    """Train on INPUT and write model.pt, points.csv and report.json into ``out_dir``."""
+    """Train on INPUT and write model.pt, points.csv and report.json into ``out_dir``.
+
+    ``stop`` (a ``threading.Event``): training ends after the current step and
+    the model trained so far is encoded and written, with ``stopped_early``.
+    """
     from .train import train
 
     t_start = time.perf_counter()
@@ -206,46 +211,38 @@ def run_train(
             say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
         t_extract = time.perf_counter() - t_start
 
-        result = train(inputs.patches, model_config, train_config, labels=labels, callback=on_progress)
-        alignment = result.model.alignment_summary()
-        if alignment:
-            say(alignment["description"])
+        result = train(inputs.patches, model_config, train_config, labels=labels, callback=on_progress, stop=stop)
+        if result.alignment:
+            say(result.alignment["description"])
+        for note in result.notes:
+            say(note)
         t_enc = time.perf_counter()
-        encoded = encode(result.model, inputs.patches, labels=labels if model_config.kind == "crvae" else None)
+        encoded = encode(result.model, inputs.patches, labels=labels if model_config.kind == "crvae" else None,
+                         notes=result.notes)
         t_encode = time.perf_counter() - t_enc
         table = results_table(inputs, encoded, class_names=class_names)
         extra = {"class_names": class_names, "labels_col": labels_col, "edge": edge}
         save_model(result.model, out.path(MODEL_FILE), extra=extra)
         table.to_csv(out.path(POINTS_FILE), index=False)
         map_files = write_map_exports(out, inputs, table, result.model)
-        report = {
-            "command": "train",
-            "input": str(input_path),
-            "points": str(points_path) if points_path else None,
-            "model_config": model_config.to_dict(),
-            "train_config": train_config.to_dict(),
-            "device": result.device,
-            "alignment": alignment,
-            "n_points": inputs.n_points,
-            "n_patches": int(len(inputs.patches)),
-            "dropped_rows": inputs.dropped,
-            "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped,
-            "loss_per_epoch": result.history,
-            "final_loss": result.history[-1] if result.history else None,
-            "seconds": {
-                "extract": t_extract,
-                "train": result.seconds,
-                "encode": t_encode,
-                "total": time.perf_counter() - t_start,
-            },
-            "patches_per_second": result.patches_per_second,
-            "class_names": class_names,
-            "pixel_size": inputs.pixel_size,
-            "unit": inputs.unit,
-            "notes": inputs.notes,
-            "files": [MODEL_FILE, POINTS_FILE, *map_files, REPORT],
-        }
+        from .report import training_report  # the one builder of report.json (also the widget's)
+
+        report = training_report(
+            result,
+            model_config,
+            train_config,
+            command="train",
+            sources={"input": str(input_path), "points": str(points_path) if points_path else None},
+            n_points=inputs.n_points,
+            n_patches=len(inputs.patches),
+            dropped_rows=inputs.dropped,
+            seconds={"extract": t_extract, "encode": t_encode, "total": time.perf_counter() - t_start},
+            class_names=class_names,
+            pixel_size=inputs.pixel_size,
+            unit=inputs.unit,
+            notes=inputs.notes,
+            files=[MODEL_FILE, POINTS_FILE, *map_files, REPORT],
+        )
         out.write_json(REPORT, report)
     except BaseException:
         out.discard()
@@ -296,7 +293,10 @@ def run_encode(
             except KeyError as exc:
                 raise InputError(f"Class {exc.args[0]!r} was not among the classes the model was trained on.") from None
         t_enc = time.perf_counter()
-        encoded = encode(model, inputs.patches, labels=labels)
+        n_notes = len(inputs.notes)
+        encoded = encode(model, inputs.patches, labels=labels, notes=inputs.notes)
+        for note in inputs.notes[n_notes:]:
+            say(note)
         t_encode = time.perf_counter() - t_enc
         names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
         table = results_table(inputs, encoded, class_names=names)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .eigen import leading_eigenvectors
+
 __all__ = ["kmeans", "spectral_clusters", "spread_labels"]
 
 
@@ -59,13 +61,10 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10, iterations
 
 def spectral_clusters(idx, score, n_classes: int, *, seed: int = 0) -> np.ndarray:
     """``n_classes`` clusters of a k-nearest-neighbour graph (``idx``, ``score``: (N, k))."""
-    from scipy.sparse.linalg import eigsh
-
     n = len(idx)
     if n <= n_classes:
         return np.arange(n) % n_classes
-    s = _adjacency(idx, score, n)
-    _, vecs = eigsh(s, k=n_classes, which="LA", v0=np.ones(n))
+    vecs = leading_eigenvectors(_adjacency(idx, score, n), n_classes, seed=seed)
     emb = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
     return kmeans(emb, n_classes, seed=seed)
 

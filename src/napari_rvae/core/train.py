@@ -18,11 +18,12 @@ is no other training loop. Contract:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyro
@@ -35,9 +36,11 @@ from .decoder import resolve_compute_dtype
 from .device import resolve_device
 from .dynamo_import import import_dynamo_safely
 from .errors import InputError
+from .memory import free_cached_memory, is_out_of_memory
 from .models import RVAE
 
 StopFlag = Callable[[], bool]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,21 @@ class TrainResult:
     device: str = "cpu"
     seconds: float = 0.0
     n_patches: int = 0
+    alignment_error: str | None = None  # why the coarse alignment failed (the rVAE alone then measured angles)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def alignment(self) -> dict | None:
+        """How angles were measured, for reports and status lines; ``None`` without alignment."""
+        if self.alignment_error is not None:
+            return {
+                "description": "Coarse alignment failed on these data; the rVAE alone measured the angles "
+                               f"({self.alignment_error}).",
+                "status": "failed",
+                "error": self.alignment_error,
+                "rotation_range": None,
+            }
+        return self.model.alignment_summary()
 
     @property
     def patches_per_second(self) -> float:
@@ -168,16 +186,25 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
     n = x_np.shape[0]
     raw = torch.as_tensor(np.ascontiguousarray(x_np, dtype=np.float32)).to(device)
     fresh = model is None
+    alignment_error = None
     if fresh:
         model = RVAE(model_config).to(device)
         model.fit_normalization(raw)
         if model_config.coarse_alignment:
-            model.fit_alignment(model.normalize(raw), seed=train_config.seed)
+            try:
+                model.fit_alignment(model.normalize(raw), seed=train_config.seed)
+            except Exception as exc:  # noqa: BLE001 - numerical trouble on unforeseen data must not end the run
+                alignment_error = f"{type(exc).__name__}: {exc}"
+                log.warning("Coarse alignment failed (%s); training the rVAE alone", alignment_error, exc_info=exc)
+                model_config = replace(model_config, alignment="none")
+                model = RVAE(model_config).to(device)
+                model.fit_normalization(raw)
     else:
         model = model.to(device)
     # Speed (#7): the decoder's per-pixel layers in bfloat16 where the device has it.
     model.decoder.compute_dtype = resolve_compute_dtype(train_config.precision, device)
     enum = model_config.kind in ("jrvae", "ssrvae")
+    notes: list[str] = []
     x_all = model.normalize(raw)
     del raw
     targets = None
@@ -186,9 +213,14 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
 
         # Science (#6): the class head learns the classes of the rotation-invariant
         # similarity graph (core/graph_classes.py), spread from the labels if any.
-        found = graph_classes(x_all.reshape(n, model_config.patch_size, -1), model_config.n_classes,
-                              labels=lab, symmetry=model_config.symmetry, seed=train_config.seed)
-        targets = torch.as_tensor(found, device=device)
+        try:
+            found = graph_classes(x_all.reshape(n, model_config.patch_size, -1), model_config.n_classes,
+                                  labels=lab, symmetry=model_config.symmetry, seed=train_config.seed)
+            targets = torch.as_tensor(found, device=device)
+        except Exception as exc:  # noqa: BLE001 - the class head can learn from the ELBO alone
+            notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
+                         "the class head learned from the ELBO alone.")
+            log.warning("graph_classes failed", exc_info=exc)
     # Science (#6): with coarse alignment the rVAE trains on patches turned by
     # their synchronised angle and only learns what is left (see core/align.py).
     x_all = model.coarse_align(x_all, inplace=True)[0]
@@ -204,11 +236,10 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
     optim = torch.optim.Adam(model.parameters(), lr=train_config.lr)
     # A batch larger than the data would train nothing in some libraries: clamp it.
     batch = min(int(train_config.batch_size), n)
-    steps = math.ceil(n / batch)
     labelled = torch.nonzero(targets >= 0).flatten() if (enum and targets is not None) else None
 
     gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
-    result = TrainResult(model=model, device=str(device), n_patches=n)
+    result = TrainResult(model=model, device=str(device), n_patches=n, alignment_error=alignment_error, notes=notes)
     t0 = time.perf_counter()
     last_yield = t0
     model.train()
@@ -217,28 +248,39 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         kl_scale = min(1.0, epoch / warm) if warm > 0 else 1.0
         order = torch.randperm(n, generator=gen).to(device)
         total = torch.zeros((), device=device)
-        done = 0
-        for step in range(steps):
+        done = step = 0
+        steps = math.ceil(n / batch)
+        while done < n:
             if _is_stopped(stop):
                 result.stopped = True
                 break
-            idx = order[step * batch : (step + 1) * batch]
-            xb = x_all[idx]
-            if enum:
-                yb = None if y_all is None else y_all[idx]
-                loss = _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all, targets, labelled, gen)
-            else:
-                yb = F.one_hot(y_all[idx], n_cls).to(xb.dtype) if y_all is not None else None
-                loss = elbo.differentiable_loss(model.model, model.guide, xb, yb, kl_scale)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
+            idx = order[done : done + batch]
+            try:
+                loss = _step_loss(model, elbo, x_all, idx, y_all, enum, n_cls, kl_scale, targets, labelled, gen)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                loss = None
+                optim.zero_grad(set_to_none=True)
+                free_cached_memory(device)
+                if batch == 1:
+                    raise InputError(f"The {device} device ran out of memory even with one patch per batch; "
+                                     "use a smaller patch size or hidden size, or --device cpu.") from None
+                notes.append(f"The {device} device ran out of memory with batches of {batch}; "
+                             f"training went on with batches of {batch // 2}.")
+                batch //= 2
+                steps = step + math.ceil((n - done) / batch)
+                continue
             total = total + loss.detach()
             done += idx.numel()
+            step += 1
             now = time.perf_counter()
-            if now - last_yield > 0.2 and step + 1 < steps:
+            if now - last_yield > 0.2 and done < n:
                 last_yield = now
-                yield Progress(epoch, int(train_config.epochs), step + 1, steps, float(total) / done, now - t0)
+                yield Progress(epoch, int(train_config.epochs), step, steps, float(total) / done, now - t0)
         if done == 0:
             break
         epoch_loss = float(total) / done
@@ -250,13 +292,23 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         result.epochs_run = epoch if not result.stopped else epoch - 1 + done / n
         now = time.perf_counter()
         last_yield = now
-        yield Progress(epoch, int(train_config.epochs), steps, steps, epoch_loss, now - t0, epoch_done=True)
+        yield Progress(epoch, int(train_config.epochs), step, step, epoch_loss, now - t0, epoch_done=True)
         if result.stopped:
             break
     model.eval()
     model.decoder.compute_dtype = None  # decoding after training: float32, as saved
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _step_loss(model, elbo, x_all, idx, y_all, enum, n_cls, kl_scale, targets, labelled, gen):
+    """The loss of one optimisation step on the patches ``idx``."""
+    xb = x_all[idx]
+    if enum:
+        yb = None if y_all is None else y_all[idx]
+        return _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all, targets, labelled, gen)
+    yb = F.one_hot(y_all[idx], n_cls).to(xb.dtype) if y_all is not None else None
+    return elbo.differentiable_loss(model.model, model.guide, xb, yb, kl_scale)
 
 
 # Weight of the classifier's mean cross-entropy per patch of the batch (the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -37,11 +38,12 @@ from napari_rvae.core.config import MODEL_KINDS, SYMMETRIES, ModelConfig, TrainC
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.modelfile import load_model, save_model
+from napari_rvae.core.report import analysis_report, find_report, report_path, write_report
 
 from .layer_combo import LayerCombo
 from .pick_widget import LABEL_COLUMN, layer_image_shape
 from .worker import JobWidget, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
-from .result_layers import show_results
+from .result_layers import pixel_size_and_unit, show_results
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,23 @@ class LossPlot(FigureCanvasQTAgg):
         self._drawn = time.monotonic()
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Copies of the chosen inputs (what a job works on), and where they came from."""
+
+    image: np.ndarray
+    points: np.ndarray
+    labels: np.ndarray | None
+    class_names: list | None
+    layers: tuple  # (image layer, points layer): the results' geometry, even if deleted meanwhile
+    labels_column: str | None
+    notes: list[str]
+    # Recorded when copied: the user may rename the layers while the job runs.
+    sources: dict
+    pixel_size: float | None
+    unit: str | None
+
+
 class TrainWidget(JobWidget):
     """Choose image + points, train in the background, stop/abort, save/load/apply models."""
 
@@ -188,6 +207,7 @@ class TrainWidget(JobWidget):
         super().__init__(napari_viewer, parent)
         self.model = None  # the trained or loaded model
         self.model_extra: dict = {}
+        self.report: dict | None = None  # the model's training report (written beside it on save), if known
         self._device = "cpu"  # the device the running training uses, for the status line
         layout = QVBoxLayout(self)
         inputs = QFormLayout()
@@ -264,7 +284,7 @@ class TrainWidget(JobWidget):
         column = self.labels_combo.currentText()
         return None if column in ("", NO_LABELS) else column
 
-    def _snapshot(self, patch_size: int, kind: str, labels_needed: bool):
+    def _snapshot(self, patch_size: int, kind: str, labels_needed: bool) -> Snapshot:
         """Copies of the chosen image and points, and of the labels when ``labels_needed``."""
         image_layer, points_layer = self.image_combo.layer(), self.points_combo.layer()
         if image_layer is None:
@@ -281,7 +301,9 @@ class TrainWidget(JobWidget):
         points, labels, names = snapshot_points(points_layer, image_layer, column)
         for note in notes:
             show_info(note)
-        return image, points, labels, names, (image_layer, points_layer)
+        sources = {"image_layer": image_layer.name, "points_layer": points_layer.name, "labels_column": column}
+        return Snapshot(image, points, labels, names, (image_layer, points_layer), column, list(notes), sources,
+                        *pixel_size_and_unit(image_layer))
 
     # ---------------------------------------------------------------- training
 
@@ -291,21 +313,21 @@ class TrainWidget(JobWidget):
             return
         try:
             kind = self.form.kind.currentText()
-            image, points, labels, names, layers = self._snapshot(self.form.patch_size.value(), kind, kind in LABELLED_KINDS)
-            model_config, train_config = self.form.configs(len(names or []))
+            snap = self._snapshot(self.form.patch_size.value(), kind, kind in LABELLED_KINDS)
+            model_config, train_config = self.form.configs(len(snap.class_names or []))
             device = resolve_device(train_config.device)
         except InputError as err:
             show_warning(str(err))
             return
-        inputs = TrainInputs(image, points, model_config, train_config, labels, names)
+        inputs = TrainInputs(snap.image, snap.points, model_config, train_config, snap.labels, snap.class_names)
         self.plot.reset()
         self.bar.setValue(0)
         self._device = str(device)
         self.status.setText(f"Training {kind} on {device}…")
-        run = f"{layers[0].name} {kind}"
+        run = f"{snap.layers[0].name} {kind}"
         self.run_job(start_training(
             inputs, on_progress=self._progress, on_end=self.update_buttons,
-            on_done=lambda analysis: self._trained(analysis, run, layers, names),
+            on_done=lambda analysis: self._trained(analysis, run, snap, train_config),
         ))
         self.update_buttons()
 
@@ -329,17 +351,21 @@ class TrainWidget(JobWidget):
         if not self.job.stopping:
             self.status.setText(f"Epoch {p.epoch}/{p.epochs} on {self._device}, loss {p.loss:.4g}{left}")
 
-    def _trained(self, analysis, run_name, layers, class_names):
+    def _trained(self, analysis, run_name, snap: Snapshot, train_config):
         t = analysis.training
         self.plot.redraw()  # the last points may have come in faster than the redraw limit
         self.model = analysis.model
-        self.model_extra = {"class_names": class_names, "labels_col": self._labels_column()}
+        # The column trained on, not the one chosen now: the user may have changed it meanwhile.
+        self.model_extra = {"class_names": snap.class_names, "labels_col": snap.labels_column}
+        self.report = analysis_report(analysis, train_config, command="napari", sources=snap.sources,
+                                      class_names=snap.class_names, pixel_size=snap.pixel_size, unit=snap.unit,
+                                      notes=snap.notes)
         how = "stopped early" if t.stopped else "done"
-        summary = self.model.alignment_summary()
+        summary = t.alignment
         self.status.setText(f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
                             f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge)."
                             + (f" {summary['description']}" if summary else ""))
-        self._show(analysis, run_name, layers, class_names)
+        self._show(analysis, run_name, snap.layers, snap.class_names)
 
     # ----------------------------------------------------------------- results
 
@@ -357,7 +383,10 @@ class TrainWidget(JobWidget):
             show_error(f"Showing the results failed: {type(exc).__name__}: {exc}")
 
     def save_model(self, path=None):
-        """Write the current model to a file (asks where when no path is given)."""
+        """Write the current model to ``X.pt`` and its training report to ``X.report.json`` beside it.
+
+        Asks where when no path is given. Returns the model's path, or None.
+        """
         if self.model is None:
             show_warning("There is no model yet: train one or load one first.")
             return None
@@ -365,8 +394,17 @@ class TrainWidget(JobWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt", "napari-rvae model (*.pt)")
             if not path:
                 return None
-        saved = save_model(self.model, path, extra=self.model_extra)
-        show_info(f"Model saved to {saved}.")
+        report_file = report_path(path)
+        try:
+            saved = save_model(self.model, path, extra=self.model_extra)
+            if self.report is not None:
+                write_report({**self.report, "files": [saved.name, report_file.name]}, report_file)
+            else:  # an older report there would describe another model
+                report_file.unlink(missing_ok=True)
+        except OSError as exc:
+            show_warning(f"The model could not be saved to {path}: {exc.strerror or exc}.")
+            return None
+        show_info(f"Model saved to {saved}" + (f", its training report to {report_file.name}." if self.report else "."))
         return saved
 
     def load_model(self, path=None):
@@ -380,7 +418,12 @@ class TrainWidget(JobWidget):
         except InputError as err:
             show_warning(str(err))
             return None
-        self.model, self.model_extra = model, extra
+        try:
+            report = find_report(path)
+        except InputError as err:  # the model itself is fine: use it, without a report
+            show_warning(f"{err} The model is loaded without it.")
+            report = None
+        self.model, self.model_extra, self.report = model, extra, report
         self.form.show_model(model.config)
         self.status.setText(f"Loaded a {model.config.kind} model ({model.config.patch_size} px patches).")
         self.update_buttons()
@@ -392,7 +435,9 @@ class TrainWidget(JobWidget):
             return
         cfg = self.model.config
         try:
-            image, points, labels, names, layers = self._snapshot(cfg.patch_size, cfg.kind, cfg.kind == "crvae")
+            # Patches are cut at the model's own size, whatever the form says now.
+            snap = self._snapshot(cfg.patch_size, cfg.kind, cfg.kind == "crvae")
+            labels, names = snap.labels, snap.class_names
             if labels is not None and labels.max(initial=-1) >= cfg.n_classes:
                 raise InputError(f"This model knows {cfg.n_classes} classes but the labels column has {len(names)}.")
             if cfg.kind == "crvae" and (labels < 0).any():
@@ -401,10 +446,10 @@ class TrainWidget(JobWidget):
             show_warning(f"The model does not fit: {err}")
             return
         names = names or self.model_extra.get("class_names")
-        run = f"{layers[0].name} {cfg.kind} applied"
-        self.status.setText("Applying the model…")
-        self.run_job(start_apply(image, points, self.model, labels=labels, on_end=self.update_buttons,
-                                 on_done=lambda analysis: self._applied(analysis, run, layers, names)))
+        run = f"{snap.layers[0].name} {cfg.kind} applied"
+        self.status.setText(f"Applying the model ({cfg.patch_size} px patches)…")
+        self.run_job(start_apply(snap.image, snap.points, self.model, labels=labels, on_end=self.update_buttons,
+                                 on_done=lambda analysis: self._applied(analysis, run, snap.layers, names)))
         self.update_buttons()
 
     def _applied(self, analysis, run_name, layers, names):
