@@ -513,3 +513,22 @@ def test_changing_the_labels_column_during_training_keeps_the_one_trained_on(
     _, extra = load_model(widget.save_model(tmp_path / "c.pt"))
     assert extra["labels_col"] == "label" and extra["class_names"] == [0, 1]
     assert widget.report["labels_column"] == "label" and widget.report["class_names"] == [0, 1]
+
+
+def test_failed_alignment_is_said_in_the_status_line(make_napari_viewer, qtbot, lattice, monkeypatch, messages):
+    from napari_rvae.core import align
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("the synchronised angles are not finite")
+
+    monkeypatch.setattr(align, "build_reference", broken)
+    viewer = make_napari_viewer()
+    add_inputs(viewer, lattice)
+    _, widget = open_widget(viewer)
+    small_run(widget, epochs=1)
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.model is not None and widget.model.config.alignment == "none"
+    assert "alignment failed" in widget.status.text() and "rVAE alone" in widget.status.text()
+    assert widget.report["alignment"]["status"] == "failed"
+    assert not [m for m in messages() if "failed:" in m]

@@ -331,7 +331,7 @@ def link_groups(theta, idx, score, all_scores: torch.Tensor, all_angles: torch.T
         np.add.at(offsets[:, b], label, vote.sum(1))
     np.fill_diagonal(offsets, 0.0)
     h = (offsets + offsets.conj().T) / 2
-    phase = _power_phases(h, np.linalg.eigh(h)[1][:, -1], 100)
+    phase = _power_phases(h, leading_eigenvectors(h)[:, 0], 100)
     return theta - np.angle(phase)[label]
 
 
@@ -566,6 +566,8 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
         window = None
         theta = synchronize(idx, rel * symmetry, score)
         theta = link_groups(theta, idx, score, all_scores, all_angles * symmetry, seed=seed) / symmetry
+    if not np.isfinite(theta).all():  # the caller (training) then goes on without alignment, and says so
+        raise FloatingPointError("the synchronised angles are not finite")
     theta = torch.as_tensor(np.asarray(theta, dtype=np.float32), device=spec.device)  # MPS: no float64
     if keep is not None and spec.shape[0] > keep:
         subset = pick_anchors(spec.shape[0], keep, seed=seed + 1).to(spec.device)

@@ -19,6 +19,8 @@ __all__ = ["leading_eigenvectors"]
 
 # ARPACK restarts before falling back (scipy's default, 10 n, took minutes).
 ARPACK_MAXITER = 300
+# Matrices this small go straight to the dense solver: exact and instant.
+TINY = 16
 # Up to this size a dense Hermitian solver is quick (about a second at 2,000).
 DENSE_LIMIT = 2000
 SUBSPACE_ITERATIONS = 300
@@ -45,7 +47,7 @@ def leading_eigenvectors(matrix, k: int = 1, *, seed: int = 0) -> np.ndarray:
     n = matrix.shape[0]
     k = int(min(k, n))
     dtype = np.complex128 if np.iscomplexobj(matrix.data if sp.issparse(matrix) else matrix) else np.float64
-    if n > k + 1:
+    if n > max(k + 1, TINY):
         try:
             vecs = eigsh(matrix, k=k, which="LA", v0=np.ones(n, dtype=dtype), maxiter=ARPACK_MAXITER)[1]
             if np.isfinite(vecs).all():
