@@ -45,23 +45,17 @@ def test_training_halves_the_batch_until_it_fits(small_gpu):
     assert [n for n in result.notes if "batches of 32; training went on with batches of 16" in n]
 
 
-def test_training_that_cannot_fit_one_patch_says_so(monkeypatch):
+@pytest.mark.parametrize("error, expected", [
+    (RuntimeError("MPS backend out of memory (MPS allocated: 18 GB)"), (InputError, "even with one patch per batch")),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), (RuntimeError, "shapes cannot be multiplied")),
+])
+def test_memory_that_never_fits_says_so_and_other_errors_stay_errors(monkeypatch, error, expected):
     def loss(self, *args, **kwargs):
-        raise RuntimeError("MPS backend out of memory (MPS allocated: 18 GB)")
+        raise error
 
     monkeypatch.setattr(TraceMeanField_ELBO, "differentiable_loss", loss)
     x, _ = make_rotated_shapes(8, 16, seed=0)
-    with pytest.raises(InputError, match="even with one patch per batch"):
-        train(x, ModelConfig(patch_size=16, hidden_dim=16, alignment="none"), TrainConfig(epochs=1, batch_size=4))
-
-
-def test_other_errors_are_not_taken_for_memory(monkeypatch):
-    def loss(self, *args, **kwargs):
-        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
-
-    monkeypatch.setattr(TraceMeanField_ELBO, "differentiable_loss", loss)
-    x, _ = make_rotated_shapes(8, 16, seed=0)
-    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+    with pytest.raises(expected[0], match=expected[1]):
         train(x, ModelConfig(patch_size=16, hidden_dim=16, alignment="none"), TrainConfig(epochs=1, batch_size=4))
 
 
