@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .bond_order import LATTICE_SYMMETRIES, lattice_check_columns
 from .config import ModelConfig, TrainConfig
 from .encode import encode
 from .errors import InputError
@@ -146,17 +147,28 @@ def calibrated_unit(unit: str | None, pixel_size: float) -> tuple[str, float]:
     return name, pixel_size * factor
 
 
-def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | None = None) -> pd.DataFrame:
-    """The points.csv layout: coordinates, results, then carried input columns."""
+def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | None = None,
+                  symmetry: int = 1) -> pd.DataFrame:
+    """The points.csv layout: coordinates, results, then carried input columns.
+
+    For an image and a lattice ``symmetry`` (2, 3, 4 or 6) the encoder's columns
+    are followed by the bond-order check ``psi_angle``, ``psi_order``,
+    ``angle_psi_diff`` and ``angle_psi_flag`` (:mod:`.bond_order`).
+    """
     coord_cols = [c for c in ("y", "x", "index") if c in inputs.table.columns][:2]
     coords = inputs.table[coord_cols].reset_index(drop=True)
     extra = []
     if inputs.pixel_size and {"y", "x"} <= set(coord_cols):
         unit, size = calibrated_unit(inputs.unit, inputs.pixel_size)
         extra = [pd.DataFrame({f"y_{unit}": coords["y"] * size, f"x_{unit}": coords["x"] * size})]
+    lattice = []
+    if {"y", "x"} <= set(coord_cols) and symmetry in LATTICE_SYMMETRIES:
+        angle = encoded["angle"].to_numpy() if "angle" in encoded else np.full(len(coords), np.nan)
+        lattice = [pd.DataFrame(lattice_check_columns(coords[["y", "x"]].to_numpy(dtype=float), angle, symmetry))]
+    made = set(encoded.columns).union(*(frame.columns for frame in lattice))
     carried = inputs.table.drop(columns=coord_cols).reset_index(drop=True)
-    carried = carried.drop(columns=[c for c in carried.columns if c in encoded.columns], errors="ignore")
-    out = pd.concat([coords, encoded.reset_index(drop=True), *extra, carried], axis=1)
+    carried = carried.drop(columns=[c for c in carried.columns if c in made], errors="ignore")
+    out = pd.concat([coords, encoded.reset_index(drop=True), *lattice, *extra, carried], axis=1)
     if class_names is not None and "class" in out:
         out.insert(out.columns.get_loc("class_prob") + 1, "class_name", [class_names[i] for i in out["class"]])
     return out
@@ -220,7 +232,7 @@ def run_train(
         encoded = encode(result.model, inputs.patches, labels=labels if model_config.kind == "crvae" else None,
                          notes=result.notes)
         t_encode = time.perf_counter() - t_enc
-        table = results_table(inputs, encoded, class_names=class_names)
+        table = results_table(inputs, encoded, class_names=class_names, symmetry=result.model.config.symmetry)
         extra = {"class_names": class_names, "labels_col": labels_col, "edge": edge}
         save_model(result.model, out.path(MODEL_FILE), extra=extra)
         table.to_csv(out.path(POINTS_FILE), index=False)
@@ -299,7 +311,7 @@ def run_encode(
             say(note)
         t_encode = time.perf_counter() - t_enc
         names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
-        table = results_table(inputs, encoded, class_names=names)
+        table = results_table(inputs, encoded, class_names=names, symmetry=cfg.symmetry)
         table.to_csv(out.path(POINTS_FILE), index=False)
         map_files = write_map_exports(out, inputs, table, model)
         report = {
