@@ -3,15 +3,14 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from napari_rvae.core import align, eigen
 from napari_rvae.core.config import ModelConfig, TrainConfig
-from napari_rvae.core.encode import encode
 from napari_rvae.core.pipeline import run_train
 from napari_rvae.core.synthetic import make_rotated_shapes
-from napari_rvae.core.train import train
 
 
 def _near_degenerate(n=300, seed=0):
@@ -63,14 +62,16 @@ def _degenerate_sets():
 
 
 @pytest.mark.parametrize("name", list(_degenerate_sets()))
-def test_degenerate_data_give_finite_angles(name):
+def test_degenerate_data_give_finite_angles_and_a_complete_folder(name, tmp_path):
     x = _degenerate_sets()[name]
-    cfg = ModelConfig(patch_size=16, hidden_dim=16)
-    result = train(x, cfg, TrainConfig(epochs=1, batch_size=20, device="cpu"))
-    table = encode(result.model, x)
+    np.save(tmp_path / "x.npy", x)
+    report = run_train(tmp_path / "x.npy", tmp_path / "run", model_config=ModelConfig(patch_size=16, hidden_dim=16),
+                       train_config=TrainConfig(epochs=1, batch_size=20, device="cpu"))
+    table = pd.read_csv(tmp_path / "run" / "points.csv")
     assert len(table) == len(x)
     assert np.isfinite(table.to_numpy(dtype=float)).all(), table.describe()
-    assert result.alignment is not None  # measured (or failed and said so), never silently absent
+    assert report["alignment"] is not None  # measured (or failed and said so), never silently absent
+    assert sorted(report["files"]) == sorted(p.name for p in (tmp_path / "run").iterdir())
 
 
 def test_failed_alignment_continues_with_the_rvae_alone_and_says_so(monkeypatch, tmp_path):
@@ -98,8 +99,6 @@ def test_one_shape_over_the_full_circle_with_the_cli_defaults(tmp_path):
     report = run_train(tmp_path / "glyph.npy", tmp_path / "run", model_config=ModelConfig(patch_size=28),
                        train_config=TrainConfig(epochs=1, device="cpu"))
     assert report["alignment"]["rotation_range"] == "full"
-    import pandas as pd
-
     est = pd.read_csv(tmp_path / "run" / "points.csv")["angle"].to_numpy()
     err = np.angle(np.exp(1j * np.deg2rad(est - true)))
     err = np.rad2deg(np.abs(np.angle(np.exp(1j * (err - np.angle(np.exp(1j * err).mean()))))))
