@@ -133,8 +133,8 @@ class TrainConfig:
             raise InputError(f"Epochs must be at least 1 (got {self.epochs}).")
         if int(self.batch_size) < 1:
             raise InputError(f"Batch size must be at least 1 (got {self.batch_size}).")
-        if not (self.lr > 0):
-            raise InputError(f"The learning rate must be positive (got {self.lr}).")
+        if not (0 < self.lr <= 1):  # NaN and inf fail too; above 1 every run diverges
+            raise InputError(f"The learning rate must be above 0 and at most 1 (got {self.lr}).")
         if self.threads is not None and int(self.threads) < 1:
             raise InputError(f"Threads must be at least 1 (got {self.threads}).")
         if self.precision not in ("auto", "float32", "bfloat16"):

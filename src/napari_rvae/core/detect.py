@@ -105,6 +105,10 @@ def estimate_feature_size(image) -> float:
     if img is None:
         raise InputError("The image is constant: there are no features to measure.")
     h, w = img.shape
+    if min(h, w) / 8.0 <= _SIGMA_MIN:
+        # Too thin to measure (the result is clipped to [0.7, min(h, w) / 8] below), and the
+        # autocorrelation's lags would reach past the image: no overlap, division by zero.
+        return _SIGMA_MIN
     ch, cw = min(h, _SIZE_CROP), min(w, _SIZE_CROP)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     crop = img[y0 : y0 + ch, x0 : x0 + cw].astype(np.float64)

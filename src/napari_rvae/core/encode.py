@@ -71,6 +71,13 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
         raise InputError(
             f"The model was trained on {cfg.patch_size} x {cfg.patch_size} patches; these have shape {x_np.shape[1:]}."
         )
+    if x_np.shape[0] == 0:
+        table = pd.DataFrame({c: np.zeros(0) for c in result_columns(model)})
+        return table.astype({"class": np.int64}) if cfg.class_model else table
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(np.asarray(x_np, dtype=np.float32)).all():
+            raise InputError("The patches hold NaN, infinite values or values beyond the float32 range "
+                             "(about 3.4e38): nothing can be encoded from them.")
     if cfg.kind == "crvae":
         if labels is None:
             raise InputError("A crvae model needs each patch's class to encode it (a labels column).")

@@ -127,7 +127,9 @@ def latent_figure(table: pd.DataFrame, model=None, *, dims=(0, 1), d: int = 10, 
             lo = table[[xcol, ycol]].quantile(0.02).to_numpy()
             hi = table[[xcol, ycol]].quantile(0.98).to_numpy()
             hi = np.maximum(hi, lo + 1e-3)  # a collapsed latent still gets a drawable range
-            rng = ((lo[0], hi[0]), (lo[1], hi[1]))
+            # A latent with no finite value (a diverged model) has no range: the default one is drawn.
+            if np.isfinite(lo).all() and np.isfinite(hi).all():
+                rng = ((lo[0], hi[0]), (lo[1], hi[1]))
         mosaic = latent_manifold(model, d, dims=dims, z_range=rng, angle_deg=angle_deg, class_index=class_index)
         extent = None if rng is None else (rng[0][0], rng[0][1], rng[1][0], rng[1][1])
         axes[1].imshow(mosaic, cmap="gray", extent=extent, aspect="auto" if extent else "equal")

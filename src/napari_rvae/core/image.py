@@ -35,7 +35,9 @@ def as_image2d(data, *, name: str = "image", rgb: bool | None = None) -> tuple[n
     ------
     InputError
         For non-numeric data, more than two spatial axes, an empty image,
-        an image with no finite pixel or a constant image.
+        an image with no finite pixel, a constant image, finite values
+        beyond float32's range (about 3.4e38), or values that differ only
+        by less than float32 resolves (a tiny range on a huge offset).
 
     Examples
     --------
@@ -68,16 +70,36 @@ def as_image2d(data, *, name: str = "image", rgb: bool | None = None) -> tuple[n
     arr = squeezed
     if arr.size == 0 or min(arr.shape) < 2:
         raise InputError(f"The {name} is empty or one pixel thin (shape {arr.shape}).")
-    arr = arr.astype(np.float32, copy=False)
+    wide = arr
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: refused just below
+        arr = arr.astype(np.float32, copy=False)
     finite = np.isfinite(arr)
     if not finite.all():
+        if wide is not arr and wide.dtype.kind == "f":
+            outside = wide[~finite]
+            outside = outside[np.isfinite(outside)]
+            if outside.size:
+                raise InputError(
+                    f"The {name} has values up to {float(np.abs(outside).max()):.3g}, beyond the float32 range "
+                    f"(about {float(np.finfo(np.float32).max):.3g}) the analysis works in: "
+                    "scale it down first."
+                )
         n_bad = int(arr.size - finite.sum())
         if n_bad == arr.size:
             raise InputError(f"The {name} has no finite pixel (all NaN or inf).")
-        fill = float(np.median(arr[finite]))
+        fill = float(np.median(arr[finite].astype(np.float64)))  # float32's mean of two near its max overflows
         arr = np.where(finite, arr, np.float32(fill))
         notes.append(f"The {name} has {n_bad} NaN/inf pixels; they were set to the median ({fill:.4g}).")
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
+        if wide is not arr and wide.dtype.kind in "fiu":
+            w = wide[np.isfinite(wide)] if wide.dtype.kind == "f" else wide
+            if w.size and w.max() > w.min():
+                tiny = float(np.abs(w).max()) < float(np.finfo(np.float32).tiny)
+                raise InputError(
+                    f"The {name} varies only from {w.min():.10g} to {w.max():.10g}, which the float32 the "
+                    f"analysis works in cannot tell apart: "
+                    + ("scale it up first." if tiny else "subtract its offset first.")
+                )
         raise InputError(f"The {name} is constant (every pixel is {lo:.4g}): there is nothing to analyse.")
     return arr, notes

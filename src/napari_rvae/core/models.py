@@ -54,6 +54,10 @@ LOGIT_GAIN = 10.0
 RESIDUAL_ANGLE_PRIOR = 2.0
 
 
+# Normalised values (training range 0..1) are bounded to +/- this for the Gaussian likelihood.
+GAUSSIAN_BOUND = 1e4
+
+
 def _mlp(n_in: int, width: int, layers: int) -> nn.Sequential:
     mods: list[nn.Module] = []
     for i in range(layers):
@@ -356,12 +360,17 @@ class RVAE(nn.Module):
         if float(hi - lo) <= 0:
             lo, hi = flat.min(), flat.max()
         self.norm_offset.fill_(float(lo))
-        self.norm_scale.fill_(max(float(hi - lo), 1e-12))
+        # A constant stack has no range: unit scale, so that other values stay finite once scaled.
+        self.norm_scale.fill_(float(hi - lo) if float(hi - lo) > 0 else 1.0)
 
     def normalize(self, patches: torch.Tensor) -> torch.Tensor:
         x = (patches.reshape(patches.shape[0], -1) - self.norm_offset) / self.norm_scale
         if self.config.likelihood == "bernoulli":
             x = x.clamp(0.0, 1.0)
+        else:
+            # Far outside the training range values mean nothing to the model; the bound keeps
+            # its arithmetic finite (1e30 on a model trained near 0..1 overflowed to NaN).
+            x = x.clamp(-GAUSSIAN_BOUND, GAUSSIAN_BOUND)
         return x
 
     # --- pose helpers -------------------------------------------------------

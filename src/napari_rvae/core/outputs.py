@@ -9,6 +9,7 @@ target is left as it was.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -35,7 +36,8 @@ class OutputDir:
         return self.stage / name
 
     def write_json(self, name: str, data: dict) -> None:
-        self.path(name).write_text(json.dumps(data, indent=2, default=_jsonable))
+        """Strict JSON: NaN and infinities (which ``json`` would write as invalid tokens) become null."""
+        self.path(name).write_text(json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False))
 
     def commit(self) -> Path:
         self.target.mkdir(parents=True, exist_ok=True)
@@ -59,6 +61,26 @@ class OutputDir:
         else:
             self.discard()
         return False
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float (Python or NumPy, at any depth) replaced by ``None``."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.ndarray):
+            return _finite(obj.tolist())
+        if isinstance(obj, np.generic):
+            obj = obj.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _jsonable(obj):

@@ -36,6 +36,9 @@ MIN_PATCH_SIZE = 8
 BORDER_TOLERANCE = 1.0
 MAX_BORDER_SHARE = 0.05
 
+# A patch (or stack) whose spread is within float32's rounding of its level is constant.
+_LEVEL_ROUNDING = 4 * float(np.finfo(np.float32).eps)
+
 # Points per chunk: keeps the per-chunk temporaries (~P^2 * 4 B * 3 per point)
 # at a few MB, which is cache friendly and caps the memory overhead.
 _CHUNK = 2048
@@ -226,13 +229,15 @@ def _blend(block: np.ndarray, fy: np.ndarray, fx: np.ndarray, out: np.ndarray) -
 
 
 def _normalize_patchwise(out: np.ndarray) -> None:
-    mean = out.mean(axis=(1, 2), dtype=np.float64)
-    out -= mean.astype(np.float32)[:, None, None]
-    flat = out.reshape(out.shape[0], -1)
-    var = np.einsum("ij,ij->i", flat, flat, dtype=np.float64) / flat.shape[1]
-    std = np.sqrt(var)
-    std[std <= 1e-12 * (1.0 + np.abs(mean))] = 1.0  # constant patch: stays all zeros
-    out *= (1.0 / std).astype(np.float32)[:, None, None]
+    # float64 arithmetic: data at 1e-40 or 1e30 scale would underflow or overflow in float32.
+    x = out.astype(np.float64)
+    mean = x.mean(axis=(1, 2))
+    x -= mean[:, None, None]
+    std = np.sqrt((x * x).mean(axis=(1, 2)))
+    # A constant patch (up to float32 rounding of its level) stays all zeros.
+    std[std <= _LEVEL_ROUNDING * np.abs(mean)] = np.inf
+    std[std == 0] = np.inf
+    out[...] = x / std[:, None, None]
 
 
 def extract_patches(image, points, patch_size, *, edge="drop", normalize="none", cval=None) -> PatchSet:
@@ -386,31 +391,25 @@ def _gather_mode(img, y0, x0, p, mode, fill) -> np.ndarray:
 
 
 def _normalize_stack(out: np.ndarray, mode: str) -> None:
+    # Statistics and scaling in float64 chunks: data at 1e-40 or 1e30 scale would underflow or
+    # overflow in float32 (1 / range alone exceeds float32 below about 3e-39).
     flat = out.reshape(-1)
     n = flat.size
     step = max(1, (1 << 22) // max(1, out.shape[1] * out.shape[2])) * out.shape[1] * out.shape[2]
+    chunks = [slice(s, s + step) for s in range(0, n, step)]
     if mode == "minmax":
-        lo = float(out.min())
-        hi = float(out.max())
+        lo, hi = float(out.min()), float(out.max())
         scale = 1.0 / (hi - lo) if hi > lo else 0.0
-        for s in range(0, n, step):
-            part = flat[s : s + step]
-            part -= np.float32(lo)
-            part *= np.float32(scale)
+        for part in chunks:
+            flat[part] = np.clip((flat[part].astype(np.float64) - lo) * scale, 0.0, 1.0)
         return
-    total = 0.0
-    for s in range(0, n, step):
-        total += float(flat[s : s + step].sum(dtype=np.float64))
-    mean = total / n
-    sq = 0.0
-    for s in range(0, n, step):
-        part = flat[s : s + step]
-        part -= np.float32(mean)
-        sq += float(np.dot(part, part))
+    mean = sum(float(flat[part].sum(dtype=np.float64)) for part in chunks) / n
+    sq = sum(float(np.square(flat[part].astype(np.float64) - mean).sum()) for part in chunks)
     std = np.sqrt(sq / n)
-    if std > 0:
-        for s in range(0, n, step):
-            flat[s : s + step] *= np.float32(1.0 / std)
+    if not std > _LEVEL_ROUNDING * abs(mean):  # constant (up to float32 rounding): zeros
+        std = np.inf
+    for part in chunks:
+        flat[part] = (flat[part].astype(np.float64) - mean) / std
 
 
 def _as_image_allow_constant(image) -> np.ndarray:
@@ -420,6 +419,10 @@ def _as_image_allow_constant(image) -> np.ndarray:
     except InputError as err:
         arr = np.asarray(image)
         if arr.ndim == 2 and arr.size > 1 and np.issubdtype(arr.dtype, np.number) and "constant" in str(err):
-            return arr.astype(np.float32, copy=False)
+            arr = arr.astype(np.float32)
+            finite = np.isfinite(arr)
+            if not finite.all():  # NaN pixels beside one constant level: that level
+                arr[~finite] = arr[finite][0]
+            return arr
         raise
     return img

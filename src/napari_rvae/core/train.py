@@ -177,6 +177,10 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         raise InputError(f"The patches are {x_np.shape[1]} px wide but the model expects {model_config.patch_size}.")
     if not np.isfinite(x_np).all():
         raise InputError("The patches contain NaN or infinite values.")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(x_np.astype(np.float32, copy=False)).all():
+            raise InputError("The patches hold values beyond the float32 range (about 3.4e38) the model "
+                             "works in: scale them down first.")
     lab = check_labels(labels, x_np.shape[0], model_config)
 
     device = resolve_device(train_config.device)
@@ -195,7 +199,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
                 model.fit_alignment(model.normalize(raw), seed=train_config.seed)
             except Exception as exc:  # noqa: BLE001 - numerical trouble on unforeseen data must not end the run
                 alignment_error = f"{type(exc).__name__}: {exc}"
-                log.warning("Coarse alignment failed (%s); training the rVAE alone", alignment_error, exc_info=exc)
+                log.debug("Coarse alignment failed; training the rVAE alone", exc_info=exc)
                 model_config = replace(model_config, alignment="none")
                 model = RVAE(model_config).to(device)
                 model.fit_normalization(raw)
@@ -220,7 +224,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         except Exception as exc:  # noqa: BLE001 - the class head can learn from the ELBO alone
             notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
                          "the class head learned from the ELBO alone.")
-            log.warning("graph_classes failed", exc_info=exc)
+            log.debug("graph_classes failed", exc_info=exc)
     # Science (#6): with coarse alignment the rVAE trains on patches turned by
     # their synchronised angle and only learns what is left (see core/align.py).
     x_all = model.coarse_align(x_all, inplace=True)[0]
@@ -284,7 +288,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         if done == 0:
             break
         epoch_loss = float(total) / done
-        if not math.isfinite(epoch_loss):
+        if not math.isfinite(epoch_loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
             raise InputError(
                 "Training diverged (the loss became NaN or infinite); try a smaller learning rate."
             )
