@@ -340,9 +340,9 @@ def markdown(res: dict, args, seconds: float, command: str) -> str:
     angles = [float(a) for a in args.angles]
     head = ["estimator"]
     if reg:
-        head += [f"+{a:g}°" for a in angles] + ["max \\|error\\|"]
+        head += [f"regions +{a:g}°" for a in angles] + ["regions: max \\|error\\|", "regions: spread inside"]
     if eq:
-        head += ["mean error", "per-atom spread", "within angle_sd"]
+        head += ["equivariance: mean error", "equivariance: per-atom spread", "equivariance: within angle_sd"]
     head += ["time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, _, n in ESTIMATORS:
@@ -351,7 +351,8 @@ def markdown(res: dict, args, seconds: float, command: str) -> str:
         if reg:
             r = reg["rows"][label]
             errs = [r["errors"][a] if a in r["errors"] else r["errors"][str(a)] for a in angles]
-            cells += [f"{e:+.2f}" for e in errs] + [f"{max(abs(e) for e in errs):.2f}"]
+            cells += [f"{e:+.2f}" for e in errs] + [f"{max(abs(e) for e in errs):.2f}",
+                                                    f"{np.median(list(r['spread'].values())):.1f}"]
             sec += r["seconds"]
         if eq:
             r = eq["rows"][label]
@@ -371,7 +372,9 @@ def markdown(res: dict, args, seconds: float, command: str) -> str:
             f"Regions: the image turned by each angle (degrees, counter-clockwise as displayed) pasted back in disks of "
             f"radius {args.radius:g} px ({lay}); columns: measured turn minus the true one, wrapped into the period "
             f"(60 deg for 6-fold rows, 120 for 3-fold), circular means of the atoms more than half a patch inside "
-            f"each disk against the reference area. Atoms scored per disk: "
+            f"each disk against the reference area; spread inside regions: the median over the disks of the "
+            f"angles' standard deviation about their circular mean (the sample's own variations included). "
+            f"Atoms scored per disk: "
             + ", ".join(f"+{float(a):g}: {c[0]} of {c[1]}" for a, c in cnt.items())
             + ". The sample's own rotation of each disk's source against the reference area (psi_6 on the unturned "
             "image), part of every row's error: "
@@ -411,8 +414,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default="/tmp/bench_real", help="composed images, points, CLI outputs, results.json")
     ap.add_argument("--write-docs", action="store_true", help="put the table into docs/science.md")
     args = ap.parse_args(argv)
-    command = "python benchmarks/bench_real.py" + ("" if argv is None and len(sys.argv) < 2 else " " + " ".join(
-        a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-docs")).rstrip()
+    command = " ".join(["python benchmarks/bench_real.py", *(sys.argv[1:] if argv is None else argv)])
     t0 = time.perf_counter()
     check_rotation_sense()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
