@@ -1,9 +1,10 @@
 """Angles on a real image (issue #17): regions turned by known angles, and equivariance.
 
-Run: ``python benchmarks/bench_real.py`` (both parts, every estimator, ~12 min on
-2 cores at 20 epochs), ``--epochs 3`` for a quick run, ``--part regions`` or
-``--part equivariance`` for one check; ``--write-docs`` puts the table into
-docs/science.md (its own section, replaced on the next write).
+Run: ``python benchmarks/bench_real.py`` (both parts, every estimator, 20
+epochs: 6.3 min on an idle 2-core box, 31 min while other jobs loaded it),
+``--epochs 3`` for a quick run, ``--part regions`` or ``--part equivariance``
+for one check; ``--write-docs`` puts the table into docs/science.md (its own
+section, replaced on the next write).
 
 Data: the HAADF-STEM image of Se-implanted MoS2 that temul-toolkit (GPL-3.0)
 ships in its wheel, read from the user's install
