@@ -36,8 +36,7 @@ class OutputDir:
         return self.stage / name
 
     def write_json(self, name: str, data: dict) -> None:
-        """Strict JSON: NaN and infinities (which ``json`` would write as invalid tokens) become null."""
-        self.path(name).write_text(json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False))
+        self.path(name).write_text(strict_json(data))
 
     def commit(self) -> Path:
         self.target.mkdir(parents=True, exist_ok=True)
@@ -61,6 +60,11 @@ class OutputDir:
         else:
             self.discard()
         return False
+
+
+def strict_json(data) -> str:
+    """Indented strict JSON: NaN and infinities (which ``json`` would write as invalid tokens) become null."""
+    return json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False)
 
 
 def _finite(obj):

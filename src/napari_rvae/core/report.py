@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .config import ModelConfig, TrainConfig
 from .errors import InputError
-from .outputs import REPORT, _jsonable
+from .outputs import REPORT, strict_json
 
 if TYPE_CHECKING:  # only for the annotations: importing them would load pyro
     from .analysis import Analysis
@@ -107,7 +107,7 @@ def report_path(model_path) -> Path:
 def write_report(report: dict, path) -> Path:
     """Write ``report`` as JSON to ``path`` atomically (a temp file renamed into place)."""
     path = Path(path)
-    text = json.dumps(report, indent=2, default=_jsonable)  # fails before anything is written
+    text = strict_json(report)  # fails before anything is written
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
