@@ -6,6 +6,7 @@ import pytest
 
 from napari_rvae.core.readers import read_image_file
 from napari_rvae.ui.result_layers import META, export_maps_tiff, export_table_csv, results_meta, show_results
+from napari_rvae.ui.worker import job_results
 
 from .results_util import (
     ROTATION,
@@ -150,3 +151,19 @@ def test_napari_csv_writer_and_exports_keep_the_columns(make_napari_viewer, tmp_
     assert angle_tif.scale == pytest.approx(SCALE) and angle_tif.unit == "nm"
     np.testing.assert_allclose(angle_tif.data, roles["angle_map"].data)
     np.testing.assert_array_equal(class_tif.data, roles["class_map"].data)
+
+
+def test_maps_made_by_the_worker_are_drawn_as_they_are(make_napari_viewer):
+    """The worker makes the maps (seconds on a large scan); the GUI thread only draws them."""
+    viewer = make_napari_viewer()
+    img, pts = add_source(viewer)
+    analysis = trained_rvae()
+    results = job_results(analysis, img.data.shape)
+    assert set(results.maps) == {"angle_map"}
+    layers = by_role(show_results(viewer, analysis, image_layer=img, points_layer=pts, run_name="given",
+                                  maps=results.maps, radius=results.radius))
+    assert layers["angle_map"].data is results.maps["angle_map"]
+    assert results_meta(layers["angle_map"])["radius"] == results.radius
+    # The same maps show_results makes by itself.
+    own = by_role(show_results(viewer, analysis, image_layer=img, points_layer=pts, run_name="own"))
+    np.testing.assert_array_equal(own["angle_map"].data, results.maps["angle_map"])

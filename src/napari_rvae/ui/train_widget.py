@@ -42,7 +42,7 @@ from napari_rvae.core.report import analysis_report, find_report, report_path, w
 
 from .layer_combo import LayerCombo
 from .pick_widget import LABEL_COLUMN, layer_image_shape
-from .worker import JobWidget, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
+from .worker import JobWidget, Results, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
 from .result_layers import pixel_size_and_unit, show_results
 
 log = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ class TrainWidget(JobWidget):
         run = f"{snap.layers[0].name} {kind}"
         self.run_job(start_training(
             inputs, on_progress=self._progress, on_end=self.update_buttons,
-            on_done=lambda analysis: self._trained(analysis, run, snap, train_config),
+            on_done=lambda results: self._trained(results, run, snap, train_config),
         ))
         self.update_buttons()
 
@@ -351,7 +351,8 @@ class TrainWidget(JobWidget):
         if not self.job.stopping:
             self.status.setText(f"Epoch {p.epoch}/{p.epochs} on {self._device}, loss {p.loss:.4g}{left}")
 
-    def _trained(self, analysis, run_name, snap: Snapshot, train_config):
+    def _trained(self, results: Results, run_name, snap: Snapshot, train_config):
+        analysis = results.analysis
         t = analysis.training
         self.plot.redraw()  # the last points may have come in faster than the redraw limit
         self.model = analysis.model
@@ -365,17 +366,19 @@ class TrainWidget(JobWidget):
         self.status.setText(f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
                             f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge)."
                             + (f" {summary['description']}" if summary else ""))
-        self._show(analysis, run_name, snap.layers, snap.class_names)
+        self._show(results, run_name, snap.layers, snap.class_names)
 
     # ----------------------------------------------------------------- results
 
-    def _show(self, analysis, run_name, layers, class_names=None):
+    def _show(self, results: Results, run_name, layers, class_names=None):
+        analysis = results.analysis
         if class_names and "class" in analysis.table and "class_name" not in analysis.table:
             _add_class_names(analysis.table, class_names)
         image_layer, points_layer = layers  # possibly deleted meanwhile: their geometry still holds
         try:
             show_results(self.viewer, analysis, image_layer=image_layer, points_layer=points_layer,
-                         run_name=run_name, symmetry=analysis.model.config.symmetry)
+                         run_name=run_name, symmetry=analysis.model.config.symmetry,
+                         maps=results.maps, radius=results.radius)
         except InputError as err:
             show_warning(str(err))
         except Exception as exc:  # a bug, but the user still gets a sentence and keeps the model
@@ -449,12 +452,13 @@ class TrainWidget(JobWidget):
         run = f"{snap.layers[0].name} {cfg.kind} applied"
         self.status.setText(f"Applying the model ({cfg.patch_size} px patches)…")
         self.run_job(start_apply(snap.image, snap.points, self.model, labels=labels, on_end=self.update_buttons,
-                                 on_done=lambda analysis: self._applied(analysis, run, snap.layers, names)))
+                                 on_done=lambda results: self._applied(results, run, snap.layers, names)))
         self.update_buttons()
 
-    def _applied(self, analysis, run_name, layers, names):
-        self.status.setText(f"Applied to {len(analysis.kept):,} points ({len(analysis.dropped):,} dropped at the edge).")
-        self._show(analysis, run_name, layers, names)
+    def _applied(self, results: Results, run_name, layers, names):
+        kept, dropped = len(results.analysis.kept), len(results.analysis.dropped)
+        self.status.setText(f"Applied to {kept:,} points ({dropped:,} dropped at the edge).")
+        self._show(results, run_name, layers, names)
 
 
 def _add_class_names(table, class_names) -> None:

@@ -12,10 +12,12 @@ Contract (what the widgets rely on)
   :class:`~napari_rvae.core.train.Progress` (once per epoch and about every
   0.2 s); ``on_progress(progress)`` is called with each one on the GUI thread,
   and the job moves a bar in napari's activity dock.
-* **Returns.** ``on_done(result)`` on the GUI thread with the core's result (an
-  :class:`~napari_rvae.core.analysis.Analysis`, or the detection DataFrame).
-  Only the widget turns it into layers: the worker never touches a layer or a
-  widget.
+* **Returns.** ``on_done(result)`` on the GUI thread with the core's result:
+  for training and applying a :class:`Results` (the
+  :class:`~napari_rvae.core.analysis.Analysis` and its maps, which the worker
+  computes because a large scan's tessellation takes seconds), for detection
+  the DataFrame. Only the widget turns it into layers: the worker never
+  touches a layer or a widget.
 * **Stop** (:meth:`Job.stop`) ends training after the current optimisation
   step; the model trained so far is encoded and handed to ``on_done`` as
   usual, with ``analysis.training.stopped`` set.
@@ -46,10 +48,12 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication, QWidget
 
-from napari_rvae.core.analysis import analyse_iter, apply_model
+from napari_rvae.core.analysis import Analysis, analyse_iter, apply_model
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.errors import InputError
+from napari_rvae.core.exports import result_maps
 from napari_rvae.core.image import as_image2d
+from napari_rvae.core.maps import typical_spacing
 from napari_rvae.core.pipeline import class_codes
 
 log = logging.getLogger(__name__)
@@ -128,8 +132,25 @@ class TrainInputs:
     edge: str = "drop"
 
 
+@dataclass(frozen=True)
+class Results:
+    """What a training or applying job hands back: the analysis and its maps over the image."""
+
+    analysis: Analysis
+    maps: dict[str, np.ndarray]
+    radius: float  # the maps' radius: the typical atom spacing, in image pixels
+
+
 # ----------------------------------------------------------------------------
 # the work itself (worker thread): core calls only
+
+
+def job_results(analysis: Analysis, image_shape) -> Results:
+    """The analysis with the maps :func:`~napari_rvae.ui.result_layers.show_results` draws by default."""
+    radius = typical_spacing(analysis.centers)
+    period = 360.0 / int(analysis.model.config.symmetry)
+    maps = result_maps(image_shape, analysis.centers, analysis.table, period=period, radius=radius)
+    return Results(analysis, maps, radius)
 
 
 def _train(inputs: TrainInputs, stop: threading.Event):
@@ -142,11 +163,11 @@ def _train(inputs: TrainInputs, stop: threading.Event):
         edge=inputs.edge,
         stop=stop,
     )
-    return analysis
+    return job_results(analysis, inputs.image.shape)
 
 
 def _apply(image, points_yx, model, labels, edge):
-    return apply_model(image, points_yx, model, labels=labels, edge=edge)
+    return job_results(apply_model(image, points_yx, model, labels=labels, edge=edge), image.shape)
 
 
 def _detect(image, options: dict) -> pd.DataFrame:
@@ -248,13 +269,13 @@ class Job:
 
 
 def start_training(inputs: TrainInputs, **callbacks) -> Job:
-    """Train in the background; ``on_done`` gets the :class:`Analysis`."""
+    """Train in the background; ``on_done`` gets the :class:`Results`."""
     stop = threading.Event()
     return Job(_train, inputs, stop, desc="Training rVAE", stop=stop, determinate=True, **callbacks)
 
 
 def start_apply(image, points_yx, model, *, labels=None, edge="drop", **callbacks) -> Job:
-    """Encode the points with a trained model in the background."""
+    """Encode the points with a trained model in the background; ``on_done`` gets the :class:`Results`."""
     return Job(_apply, image, points_yx, model, labels, edge, desc="Applying model", **callbacks)
 
 
