@@ -42,8 +42,8 @@ the block between the ``bench_article`` markers in ``docs/science.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import datetime as _dt
+import json
 import re
 import sys
 import time

@@ -57,7 +57,13 @@ def main(argv=None):
 
     from napari_rvae.core.analysis import Analysis
     from napari_rvae.core.config import ModelConfig
-    from napari_rvae.core.maps import angle_map, class_map, nearest_atom_index, orientation_vectors, typical_spacing
+    from napari_rvae.core.maps import (
+        angle_map,
+        class_map,
+        nearest_atom_index,
+        orientation_vectors,
+        typical_spacing,
+    )
     from napari_rvae.core.models import RVAE
     from napari_rvae.ui.result_layers import show_results
 

@@ -21,7 +21,11 @@ from napari_rvae.core.align import (
 from napari_rvae.core.circstats import aligned_errors, circular_correlation
 from napari_rvae.core.modelfile import load_model, save_model
 from napari_rvae.core.patches import extract_patches
-from napari_rvae.core.synthetic import make_lattice, make_rotated_digits, make_rotated_shapes
+from napari_rvae.core.synthetic import (
+    make_lattice,
+    make_rotated_digits,
+    make_rotated_shapes,
+)
 
 from ..conftest import glyph
 

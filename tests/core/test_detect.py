@@ -5,7 +5,11 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
-from napari_rvae.core.detect import detect_atoms, estimate_feature_size, refine_positions
+from napari_rvae.core.detect import (
+    detect_atoms,
+    estimate_feature_size,
+    refine_positions,
+)
 from napari_rvae.core.errors import InputError
 
 try:  # tests/ and tests/core/ are packages

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from napari_rvae.core.errors import InputError
-from napari_rvae.core.readers import ImageData, normalize_unit, read_image_file, write_tiff
+from napari_rvae.core.readers import (
+    ImageData,
+    normalize_unit,
+    read_image_file,
+    write_tiff,
+)
 
 
 def _one(path):

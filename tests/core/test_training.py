@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from napari_rvae.core import InputError, ModelConfig, TrainConfig, encode, load_model, result_columns, save_model, train, train_iter
+from napari_rvae.core import (
+    InputError,
+    ModelConfig,
+    TrainConfig,
+    encode,
+    load_model,
+    result_columns,
+    save_model,
+    train,
+    train_iter,
+)
 from napari_rvae.core.circstats import aligned_errors, circular_correlation
 
 FAST = TrainConfig(epochs=30, batch_size=50, lr=3e-3, seed=0, device="cpu")

@@ -6,7 +6,6 @@ from napari_rvae.core.readers import write_tiff
 from napari_rvae.ui.reader import get_reader
 from napari_rvae.ui.samples import LATTICE_POINTS_NAME, digits_sample, lattice_sample
 
-
 # --- plain (no viewer) --------------------------------------------------------------------
 
 

@@ -14,8 +14,8 @@ from napari_rvae.core.analysis import apply_model
 from napari_rvae.core.config import ModelConfig
 from napari_rvae.core.detect import detect_atoms
 from napari_rvae.core.modelfile import load_model, save_model
-from napari_rvae.core.patches import edge_dropped_count
 from napari_rvae.core.models import RVAE
+from napari_rvae.core.patches import edge_dropped_count
 from napari_rvae.core.synthetic import make_lattice
 from napari_rvae.ui.result_layers import results_meta, run_layers
 from napari_rvae.ui.train_widget import NO_LABELS

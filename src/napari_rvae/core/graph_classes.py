@@ -20,7 +20,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .align import MAX_ANCHORS, angular_spectra, best_references, pick_anchors, rotation_neighbours
+from .align import (
+    MAX_ANCHORS,
+    angular_spectra,
+    best_references,
+    pick_anchors,
+    rotation_neighbours,
+)
 from .spectral import kmeans, spectral_clusters, spread_labels
 
 __all__ = ["graph_classes", "kmeans", "spectral_clusters", "spread_labels"]

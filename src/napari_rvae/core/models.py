@@ -37,7 +37,6 @@ from .config import ModelConfig
 from .decoder import SpatialDecoder
 from .rotation_fold import rotated_first_layer, rotation_operator
 
-
 # The class head reads rotation-pooled features, which vary little between
 # patches, so its logits start near zero and Adam at lr 1e-3 takes hundreds of
 # steps to make them decisive; a gain on the head is a per-head learning rate.

@@ -237,7 +237,9 @@ def run_train(
         save_model(result.model, out.path(MODEL_FILE), extra=extra)
         table.to_csv(out.path(POINTS_FILE), index=False)
         map_files = write_map_exports(out, inputs, table, result.model)
-        from .report import training_report  # the one builder of report.json (also the widget's)
+        from .report import (
+            training_report,  # the one builder of report.json (also the widget's)
+        )
 
         report = training_report(
             result,

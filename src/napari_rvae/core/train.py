@@ -197,7 +197,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         if model_config.coarse_alignment:
             try:
                 model.fit_alignment(model.normalize(raw), seed=train_config.seed)
-            except Exception as exc:  # noqa: BLE001 - numerical trouble on unforeseen data must not end the run
+            except Exception as exc:
                 alignment_error = f"{type(exc).__name__}: {exc}"
                 log.debug("Coarse alignment failed; training the rVAE alone", exc_info=exc)
                 model_config = replace(model_config, alignment="none")
@@ -221,7 +221,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
             found = graph_classes(x_all.reshape(n, model_config.patch_size, -1), model_config.n_classes,
                                   labels=lab, symmetry=model_config.symmetry, seed=train_config.seed)
             targets = torch.as_tensor(found, device=device)
-        except Exception as exc:  # noqa: BLE001 - the class head can learn from the ELBO alone
+        except Exception as exc:
             notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
                          "the class head learned from the ELBO alone.")
             log.debug("graph_classes failed", exc_info=exc)
@@ -264,7 +264,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 optim.step()
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
+            except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
                 loss = None

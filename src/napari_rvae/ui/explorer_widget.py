@@ -41,7 +41,13 @@ from napari_rvae.core.maps import MAP_MODES
 from napari_rvae.core.patches import extract_patches
 
 from .layer_combo import LayerCombo
-from .result_layers import export_maps_tiff, export_table_csv, recolor_points, results_meta, show_results
+from .result_layers import (
+    export_maps_tiff,
+    export_table_csv,
+    recolor_points,
+    results_meta,
+    show_results,
+)
 
 SELECT_TOOLS = ("rectangle", "lasso")
 DECODE_DELAY_MS = 150  # slider drags start one decode after the user pauses, not one per step

@@ -21,7 +21,12 @@ from napari.utils.colormaps import DirectLabelColormap
 
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import point_colors, result_maps, write_maps_tiff
-from napari_rvae.core.maps import class_colors, cyclic_colors, orientation_vectors, typical_spacing
+from napari_rvae.core.maps import (
+    class_colors,
+    cyclic_colors,
+    orientation_vectors,
+    typical_spacing,
+)
 from napari_rvae.core.points_io import write_csv_atomic
 
 META = "napari_rvae"  # the metadata key that marks (and describes) a layer made here

@@ -38,12 +38,25 @@ from napari_rvae.core.config import MODEL_KINDS, SYMMETRIES, ModelConfig, TrainC
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.modelfile import load_model, save_model
-from napari_rvae.core.report import analysis_report, find_report, report_path, write_report
+from napari_rvae.core.report import (
+    analysis_report,
+    find_report,
+    report_path,
+    write_report,
+)
 
 from .layer_combo import LayerCombo
 from .pick_widget import LABEL_COLUMN, layer_image_shape
-from .worker import JobWidget, Results, TrainInputs, snapshot_image, snapshot_points, start_apply, start_training
 from .result_layers import pixel_size_and_unit, show_results
+from .worker import (
+    JobWidget,
+    Results,
+    TrainInputs,
+    snapshot_image,
+    snapshot_points,
+    start_apply,
+    start_training,
+)
 
 log = logging.getLogger(__name__)
 
