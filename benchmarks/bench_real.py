@@ -87,8 +87,10 @@ ANGLES = (2.0, 5.0, 12.0, 25.0, 40.0)
 EQUI_ANGLE = 17.0
 
 # (row label, CLI arguments after the common ones, symmetry); None = psi_n, no training.
+# None: the product's own choice (--symmetry auto), read back from report.json.
 ESTIMATORS = [
-    ("`train --symmetry 6` (defaults otherwise)", ["--symmetry", "6"], 6),
+    ("`train` (defaults: `--symmetry auto`)", [], None),
+    ("`train --symmetry 6`", ["--symmetry", "6"], 6),
     ("`train --symmetry 3`", ["--symmetry", "3"], 3),
     ("`train --symmetry 6 --align none` (the rVAE alone)", ["--symmetry", "6", "--align", "none"], 6),
     ("psi_6 from the detected positions (no learning)", None, 6),
@@ -162,14 +164,15 @@ def _cli() -> list[str]:
     return [exe] if exe else [sys.executable, "-c", "import sys; from napari_rvae.cli import main; sys.exit(main())"]
 
 
-def estimate(est, image, points: pd.DataFrame, folder: Path, args) -> tuple[np.ndarray, np.ndarray, float]:
-    """Angle and angle_sd for every point (NaN where the product dropped it), and the seconds it took."""
+def estimate(est, image, points: pd.DataFrame, folder: Path, args) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Angle and angle_sd for every point (NaN where the product dropped it), the seconds it took and the
+    symmetry the angles are measured in (the row's, or the one the product chose with ``--symmetry auto``)."""
     label, cli_args, n = est
     pts = points[["y", "x"]].to_numpy()
     t = time.perf_counter()
     if cli_args is None:
         angle, _ = bond_orientation(pts, n)
-        return angle, np.full(len(pts), np.nan), time.perf_counter() - t
+        return angle, np.full(len(pts), np.nan), time.perf_counter() - t, n
     folder.mkdir(parents=True, exist_ok=True)
     img_path, pts_path, out = folder / "image.tif", folder / "points.csv", folder / "out"
     write_tiff(img_path, image)
@@ -192,7 +195,18 @@ def estimate(est, image, points: pd.DataFrame, folder: Path, args) -> tuple[np.n
     sd[kept] = table["angle_sd"].to_numpy()
     alignment = (report.get("alignment") or {}).get("description") or "no alignment"
     (folder / "alignment.txt").write_text(alignment + "\n")
-    return angle, sd, sec
+    return angle, sd, sec, int(report["model_config"]["symmetry"])
+
+
+def custom_estimator(text: str):
+    """A row from ``--estimator``: ``"psi6"`` or the CLI's train arguments."""
+    if text.startswith("psi"):
+        n = int(text[3:] or 6)
+        return (f"psi_{n} from the detected positions (no learning)", None, n)
+    words = text.split()
+    given = words[words.index("--symmetry") + 1] if "--symmetry" in words else "auto"
+    n = None if given == "auto" else int(given)
+    return (f"`train {text}`", words, n)
 
 
 # --- the two checks ---------------------------------------------------------------------------------
@@ -257,9 +271,10 @@ def part_regions(image, args, log):
             in_ref = (ref_d > args.radius + margin).all(axis=0)
             own[a] = wrap(circmean(base_psi[in_src], 60.0) - circmean(base_psi[in_ref], 60.0), 60.0)
         for est in ESTIMATORS:
-            label, _, n = est
+            label = est[0]
+            angle, _, sec, n = estimate(est, composed, points, Path(args.workdir) / f"regions{i}-{_slug(est)}", args)
             period = 360.0 / n
-            angle, _, sec = estimate(est, composed, points, Path(args.workdir) / f"regions{i}-{_slug(est)}", args)
+            rows[label]["symmetry"] = n
             rows[label]["seconds"] += sec
             ref_mean = circmean(angle[reference], period)
             for (a, _, _), (s, _) in zip(regions, sets):
@@ -284,8 +299,8 @@ def compose_equivariance(image, angle, order):
     return composed, r0, c0, side
 
 
-def part_equivariance(image, args, log):
-    a = EQUI_ANGLE
+def equivariance_pairs(image, args, a):
+    """The image beside its turned copy, the atoms detected on it, and the matched (original, copy) rows."""
     composed, r0, c0, side = compose_equivariance(image, a, args.order)
     h, w = image.shape
     points = detect_atoms(composed)[["y", "x"]].reset_index(drop=True)
@@ -306,20 +321,27 @@ def part_equivariance(image, args, log):
                & (where[:, 1] >= w + margin) & (where[:, 1] <= w + side - 1 - margin))
     good = ok_l & ok_r & (dist < 0.25 * nn)
     orig, copy = left[good], match[good]
-    log(f"equivariance image {composed.shape}: {len(left)} + {len(right)} atoms; {int((ok_l & in_copy).sum())} original "
-        f"atoms whose counterpart lies inside the copy, {len(orig)} matched (nn distance {nn:.1f} px, "
-        f"match median {np.median(dist[good]):.2f} px)")
+    summary = (f"equivariance image {composed.shape}: {len(left)} + {len(right)} atoms; {int((ok_l & in_copy).sum())} "
+               f"original atoms whose counterpart lies inside the copy, {len(orig)} matched (nn distance {nn:.1f} px, "
+               f"match median {np.median(dist[good]):.2f} px)")
+    return composed, points, orig, copy, summary
+
+
+def part_equivariance(image, args, log):
+    a = args.equi_angle
+    composed, points, orig, copy, summary = equivariance_pairs(image, args, a)
+    log(summary)
     rows = {}
     for est in ESTIMATORS:
-        label, _, n = est
+        label = est[0]
+        angle, sd, sec, n = estimate(est, composed, points, Path(args.workdir) / f"equivariance-{_slug(est)}", args)
         period = 360.0 / n
-        angle, sd, sec = estimate(est, composed, points, Path(args.workdir) / f"equivariance-{_slug(est)}", args)
         diff = wrap(angle[copy] - angle[orig] - a, period)
         fine = np.isfinite(diff)
         diff = diff[fine]
         sd_pair = np.sqrt(sd[orig] ** 2 + sd[copy] ** 2)[fine]
         within = float(np.mean(np.abs(diff) <= sd_pair)) if np.isfinite(sd_pair).all() and len(diff) else None
-        rows[label] = {"mean": circmean(diff, period), "spread": circstd(diff, period), "within_sd": within,
+        rows[label] = {"symmetry": n, "mean": circmean(diff, period), "spread": circstd(diff, period), "within_sd": within,
                        "median_sd": float(np.median(sd_pair)) if within is not None else None,
                        "atoms": int(fine.sum()), "seconds": sec}
         r = rows[label]
@@ -330,7 +352,7 @@ def part_equivariance(image, args, log):
 
 
 def _slug(est) -> str:
-    return "psi" if est[1] is None else "-".join(a.strip("-") for a in est[1])
+    return "psi" if est[1] is None else "-".join(a.strip("-") for a in est[1]) or "defaults"
 
 
 # --- output -------------------------------------------------------------------------------------------
@@ -347,7 +369,8 @@ def markdown(res: dict, args, seconds: float, command: str) -> str:
     head += ["time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, _, n in ESTIMATORS:
-        cells = [label]
+        chosen = {r["rows"][label].get("symmetry") for r in (reg, eq) if r} - {None}
+        cells = [label + (f" (chose {', '.join(map(str, sorted(chosen)))}-fold)" if n is None else "")]
         sec = 0.0
         if reg:
             r = reg["rows"][label]
@@ -358,7 +381,7 @@ def markdown(res: dict, args, seconds: float, command: str) -> str:
         if eq:
             r = eq["rows"][label]
             cells += [f"{r['mean']:+.2f}", f"{r['spread']:.2f}",
-                      "n/a" if r["within_sd"] is None else f"{100 * r['within_sd']:.0f} % (sd {r['median_sd']:.1f})"]
+                      "n/a" if r["within_sd"] is None else f"{100 * r['within_sd']:.0f} % (sd {r['median_sd']:.2f})"]
             sec += r["seconds"]
         cells.append(f"{sec:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -382,21 +405,22 @@ def markdown(res: dict, args, seconds: float, command: str) -> str:
             + ", ".join(f"+{float(a):g}: {v:+.2f}" for a, v in reg["own_psi6"].items()) + " deg.")
     if eq:
         notes.append(
-            f"Equivariance: the image beside a copy turned by {EQUI_ANGLE:g} deg ({eq['shape'][0]} x {eq['shape'][1]} px), "
-            f"{eq['matched']} atoms matched; mean and spread (std) of angle(copy) - angle(original) - {EQUI_ANGLE:g}; "
+            f"Equivariance: the image beside a copy turned by {args.equi_angle:g} deg ({eq['shape'][0]} x {eq['shape'][1]} px), "
+            f"{eq['matched']} atoms matched; mean and spread (std) of angle(copy) - angle(original) - {args.equi_angle:g}; "
             "within angle_sd: share of atoms with |difference| <= sqrt(sd_original^2 + sd_copy^2) (68 % if calibrated), "
             "with that bound's median.")
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
 
 
-def write_docs(table_md: str) -> None:
+def write_docs(table_md: str, start: str = START, end: str = END, title: str = TITLE) -> None:
+    """Put ``table_md`` between the ``start`` and ``end`` markers of docs/science.md (a new section if absent)."""
     path = ROOT / "docs" / "science.md"
     text = path.read_text()
-    block = f"{START}\n{table_md}\n{END}"
-    if START in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
+    block = f"{start}\n{table_md}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)
     else:
-        text = text.rstrip("\n") + f"\n\n{TITLE}\n\n{block}\n"
+        text = text.rstrip("\n") + f"\n\n{title}\n\n{block}\n"
     path.write_text(text)
     print(f"wrote {path}")
 
@@ -409,12 +433,18 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--angles", type=float, nargs="+", default=list(ANGLES), help="turns of the regions (degrees)")
     ap.add_argument("--radius", type=float, default=150.0, help="radius of each pasted disk (px)")
+    ap.add_argument("--equi-angle", type=float, default=EQUI_ANGLE, help="turn of the copy in the equivariance check")
     ap.add_argument("--layout", choices=["single", "pairs"], default="single",
                     help="single: every region in one image; pairs: two regions per image, as in issue #17")
     ap.add_argument("--order", type=int, default=3, help="spline order of scipy.ndimage.rotate")
     ap.add_argument("--workdir", default="/tmp/bench_real", help="composed images, points, CLI outputs, results.json")
     ap.add_argument("--write-docs", action="store_true", help="put the table into docs/science.md")
+    ap.add_argument("--estimator", action="append", metavar="ARGS",
+                    help="instead of the default rows: the CLI's train arguments of one row (repeatable), e.g. "
+                         "'--symmetry 6 --rotation-range full'; 'psi6' for psi_6")
     args = ap.parse_args(argv)
+    if args.estimator:
+        ESTIMATORS[:] = [custom_estimator(text) for text in args.estimator]
     command = " ".join(["python benchmarks/bench_real.py", *(sys.argv[1:] if argv is None else argv)])
     t0 = time.perf_counter()
     check_rotation_sense()

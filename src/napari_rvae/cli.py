@@ -30,6 +30,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _symmetry(text: str):
+    """``auto`` or one of 1, 2, 3, 4, 6."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    if text.strip() in ("1", "2", "3", "4", "6"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from auto, 1, 2, 3, 4, 6)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-rvae", description="Rotationally invariant VAEs for atom-resolved images.")
     p.add_argument("--version", action="version", version=f"napari-rvae {__version__}")
@@ -60,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     t.add_argument("--labels-col", default="label", help="points column holding classes (crvae, ssrvae)")
     t.add_argument("--classes", type=_positive_int, default=0, help="number of classes (jrvae; crvae/ssrvae infer it)")
-    t.add_argument("--symmetry", type=int, default=1, choices=[1, 2, 3, 4, 6],
-                   help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n")
+    t.add_argument("--symmetry", type=_symmetry, default="auto", metavar="{auto,1,2,3,4,6}",
+                   help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n. "
+                        "auto (default): estimated from the patches (report.json: symmetry)")
     t.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
     t.add_argument("--angle-prior", type=float, default=0.0,
                    help="0 (default): no prior on the angle; patches are aligned first (see --align, --rotation-range); "
@@ -71,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rotation-range", default="auto", choices=["auto", "full", "limited"],
                    help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles measured "
                         "from the mean pose of similar patches; full = any size, zero arbitrary per shape; "
-                        "auto (default) tests which holds (report.json: alignment)")
+                        "auto (default) tests which holds for 1-fold content, full with --symmetry > 1 "
+                        "(report.json: alignment)")
 
     e = sub.add_parser("encode", help="encode patches with a trained model")
     common(e)
@@ -155,6 +166,10 @@ def _cmd_train(args, say) -> int:
             )
     finally:
         bar.close()
+    sym = report["symmetry"]
+    if sym.get("source") == "estimated":
+        say(f"Symmetry: {sym['chosen']}-fold, estimated from the patches. {sym['reason']} "
+            "Choose another with --symmetry.")
     loss = "no epoch finished" if report["final_loss"] is None else f"final loss {report['final_loss']:.4g}"
     how = "stopped early after" if report["stopped_early"] else "for"
     say(

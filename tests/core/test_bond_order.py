@@ -10,6 +10,8 @@ from napari_rvae.core.bond_order import (
     bond_orientation,
     flag_disagreement,
     lattice_check_columns,
+    lattice_check_summary,
+    lattice_order,
 )
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.pipeline import Inputs, results_table
@@ -180,15 +182,36 @@ def test_results_table_puts_the_check_after_the_encoder_columns():
     assert not table["angle_psi_flag"].any()
 
 
-@pytest.mark.parametrize("symmetry, image_input", [(1, True), (4, False), (6, False)])
-def test_results_table_adds_nothing_without_a_lattice_symmetry_or_an_image(symmetry, image_input):
-    inputs, encoded = fake_inputs(image_input=image_input)
+@pytest.mark.parametrize("symmetry", [1, 4, 6])
+def test_results_table_adds_nothing_without_an_image(symmetry):
+    inputs, encoded = fake_inputs(image_input=False)
     table = results_table(inputs, encoded, symmetry=symmetry)
-    if image_input:  # the input's own psi_order column is carried as it was
-        assert list(table.columns) == ["y", "x", "angle", "dx", "dy", "z0", "y_nm", "x_nm", "note", "psi_order"]
-        assert (table["psi_order"] == 9.0).all()
-    else:
-        assert list(table.columns) == ["index", "angle", "dx", "dy", "z0", "note"]
+    assert list(table.columns) == ["index", "angle", "dx", "dy", "z0", "note"]
+
+
+@pytest.mark.parametrize("symmetry, period", [(1, 90.0), (2, 90.0), (3, 30.0), (4, 90.0), (6, 30.0)])
+def test_any_symmetry_is_checked_against_the_lattice_modulo_the_common_period(symmetry, period):
+    """A square lattice turned by 20 deg: psi_4 whatever the motif's symmetry; compared modulo 360 / lcm(n, 4)."""
+    inputs, encoded = fake_inputs()
+    encoded["angle"] = 20.0 + 7.0 + period * np.arange(len(encoded))  # one offset, then whole periods
+    table = results_table(inputs, encoded, symmetry=symmetry)
+    assert list(table.columns) == ["y", "x", "angle", "dx", "dy", "z0", *PSI_COLUMNS, "y_nm", "x_nm", "note"]
+    np.testing.assert_allclose(table["psi_angle"], 20.0, atol=1e-9)
+    np.testing.assert_allclose(table["angle_psi_diff"], 0.0, atol=1e-6)
+    summary = lattice_check_summary(table[["y", "x"]].to_numpy(), table, symmetry)
+    assert summary["psi_n"] == 4 and summary["compared_modulo_deg"] == period and summary["flagged"] == 0
+
+
+def test_a_three_fold_motif_on_a_hexagonal_lattice_is_checked_with_psi_6():
+    """MoS2's case: 3-fold patterns around the Mo columns, a 6-fold Mo lattice."""
+    points, mid = turned_lattice("hexagonal", 12.0, cells=4)
+    angle = np.full(len(points), 12.0 + 60.0 + 5.0)  # 3-fold angle: 12 + 60 is the same lattice, 5 the offset
+    angle[mid] += 25.0
+    columns = lattice_check_columns(points, angle, 3)
+    ordered = columns["psi_order"] > 0.9
+    np.testing.assert_allclose(columns["psi_angle"][ordered], 12.0, atol=1e-6)
+    assert np.flatnonzero(columns["angle_psi_flag"]).tolist() == [mid]
+    assert lattice_order(points)[0] == 6
 
 
 def test_lattice_check_columns_without_a_learned_angle():

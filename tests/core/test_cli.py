@@ -65,6 +65,23 @@ def test_train_on_image_with_points_writes_the_contract(image_and_points, tmp_pa
     np.testing.assert_allclose(enc["angle"], table["angle"], atol=1e-3)
 
 
+def test_symmetry_is_estimated_by_default_and_reported(image_and_points, tmp_path, capsys):
+    image, points, _ = image_and_points
+    out = tmp_path / "run"
+    assert run_cli("train", image, "--points", points, "--out", out, *FAST) == 0
+    report = json.loads((out / "report.json").read_text())
+    sym = report["symmetry"]
+    assert sym["source"] == "estimated" and sym["chosen"] == report["model_config"]["symmetry"]
+    assert set(sym) >= {"plausible", "costs", "reason"}
+    given = tmp_path / "given"
+    assert run_cli("train", image, "--points", points, "--out", given, "--symmetry", "4", *FAST) == 0
+    assert json.loads((given / "report.json").read_text())["symmetry"] == {"chosen": 4, "source": "given"}
+    with pytest.raises(SystemExit):
+        run_cli("train", image, "--points", points, "--out", tmp_path / "bad", "--symmetry", "5", *FAST)
+    assert "choose from auto, 1, 2, 3, 4, 6" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("align, rotation_range, has_reference", [
     ("auto", "auto", True), ("auto", "full", True), ("none", "auto", False)])
 def test_align_option_reaches_the_model(image_and_points, tmp_path, align, rotation_range, has_reference):

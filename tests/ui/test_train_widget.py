@@ -91,6 +91,7 @@ def test_train_through_manifest_keeps_inputs_and_viewer_responsive(make_napari_v
     assert widget.image_combo.currentText() == "scan" and widget.points_combo.currentText() == "atoms"
     assert widget.form.device.itemText(0) == "auto" and "cpu" in [widget.form.device.itemText(i) for i in range(widget.form.device.count())]
     assert not widget.save_button.isEnabled() and not widget.apply_button.isEnabled()
+    assert widget.form.symmetry.currentText() == "auto"  # estimated from the patches unless chosen
     small_run(widget, epochs=4)
 
     # The GUI thread must keep running its event loop while training, encoding and the maps run: until the
@@ -116,6 +117,8 @@ def test_train_through_manifest_keeps_inputs_and_viewer_responsive(make_napari_v
     assert len(table_layer.features) == kept
     assert np.isfinite(table_layer.features["angle"]).all()
     assert "Training done" in widget.status.text() and "cpu" in widget.status.text()
+    chosen = widget.model.config.symmetry
+    assert f"Symmetry: {chosen}-fold (estimated from the patches" in widget.status.text()
     assert "Rotations " in widget.status.text()  # which rotation range the angles were measured in
     assert len(widget.plot.y) >= 4 and np.isfinite(widget.plot.y).all()
     # The user's layers are untouched.

@@ -39,8 +39,14 @@ Steps (torch on the training device; the eigenvector with scipy on the CPU):
    if the angles found there are concentrated (``LIMITED_RANGE_CONCENTRATION``),
    each patch's angle is measured from the mean pose of the patches similar
    to it (:func:`centre_on_mean_pose`). Otherwise (rotations of any size, or a minority grain turned
-   by more than 90 degrees) the full-circle result stands. With n-fold
-   symmetry the window is +/-90/n degrees.
+   by more than 90 degrees) the full-circle result stands. The test runs
+   for 1-fold content only: with n-fold symmetry (a crystal) ``auto`` is the
+   full circle modulo 360/n (issue #17). There the window would be +/-90/n
+   degrees (+/-15 for 6-fold), which real misorientations exceed, and on a
+   lattice the "similar patches" of the mean pose are those of one region:
+   on a real MoS2 scan regions turned by 12 and 25 degrees read 1.7 and -0.6
+   (``benchmarks/bench_real.py``; full circle: 13.5 and 26.3). ``limited``
+   still applies it when asked.
 
 Large stacks: at most ``MAX_ANCHORS`` patches are synchronised with each
 other, and ``REFERENCE_SIZE`` of them (the *reference*) are kept; every patch
@@ -476,17 +482,27 @@ def best_references(spec: torch.Tensor, ref_spec: torch.Tensor, *, k: int = 10, 
 
 
 def reference_angles(spec: torch.Tensor, ref_spec: torch.Tensor, ref_theta: torch.Tensor, *, symmetry: int = 1,
-                     k: int = 10, n_angles: int = 64, window: float | None = None) -> torch.Tensor:
+                     k: int = 10, n_angles: int = 64, window: float | None = None, spread: bool = False):
     """Angles (radians) of patches from their best matches in a synchronised reference.
 
     The ``k`` best matches vote for ``theta_ref + rotation`` with weight
     ``score ** 16``; a reference patch itself gets back its own angle.
     ``window``: the reference's rotation range (:class:`Reference`).
+    ``spread``: also return each angle's standard error (radians): the votes'
+    weighted circular standard deviation over the square root of their
+    effective number. Uncalibrated: the models scale it
+    (``RVAE.calibrate_angle_sd``).
     """
     index, weight, rot = best_references(spec, ref_spec, k=k, n_angles=n_angles, window=window, symmetry=symmetry)
     phase = ref_theta[index] * symmetry + rot * symmetry
     votes = (weight * torch.polar(torch.ones_like(phase), phase)).sum(1)
-    return torch.remainder(torch.angle(votes).float() / symmetry, 2 * math.pi / symmetry)
+    theta = torch.remainder(torch.angle(votes).float() / symmetry, 2 * math.pi / symmetry)
+    if not spread:
+        return theta
+    total = weight.sum(1)
+    length = (votes.abs() / total).clamp(1e-6, 1.0)
+    effective = total**2 / (weight**2).sum(1)
+    return theta, (torch.sqrt(-2.0 * torch.log(length)) / symmetry / effective.sqrt()).float()
 
 
 def angular_spectra(patches: torch.Tensor, symmetry: int = 1, n_angles: int = 64) -> torch.Tensor:
@@ -534,7 +550,8 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
     """Synchronise (at most ``max_anchors`` of) the patches into a :class:`Reference`.
 
     ``rotation_range``: ``auto`` tests whether the rotations stay within
-    +/-90 degrees (/ symmetry) of a common upright (module docstring, step 4);
+    +/-90 degrees of a common upright for 1-fold content and takes the full
+    circle (modulo 360/n) for n-fold content (module docstring, step 4);
     ``full`` and ``limited`` skip the test. ``keep``: keep only that many of
     the synchronised anchors (at random), a smaller reference that is faster
     to match against.
@@ -546,6 +563,8 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
         return Reference(spec, torch.zeros(spec.shape[0], device=spec.device))
     window, loss, concentration, beyond = limited_window(symmetry), float("nan"), float("nan"), float("nan")
     idx, rel, score, all_scores, all_angles = rotation_neighbours(spec, k, n_angles, every=True)
+    if rotation_range == "auto" and symmetry > 1:
+        rotation_range = "full"
     if rotation_range == "auto":
         loss = window_loss(spec, idx, score, window, symmetry=symmetry, n_angles=n_angles)
         beyond = beyond_window_share(rel, window, symmetry=symmetry)
@@ -622,11 +641,11 @@ def coarse_angles(patches, *, symmetry: int = 1, k: int = 10, n_angles: int = 64
     return theta.cpu().numpy().astype(np.float64)
 
 
-def rotate_patches(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def rotate_patches(x: torch.Tensor, theta: torch.Tensor, *, mask: bool = True) -> torch.Tensor:
     """Turn (B, P, P) patches *back* by ``theta`` (radians): undoes a counter-clockwise turn.
 
-    Pixels outside the inscribed disk are set to 0, so every turned patch has
-    the same (empty) corners.
+    Pixels outside the inscribed disk are set to 0 (``mask``), so every turned
+    patch has the same (empty) corners.
     """
     b, p = x.shape[0], x.shape[-1]
     c, s = torch.cos(-theta), torch.sin(-theta)
@@ -634,7 +653,7 @@ def rotate_patches(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     mat = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], -2).to(x.dtype)
     grid = F.affine_grid(mat, (b, 1, p, p), align_corners=True)
     out = F.grid_sample(x.reshape(b, 1, p, p), grid, align_corners=True)[:, 0]
-    return out * disk(p).to(device=x.device, dtype=x.dtype)
+    return out * disk(p).to(device=x.device, dtype=x.dtype) if mask else out
 
 
 def disk(patch_size: int) -> torch.Tensor:

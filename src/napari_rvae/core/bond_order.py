@@ -23,16 +23,26 @@ from .errors import InputError
 
 __all__ = [
     "DISAGREEMENT_DEG",
+    "LATTICE_ORDERS",
     "LATTICE_SYMMETRIES",
     "MIN_ORDER",
     "angle_disagreement",
     "bond_orientation",
+    "compared_period",
     "flag_disagreement",
     "lattice_check_columns",
+    "lattice_check_summary",
+    "lattice_order",
 ]
 
 # The rotations a periodic 2-D lattice can have (crystallographic restriction).
 LATTICE_SYMMETRIES = (2, 3, 4, 6)
+
+# The psi_n the lattice check reads: square and hexagonal lattices. Not the
+# motif's symmetry: on a real MoS2 scan the pattern around a Mo column is 3-fold
+# (the S columns) while the Mo lattice is 6-fold, and psi_3 of a 6-fold lattice
+# picks 3 of 6 equal bonds at random.
+LATTICE_ORDERS = (4, 6)
 
 # Below this |psi_n| the neighbourhood is not one lattice (an edge, a boundary,
 # a vacancy), so its psi angle is not a check of anything. On make_lattice
@@ -241,7 +251,31 @@ def flag_disagreement(diff_deg, order=None, *, threshold_deg: float = DISAGREEME
     return flag
 
 
-def lattice_check_columns(points_yx, angle_deg, n: int) -> dict[str, np.ndarray]:
+def lattice_order(points_yx) -> tuple[int, float]:
+    """The lattice's n (4 or 6): the psi_n with the higher median order, and that median.
+
+    Examples
+    --------
+    >>> i, j = np.mgrid[:6, :6].reshape(2, -1) * 10.0
+    >>> n, order = lattice_order(np.column_stack([i, j]))
+    >>> n, round(order, 2)
+    (4, 1.0)
+    """
+    best = (LATTICE_ORDERS[0], float("nan"))
+    for n in LATTICE_ORDERS:
+        _, order = bond_orientation(points_yx, n)
+        median = float(np.nanmedian(order)) if np.isfinite(order).any() else float("nan")
+        if np.isfinite(median) and not median <= best[1]:
+            best = (n, median)
+    return best
+
+
+def compared_period(symmetry: int, lattice_n: int) -> float:
+    """Degrees modulo which a ``symmetry``-fold angle and psi_``lattice_n`` can be compared: 360 / lcm."""
+    return 360.0 / np.lcm(_check_symmetry(symmetry), _check_symmetry(lattice_n))
+
+
+def lattice_check_columns(points_yx, angle_deg, symmetry: int, lattice_n: int | None = None) -> dict[str, np.ndarray]:
     """The points.csv columns that set psi_n beside the learned angle.
 
     Parameters
@@ -250,8 +284,13 @@ def lattice_check_columns(points_yx, angle_deg, n: int) -> dict[str, np.ndarray]
         Atom positions (y, x) in pixels.
     angle_deg : array_like, shape (N,)
         The learned angle (NaN where there is none).
-    n : int
-        The symmetry the model was trained with.
+    symmetry : int
+        The symmetry the model was trained with (the angle is modulo 360/symmetry).
+    lattice_n : int, optional
+        psi_n's n; default :func:`lattice_order` of the points (4 or 6). The
+        two angles are compared modulo :func:`compared_period`: a 3-fold motif
+        on a 6-fold lattice modulo 60 degrees, a 1-fold one on a square lattice
+        modulo 90.
 
     Returns
     -------
@@ -267,11 +306,27 @@ def lattice_check_columns(points_yx, angle_deg, n: int) -> dict[str, np.ndarray]
     >>> list(columns), float(columns["angle_psi_diff"].max()), bool(columns["angle_psi_flag"].any())
     (['psi_angle', 'psi_order', 'angle_psi_diff', 'angle_psi_flag'], 0.0, False)
     """
+    n = _check_symmetry(lattice_n) if lattice_n is not None else lattice_order(points_yx)[0]
     psi_angle, psi_order = bond_orientation(points_yx, n)
-    diff = angle_disagreement(angle_deg, psi_angle, n, psi_order)
+    together = int(round(360.0 / compared_period(symmetry, n)))
+    diff = angle_disagreement(angle_deg, psi_angle, together, psi_order)
     return {
         "psi_angle": psi_angle,
         "psi_order": psi_order,
         "angle_psi_diff": diff,
         "angle_psi_flag": flag_disagreement(diff, psi_order),
+    }
+
+
+def lattice_check_summary(points_yx, columns: dict, symmetry: int) -> dict:
+    """For report.json: which psi_n, compared modulo what, how ordered, how many atoms flagged."""
+    n, median = lattice_order(points_yx)
+    flags = np.asarray(columns["angle_psi_flag"], dtype=bool)
+    return {
+        "psi_n": n,
+        "compared_modulo_deg": compared_period(symmetry, n),
+        "median_order": None if not np.isfinite(median) else round(median, 4),
+        "min_order": MIN_ORDER,
+        "threshold_deg": DISAGREEMENT_DEG,
+        "flagged": int(flags.sum()),
     }

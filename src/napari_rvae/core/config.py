@@ -11,6 +11,7 @@ ALIGNMENTS = ("auto", "sync", "none")
 ROTATION_RANGES = ("auto", "full", "limited")
 LIKELIHOODS = ("gaussian", "bernoulli")
 SYMMETRIES = (1, 2, 3, 4, 6)
+SYMMETRY_AUTO = "auto"  # estimated from the patches when training starts (core/symmetry.py)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,9 @@ class ModelConfig:
     ``jrvae`` (rVAE with a discrete class latent, no labels needed),
     ``ssrvae`` (``jrvae`` trained with a few labels).
     ``symmetry``: the patches' n-fold rotational symmetry; angles are then
-    defined modulo ``360 / symmetry`` degrees.
+    defined modulo ``360 / symmetry`` degrees. ``"auto"`` (the CLI's and the
+    Train widget's default) is estimated from the patches when training
+    starts (``core/symmetry.py``); the trained model's config holds the number.
     ``angle_prior``: concentration of the rotation prior around 0 degrees:
     0 is uniform over the circle (rotations of any size); larger values tie
     the latent angle to small rotations, as the article's rVAE does.
@@ -37,7 +40,8 @@ class ModelConfig:
     degrees (/ symmetry) of a common upright; ``full`` assumes rotations of
     any size (angle zero arbitrary, shared by patches that match under some
     rotation); ``auto``
-    (default) tests which holds (``core/align.py``, step 4).
+    (default) tests which holds for 1-fold content and is ``full`` with
+    ``symmetry`` > 1 (``core/align.py``, step 4).
     ``encoder_rotations``: K rotated copies the encoder reads and pools
     equivariantly (see ``models.Encoder``); 1 is a plain MLP encoder; 0
     (default) picks 1 with coarse alignment or a tied angle prior, and 16
@@ -51,7 +55,7 @@ class ModelConfig:
     hidden_dim: int = 128
     hidden_layers: int = 2
     n_classes: int = 0
-    symmetry: int = 1
+    symmetry: int | str = 1
     likelihood: str = "bernoulli"
     noise: float = 0.1
     angle_prior: float = 0.0
@@ -69,8 +73,8 @@ class ModelConfig:
             raise InputError(f"Latent dimension {self.latent_dim} is too small: use at least 1.")
         if int(self.hidden_dim) < 1 or int(self.hidden_layers) < 1:
             raise InputError("The hidden width and the number of hidden layers must be at least 1.")
-        if self.symmetry not in SYMMETRIES:
-            raise InputError(f"Symmetry {self.symmetry} is not supported: use one of {SYMMETRIES}.")
+        if self.symmetry != SYMMETRY_AUTO and self.symmetry not in SYMMETRIES:
+            raise InputError(f"Symmetry {self.symmetry} is not supported: use one of {SYMMETRIES} or 'auto'.")
         if self.likelihood not in LIKELIHOODS:
             raise InputError(f"Unknown likelihood {self.likelihood!r}: use gaussian or bernoulli.")
         if int(self.encoder_rotations) < 0:

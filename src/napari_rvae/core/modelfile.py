@@ -85,7 +85,7 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
         extra = json.loads(payload.get("extra", "{}"))
         model = RVAE(config)
         state = dict(payload["state_dict"])
-        for key in ("ref_spectra", "ref_theta", "ref_window", "ref_range_test"):  # ditto: defaults
+        for key in ("ref_spectra", "ref_theta", "ref_window", "ref_range_test", "angle_sd_scale"):  # ditto: defaults
             state.setdefault(key, getattr(model, key))
         # ... and before the third range statistic ("beyond"): it reads as not measured.
         stats = state["ref_range_test"]

@@ -275,6 +275,9 @@ class RVAE(nn.Module):
         # concentration, beyond: align.Reference).
         self.register_buffer("ref_window", torch.tensor(math.pi))
         self.register_buffer("ref_range_test", torch.full((3,), float("nan")))
+        # Factor that makes angle_sd cover about 68 % of an angle's own noise
+        # (calibrate_angle_sd); 1 until training measures it.
+        self.register_buffer("angle_sd_scale", torch.tensor(1.0))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The reference's size depends on the training data: take the file's shape.
@@ -329,23 +332,65 @@ class RVAE(nn.Module):
         p = self.config.patch_size
         return align.angular_spectra(x.reshape(-1, p, p).float(), self.config.symmetry)
 
-    def coarse_align(self, x: torch.Tensor, chunk: int = 4096, *, inplace: bool = False):
+    def coarse_align(self, x: torch.Tensor, chunk: int = 4096, *, inplace: bool = False, spread: bool = False):
         """``(turned patches (B, P*P), coarse angles (B,) in radians)``; ``(x, None)`` without alignment.
 
         ``inplace`` overwrites ``x`` (training's own copy: saves its size in memory).
+        ``spread``: a third item, the angles' uncalibrated standard errors
+        (:func:`~napari_rvae.core.align.reference_angles`; ``None`` without alignment).
         """
         if not self.config.coarse_alignment or self.ref_theta.numel() == 0:
-            return x, None
+            return (x, None, None) if spread else (x, None)
         p, n = self.config.patch_size, self.config.symmetry
         ref = torch.view_as_complex(self.ref_spectra.float().contiguous())
-        out, angles = (x if inplace else torch.empty_like(x)), []
+        out, angles, errors = (x if inplace else torch.empty_like(x)), [], []
         for s in range(0, x.shape[0], chunk):
             part = x[s : s + chunk]
-            theta = align.reference_angles(self._spectra(part), ref, self.ref_theta, symmetry=n,
-                                           window=self.reference_window)
+            theta, error = align.reference_angles(self._spectra(part), ref, self.ref_theta, symmetry=n,
+                                                  window=self.reference_window, spread=True)
             out[s : s + chunk] = align.rotate_patches(part.reshape(-1, p, p), theta.to(x.dtype)).reshape(part.shape)
             angles.append(theta)
-        return out, torch.cat(angles)
+            errors.append(error)
+        return (out, torch.cat(angles), torch.cat(errors)) if spread else (out, torch.cat(angles))
+
+    @torch.no_grad()
+    def calibrate_angle_sd(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> float:
+        """Scale ``angle_sd`` so that it covers about 68 % of the angle's own noise; returns the factor.
+
+        The noise is measured as issue #17's equivariance check does on a whole
+        image: each patch of ``x`` (normalised, (B, P*P); a sample of the
+        training patches) is turned by a random angle (10-40 % of the period,
+        either sense) and encoded again; ``d = angle(turned) - angle - turn``
+        should be 0. The factor is the 68th percentile of
+        ``|d| / sqrt(sd^2 + sd_turned^2)``, so that about 68 % of such
+        differences lie within their error bar. Measured on the MoS2 scan
+        (``benchmarks/bench_real.py``): the uncalibrated spread of the votes
+        was 2-4 times too large, the rVAE's own posterior spread 6-50 times
+        (docs/science.md).
+        """
+        if not self.config.pose_model or x.shape[0] < 2:
+            return float(self.angle_sd_scale)
+        p, period = self.config.patch_size, 2 * math.pi / self.config.symmetry
+        gen = torch.Generator().manual_seed(seed)
+        size = torch.rand(x.shape[0], generator=gen) * 0.3 + 0.1
+        sense = torch.where(torch.rand(x.shape[0], generator=gen) < 0.5, -1.0, 1.0)
+        turn = (size * sense * period).to(x.device, x.dtype)
+        # No disk: the corners a turn leaves empty lie outside the circle the angle reads,
+        # as with a turned image, where no patch has empty corners.
+        turned = align.rotate_patches(x.reshape(-1, p, p), -turn, mask=False).reshape(x.shape)
+        same = x
+        self.angle_sd_scale.fill_(1.0)
+        before, after = self.posterior(same, y), self.posterior(turned, y)
+        n = self.config.symmetry
+        d = torch.angle(torch.polar(torch.ones_like(turn), n * (after["angle"] - before["angle"] - turn))) / n
+        bar = torch.sqrt(before["angle_sd"] ** 2 + after["angle_sd"] ** 2)
+        ratio = (d.abs() / bar.clamp_min(1e-12)).float()
+        ratio = ratio[torch.isfinite(ratio)]
+        scale = float(torch.quantile(ratio, 0.68)) if ratio.numel() else 1.0
+        if not (math.isfinite(scale) and scale > 0):
+            scale = 1.0
+        self.angle_sd_scale.fill_(scale)
+        return scale
 
     # --- data scaling -------------------------------------------------------
     def fit_normalization(self, patches: torch.Tensor) -> None:
@@ -445,9 +490,9 @@ class RVAE(nn.Module):
         remaining rotation then being ``residual_angle``.
         """
         cfg = self.config
-        coarse = None
+        coarse = coarse_error = None
         if not aligned:
-            x, coarse = self.coarse_align(x)
+            x, coarse, coarse_error = self.coarse_align(x, spread=True)
         loc, scale, logits = self.encoder(x, y if cfg.kind == "crvae" else None)
         out: dict[str, torch.Tensor] = {}
         i = 0
@@ -468,9 +513,12 @@ class RVAE(nn.Module):
                 out["residual_angle"] = out["angle"]
                 out["decoder_angle"] = out["angle"] + coarse
                 out["angle"] = coarse
+                out["angle_sd"] = coarse_error  # the reported angle's own spread, not the residual's
                 out["u"] = _turn(u, coarse * cfg.symmetry)
                 if "shift" in out:
                     out["shift"] = _turn(out["shift"], coarse)
+        if "angle_sd" in out:
+            out["angle_sd"] = out["angle_sd"] * self.angle_sd_scale
         out["z"], out["z_sd"] = loc[:, i:], scale[:, i:]
         if logits is not None:
             out["class_prob"] = torch.softmax(logits, dim=-1)

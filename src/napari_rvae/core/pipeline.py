@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bond_order import LATTICE_SYMMETRIES, lattice_check_columns
+from .angle_checks import angle_warnings
+from .bond_order import lattice_check_columns, lattice_check_summary
 from .config import ModelConfig, TrainConfig
 from .encode import encode
 from .errors import InputError
@@ -147,13 +148,26 @@ def calibrated_unit(unit: str | None, pixel_size: float) -> tuple[str, float]:
     return name, pixel_size * factor
 
 
+def has_image_coordinates(inputs: Inputs) -> bool:
+    """Whether the rows are atoms at (y, x) in an image (not a stack of patches)."""
+    return {"y", "x"} <= set(inputs.table.columns)
+
+
+def lattice_report(inputs: Inputs, table: pd.DataFrame, symmetry: int) -> dict | None:
+    """report.json's ``lattice_check``: which psi_n, compared modulo what; None without the check."""
+    if not has_image_coordinates(inputs) or "angle_psi_flag" not in table:
+        return None
+    return lattice_check_summary(inputs.table[["y", "x"]].to_numpy(dtype=float), table, symmetry)
+
+
 def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | None = None,
                   symmetry: int = 1) -> pd.DataFrame:
     """The points.csv layout: coordinates, results, then carried input columns.
 
-    For an image and a lattice ``symmetry`` (2, 3, 4 or 6) the encoder's columns
-    are followed by the bond-order check ``psi_angle``, ``psi_order``,
-    ``angle_psi_diff`` and ``angle_psi_flag`` (:mod:`.bond_order`).
+    For an image the encoder's columns are followed by the bond-order check
+    ``psi_angle``, ``psi_order``, ``angle_psi_diff`` and ``angle_psi_flag``
+    (:mod:`.bond_order`; psi_4 or psi_6, whichever fits the positions, compared
+    with the ``symmetry``-fold angle modulo their common period).
     """
     coord_cols = [c for c in ("y", "x", "index") if c in inputs.table.columns][:2]
     coords = inputs.table[coord_cols].reset_index(drop=True)
@@ -162,7 +176,7 @@ def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | 
         unit, size = calibrated_unit(inputs.unit, inputs.pixel_size)
         extra = [pd.DataFrame({f"y_{unit}": coords["y"] * size, f"x_{unit}": coords["x"] * size})]
     lattice = []
-    if {"y", "x"} <= set(coord_cols) and symmetry in LATTICE_SYMMETRIES:
+    if has_image_coordinates(inputs):
         angle = encoded["angle"].to_numpy() if "angle" in encoded else np.full(len(coords), np.nan)
         lattice = [pd.DataFrame(lattice_check_columns(coords[["y", "x"]].to_numpy(dtype=float), angle, symmetry))]
     made = set(encoded.columns).union(*(frame.columns for frame in lattice))
@@ -257,6 +271,10 @@ def run_train(
             notes=inputs.notes,
             files=[MODEL_FILE, POINTS_FILE, *map_files, REPORT],
         )
+        report["lattice_check"] = lattice_report(inputs, table, result.model.config.symmetry)
+        report["angle_warnings"] = angle_warnings(table, result.model.config.symmetry, result.symmetry)
+        for warning in report["angle_warnings"]:
+            say(warning)
         out.write_json(REPORT, report)
     except BaseException:
         out.discard()
@@ -330,7 +348,11 @@ def run_encode(
             "unit": inputs.unit,
             "notes": inputs.notes,
             "files": [POINTS_FILE, *map_files, REPORT],
+            "lattice_check": lattice_report(inputs, table, cfg.symmetry),
+            "angle_warnings": angle_warnings(table, cfg.symmetry),
         }
+        for warning in report["angle_warnings"]:
+            say(warning)
         out.write_json(REPORT, report)
     except BaseException:
         out.discard()

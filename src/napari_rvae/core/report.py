@@ -76,6 +76,7 @@ def training_report(
         "train_config": train_config.to_dict(),
         "device": result.device,
         "alignment": result.alignment,
+        "symmetry": result.symmetry or {"chosen": int(result.model.config.symmetry), "source": "given"},
         "n_points": int(n_points),
         "n_patches": int(n_patches),
         "dropped_rows": [int(i) for i in dropped_rows],

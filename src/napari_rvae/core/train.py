@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
 
-from .config import ModelConfig, TrainConfig
+from .config import SYMMETRY_AUTO, ModelConfig, TrainConfig
 from .decoder import resolve_compute_dtype
 from .device import resolve_device
 from .dynamo_import import import_dynamo_safely
@@ -40,6 +40,8 @@ from .memory import free_cached_memory, is_out_of_memory
 from .models import RVAE
 
 StopFlag = Callable[[], bool]
+# Patches that calibrate angle_sd after training (RVAE.calibrate_angle_sd): two encodings of them.
+CALIBRATION_PATCHES = 1000
 log = logging.getLogger(__name__)
 
 
@@ -78,6 +80,8 @@ class TrainResult:
     n_patches: int = 0
     alignment_error: str | None = None  # why the coarse alignment failed (the rVAE alone then measured angles)
     notes: list[str] = field(default_factory=list)
+    # How the symmetry was set: {"chosen": n, "source": "given"} or core.symmetry's estimate summary.
+    symmetry: dict = field(default_factory=dict)
 
     @property
     def alignment(self) -> dict | None:
@@ -166,6 +170,19 @@ def train_iter(
         torch.set_num_threads(threads_before)
 
 
+def _resolve_symmetry(x_np, model_config: ModelConfig, model, seed: int) -> tuple[ModelConfig, dict]:
+    """The config with a number for ``symmetry``, and how it was set (``TrainResult.symmetry``)."""
+    if model_config.symmetry != SYMMETRY_AUTO:
+        return model_config, {"chosen": int(model_config.symmetry), "source": "given"}
+    if model is not None:  # training goes on: the model's own symmetry
+        return replace(model_config, symmetry=model.config.symmetry), {"chosen": int(model.config.symmetry),
+                                                                       "source": "model"}
+    from .symmetry import estimate_symmetry
+
+    found = estimate_symmetry(x_np, seed=seed)
+    return replace(model_config, symmetry=found.symmetry), found.summary()
+
+
 def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, *, labels, stop, model):
     """:func:`train_iter`'s body (inputs checked here, threads set by the caller)."""
     x_np = np.asarray(patches)
@@ -183,6 +200,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
                              "works in: scale them down first.")
     lab = check_labels(labels, x_np.shape[0], model_config)
 
+    model_config, symmetry = _resolve_symmetry(x_np, model_config, model, train_config.seed)
     device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)
     pyro.set_rng_seed(train_config.seed)
@@ -225,6 +243,9 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
             notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
                          "the class head learned from the ELBO alone.")
             log.debug("graph_classes failed", exc_info=exc)
+    # Science (#17): a sample of the patches as given, to calibrate angle_sd after training.
+    calib = torch.randperm(n, generator=torch.Generator().manual_seed(train_config.seed))[:CALIBRATION_PATCHES]
+    calib_x = x_all[calib.to(x_all.device)].clone()
     # Science (#6): with coarse alignment the rVAE trains on patches turned by
     # their synchronised angle and only learns what is left (see core/align.py).
     x_all = model.coarse_align(x_all, inplace=True)[0]
@@ -243,7 +264,8 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
     labelled = torch.nonzero(targets >= 0).flatten() if (enum and targets is not None) else None
 
     gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
-    result = TrainResult(model=model, device=str(device), n_patches=n, alignment_error=alignment_error, notes=notes)
+    result = TrainResult(model=model, device=str(device), n_patches=n, alignment_error=alignment_error, notes=notes,
+                         symmetry=symmetry)
     t0 = time.perf_counter()
     last_yield = t0
     model.train()
@@ -301,6 +323,11 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
             break
     model.eval()
     model.decoder.compute_dtype = None  # decoding after training: float32, as saved
+    if result.history:
+        calib_y = None
+        if model_config.kind == "crvae" and y_all is not None:
+            calib_y = F.one_hot(y_all[calib.to(y_all.device)], n_cls).to(calib_x.dtype)
+        model.calibrate_angle_sd(calib_x, calib_y, seed=train_config.seed)
     result.seconds = time.perf_counter() - t0
     return result
 

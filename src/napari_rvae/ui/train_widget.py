@@ -34,7 +34,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_rvae.core.config import MODEL_KINDS, SYMMETRIES, ModelConfig, TrainConfig
+from napari_rvae.core.angle_checks import angle_warnings
+from napari_rvae.core.config import MODEL_KINDS, SYMMETRIES, SYMMETRY_AUTO, ModelConfig, TrainConfig
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.modelfile import load_model, save_model
@@ -97,7 +98,9 @@ class TrainForm(QWidget):
         self.hidden_dim = _spin(8, 1024, 128, 16)
         self.translation = QCheckBox("learn a shift per patch", checked=True)
         self.symmetry = QComboBox()
-        self.symmetry.addItems([str(s) for s in SYMMETRIES])
+        self.symmetry.addItems([SYMMETRY_AUTO, *(str(s) for s in SYMMETRIES)])
+        self.symmetry.setToolTip("n-fold rotational symmetry of the patches: angles are measured modulo 360/n.\n"
+                                 "auto: estimated from the patches when training starts (the status line says which).")
         self.rotations = QComboBox()
         self.rotations.addItems(list(ROTATION_CHOICES))
         self.rotations.setToolTip(
@@ -136,7 +139,7 @@ class TrainForm(QWidget):
         model = ModelConfig(
             kind=kind, patch_size=self.patch_size.value(), latent_dim=self.latent_dim.value(),
             translation=self.translation.isChecked(), hidden_dim=self.hidden_dim.value(),
-            n_classes=classes, symmetry=int(self.symmetry.currentText()),
+            n_classes=classes, symmetry=_symmetry_choice(self.symmetry.currentText()),
             **ROTATION_CHOICES[self.rotations.currentText()],
         )
         train = TrainConfig(
@@ -371,14 +374,18 @@ class TrainWidget(JobWidget):
         self.model = analysis.model
         # The column trained on, not the one chosen now: the user may have changed it meanwhile.
         self.model_extra = {"class_names": snap.class_names, "labels_col": snap.labels_column}
+        warnings = angle_warnings(analysis.table, analysis.model.config.symmetry, t.symmetry)
         self.report = analysis_report(analysis, train_config, command="napari", sources=snap.sources,
                                       class_names=snap.class_names, pixel_size=snap.pixel_size, unit=snap.unit,
-                                      notes=snap.notes)
+                                      notes=[*snap.notes, *warnings])
+        self.report["angle_warnings"] = warnings
+        for warning in warnings:
+            show_warning(warning)
         how = "stopped early" if t.stopped else "done"
         summary = t.alignment
         self.status.setText(f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
                             f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge)."
-                            + (f" {summary['description']}" if summary else ""))
+                            + (f" {summary['description']}" if summary else "") + _symmetry_status(t.symmetry))
         self._show(results, run_name, snap.layers, snap.class_names)
 
     # ----------------------------------------------------------------- results
@@ -472,6 +479,19 @@ class TrainWidget(JobWidget):
         kept, dropped = len(results.analysis.kept), len(results.analysis.dropped)
         self.status.setText(f"Applied to {kept:,} points ({dropped:,} dropped at the edge).")
         self._show(results, run_name, layers, names)
+
+
+def _symmetry_choice(text: str):
+    return text if text == SYMMETRY_AUTO else int(text)
+
+
+def _symmetry_status(symmetry: dict) -> str:
+    """' Symmetry: 3-fold (estimated; also plausible: 6).' for the status line; '' when it was given."""
+    if symmetry.get("source") != "estimated":
+        return ""
+    others = symmetry.get("alternatives", [])
+    also = f"; also plausible: {', '.join(map(str, others))}" if others else ""
+    return f" Symmetry: {symmetry['chosen']}-fold (estimated from the patches{also})."
 
 
 def _add_class_names(table, class_names) -> None:
