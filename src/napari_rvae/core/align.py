@@ -501,7 +501,8 @@ def reference_angles(spec: torch.Tensor, ref_spec: torch.Tensor, ref_theta: torc
         return theta
     total = weight.sum(1)
     length = (votes.abs() / total).clamp(1e-6, 1.0)
-    effective = total**2 / (weight**2).sum(1)
+    relative = weight / weight.max(1, keepdim=True).values  # squares of the raw weights underflow float32
+    effective = relative.sum(1) ** 2 / (relative**2).sum(1)
     return theta, (torch.sqrt(-2.0 * torch.log(length)) / symmetry / effective.sqrt()).float()
 
 

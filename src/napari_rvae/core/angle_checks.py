@@ -49,7 +49,9 @@ def angle_warnings(table: pd.DataFrame, symmetry: int, how: dict | None = None) 
         out.append(f"Few patches: {n} angles (fewer than {FEW_PATCHES}); alignment and training may not have "
                    "settled, so compare runs with another seed before trusting the map.")
     if "angle_sd" in table:
-        median = float(np.nanmedian(table["angle_sd"].to_numpy(dtype=float))) if n else float("nan")
+        sd = table["angle_sd"].to_numpy(dtype=float)
+        sd = sd[np.isfinite(sd)]
+        median = float(np.median(sd)) if sd.size else float("nan")
         if np.isfinite(median) and median > UNCERTAIN_SHARE * period:
             out.append(f"Uncertain angles: the median angle_sd is {median:.1f} deg, more than "
                        f"{UNCERTAIN_SHARE:.0%} of the {period:g}-degree period; the patches may be too noisy, too "

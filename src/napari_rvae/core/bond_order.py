@@ -256,7 +256,7 @@ def lattice_order(points_yx) -> tuple[int, float]:
 
     Examples
     --------
-    >>> i, j = np.mgrid[:6, :6].reshape(2, -1) * 10.0
+    >>> i, j = np.mgrid[:10, :10].reshape(2, -1) * 10.0   # a square lattice; most atoms inside
     >>> n, order = lattice_order(np.column_stack([i, j]))
     >>> n, round(order, 2)
     (4, 1.0)
