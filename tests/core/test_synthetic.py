@@ -154,3 +154,12 @@ def test_rotated_bad_input(fn):
 
 def test_wrap_angle():
     np.testing.assert_allclose(wrap_angle([0, 180, -180, 190, -190, 540]), [0, 180, 180, -170, 170, 180])
+
+
+def test_second_species_at_random_sites_takes_the_asked_share():
+    from napari_rvae.core.synthetic import make_lattice
+
+    lat = make_lattice((256, 256), second_species="random", second_fraction=0.15, seed=0)
+    assert 0.10 < lat.species.mean() < 0.20
+    none = make_lattice((128, 128), second_species="random", second_fraction=0.0, seed=0)
+    assert none.species.sum() == 0

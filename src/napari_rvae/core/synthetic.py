@@ -156,6 +156,7 @@ def make_lattice(
     satellite_distance: float = 0.33,
     satellite_amplitude: float = 0.45,
     second_species: str = "sublattice",
+    second_fraction: float = 0.15,
     second_amplitude: float = 1.5,
     second_elongation: float = 1.6,
     region_radius: float | None = None,
@@ -179,7 +180,8 @@ def make_lattice(
 
     A second species, brighter and elongated along the grain orientation, sits
     either on a checkerboard sublattice (``second_species="sublattice"``), in a
-    disk in the middle of the image (``"region"``) or nowhere (``"none"``).
+    disk in the middle of the image (``"region"``), on a random
+    ``second_fraction`` of the sites (``"random"``) or nowhere (``"none"``).
 
     Parameters
     ----------
@@ -195,7 +197,9 @@ def make_lattice(
         Gaussian width of the main atom, pixels.
     satellite_distance, satellite_amplitude : float
         Position (in lattice constants) and relative brightness of the satellite.
-    second_species : {"sublattice", "region", "none"}
+    second_species : {"sublattice", "region", "random", "none"}
+    second_fraction : float
+        Share of the sites that hold the second species with ``"random"``.
     second_amplitude, second_elongation : float
         Relative brightness and major/minor width ratio of the second species.
     region_radius : float, optional
@@ -244,8 +248,10 @@ def make_lattice(
         raise InputError(
             f"The lattice spacing ({spacing} px) must be larger than twice the atom width ({sigma} px)."
         )
-    if second_species not in ("sublattice", "region", "none", None):
-        raise InputError(f"second_species must be 'sublattice', 'region' or 'none', not {second_species!r}.")
+    if second_species not in ("sublattice", "region", "random", "none", None):
+        raise InputError(f"second_species must be 'sublattice', 'region', 'random' or 'none', not {second_species!r}.")
+    if second_species == "random" and not 0.0 <= second_fraction <= 1.0:
+        raise InputError(f"second_fraction must lie in [0, 1], not {second_fraction!r}.")
     if grains is None:
         grains = _default_grains((h, w))
     grains = tuple((float(g[0]), float(g[1]), float(g[2])) for g in grains)
@@ -304,6 +310,8 @@ def make_lattice(
     elif second_species == "region":
         rad = region_radius if region_radius is not None else min(h, w) / 5.0
         species = (np.hypot(points[:, 0] - h / 2.0, points[:, 1] - w / 2.0) < rad).astype(int)
+    elif second_species == "random":
+        species = (rng.random(len(points)) < second_fraction).astype(int)
     else:
         species = np.zeros(len(points), dtype=int)
 
