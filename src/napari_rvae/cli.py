@@ -39,6 +39,17 @@ def _symmetry(text: str):
     raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from auto, 1, 2, 3, 4, 6)")
 
 
+def _class_window(text: str):
+    """``auto``, ``full`` (None) or a whole number of pixels."""
+    word = text.strip().lower()
+    if word in ("auto", "full"):
+        return None if word == "full" else "auto"
+    try:
+        return int(word)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, full or a whole number of pixels") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-rvae", description="Rotationally invariant VAEs for atom-resolved images.")
     p.add_argument("--version", action="version", version=f"napari-rvae {__version__}")
@@ -78,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                         ">0, e.g. 2: the reference rVAE's prior tying each angle near 0, without alignment")
     t.add_argument("--align", default="auto", choices=["auto", "sync", "none"],
                    help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
+    t.add_argument("--class-window", type=_class_window, default="auto", metavar="{auto,full,PX}",
+                   help="class models: the central square (pixels) whose similarity finds the classes; auto "
+                        "(default): 4/3 of the atom spacing (the column, not its neighbours); full: the whole patch")
     t.add_argument("--rotation-range", default="auto", choices=["auto", "full", "limited"],
                    help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles measured "
                         "from the mean pose of similar patches; full = any size, zero arbitrary per shape; "
@@ -154,7 +168,8 @@ def _cmd_train(args, say) -> int:
         rotation_range=args.rotation_range,
     )
     train_config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, threads=args.threads
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, threads=args.threads,
+        class_window=args.class_window,
     )
     bar = _ProgressBar(args.quiet)
     stop = threading.Event()

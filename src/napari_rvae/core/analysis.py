@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ import pandas as pd
 from .config import ModelConfig, TrainConfig
 from .encode import encode
 from .models import RVAE
-from .train import Progress, TrainResult, train_iter
+from .train import Progress, TrainResult, class_window_for, train_iter
 
 
 @dataclass
@@ -60,6 +60,8 @@ def analyse_iter(
     t_start = time.perf_counter()
     ps = _patches(image, points_yx, model_config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
+    if train_config.class_window == "auto":
+        train_config = replace(train_config, class_window=class_window_for(ps.centers, model_config.patch_size))
     t_extract = time.perf_counter() - t_start
     result = yield from train_iter(ps.patches, model_config, train_config, labels=kept_labels, stop=stop)
     t_enc = time.perf_counter()

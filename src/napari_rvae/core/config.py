@@ -131,6 +131,10 @@ class TrainConfig:
     # Science (#6): jrvae/ssrvae class heads learn the classes of the rotation-invariant
     # similarity graph (core/graph_classes.py); False = from the ELBO (and labels) alone.
     graph_targets: bool = True
+    # Science (#17): the central square (pixels) those classes are found on; None: the whole
+    # patch; "auto": 4/3 of the typical atom spacing where the atom positions are known
+    # (core.analysis, core.pipeline: class_window_for), else the whole patch.
+    class_window: int | str | None = "auto"
 
     def __post_init__(self):
         if int(self.epochs) < 1:
@@ -141,6 +145,10 @@ class TrainConfig:
             raise InputError(f"The learning rate must be above 0 and at most 1 (got {self.lr}).")
         if self.threads is not None and int(self.threads) < 1:
             raise InputError(f"Threads must be at least 1 (got {self.threads}).")
+        if not (self.class_window is None or self.class_window == "auto"
+                or (isinstance(self.class_window, int) and not isinstance(self.class_window, bool)
+                    and self.class_window >= 4)):
+            raise InputError(f"The class window must be auto, full or at least 4 pixels (got {self.class_window!r}).")
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise InputError(f"Precision must be auto, float32 or bfloat16 (got {self.precision!r}).")
 

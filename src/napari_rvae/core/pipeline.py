@@ -207,7 +207,7 @@ def run_train(
     ``stop`` (a ``threading.Event``): training ends after the current step and
     the model trained so far is encoded and written, with ``stopped_early``.
     """
-    from .train import train
+    from .train import class_window_for, train
 
     t_start = time.perf_counter()
     out = OutputDir(out_dir)
@@ -235,6 +235,10 @@ def run_train(
                 model_config = replace(model_config, n_classes=max(len(class_names), 2))
         if len(inputs.patches) < train_config.batch_size:
             say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
+        if train_config.class_window == "auto":
+            window = (class_window_for(inputs.table[["y", "x"]].to_numpy(dtype=float), model_config.patch_size)
+                      if has_image_coordinates(inputs) else None)
+            train_config = replace(train_config, class_window=window)
         t_extract = time.perf_counter() - t_start
 
         result = train(inputs.patches, model_config, train_config, labels=labels, callback=on_progress, stop=stop)

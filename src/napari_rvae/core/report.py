@@ -77,6 +77,7 @@ def training_report(
         "device": result.device,
         "alignment": result.alignment,
         "symmetry": result.symmetry or {"chosen": int(result.model.config.symmetry), "source": "given"},
+        "class_window_px": result.class_window if result.model.config.class_model else None,
         "n_points": int(n_points),
         "n_patches": int(n_patches),
         "dropped_rows": [int(i) for i in dropped_rows],
