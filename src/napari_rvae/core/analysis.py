@@ -60,7 +60,7 @@ def analyse_iter(
     t_start = time.perf_counter()
     ps = _patches(image, points_yx, model_config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
-    if train_config.class_window == "auto":
+    if train_config.class_window == "auto" and model_config.kind in ("jrvae", "ssrvae"):
         train_config = replace(train_config, class_window=class_window_for(ps.centers, model_config.patch_size))
     t_extract = time.perf_counter() - t_start
     result = yield from train_iter(ps.patches, model_config, train_config, labels=kept_labels, stop=stop)

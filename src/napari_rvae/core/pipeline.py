@@ -235,7 +235,7 @@ def run_train(
                 model_config = replace(model_config, n_classes=max(len(class_names), 2))
         if len(inputs.patches) < train_config.batch_size:
             say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
-        if train_config.class_window == "auto":
+        if train_config.class_window == "auto" and model_config.kind in ("jrvae", "ssrvae"):
             window = (class_window_for(inputs.table[["y", "x"]].to_numpy(dtype=float), model_config.patch_size)
                       if has_image_coordinates(inputs) else None)
             train_config = replace(train_config, class_window=window)
