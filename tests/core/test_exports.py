@@ -52,7 +52,7 @@ def trained_run(two_grains):
 def test_train_on_an_image_writes_a_calibrated_angle_map_and_the_figure(trained_run):
     out, lat = trained_run
     report = json.loads((out / "report.json").read_text())
-    assert report["files"] == ["model.pt", "points.csv", "angle_map.tif", "latent.png", "report.json"]
+    assert report["files"] == ["model.pt", "points.csv", "angle_map.tif", "psi_map.tif", "latent.png", "report.json"]
     assert not (out / "class_map.tif").exists()  # rvae has no classes
     assert (out / "latent.png").read_bytes()[:8] == PNG_MAGIC
     [amap] = read_image_file(out / "angle_map.tif")
@@ -62,6 +62,12 @@ def test_train_on_an_image_writes_a_calibrated_angle_map_and_the_figure(trained_
     iy, ix = np.rint(table["y"]).astype(int), np.rint(table["x"]).astype(int)
     # Every atom's own pixel carries exactly its angle.
     np.testing.assert_allclose(amap.data[iy, ix], table["angle"], atol=1e-4)
+    # The lattice check's map beside it: psi_4 of this square lattice, in [0, 90), each atom's own value.
+    [pmap] = read_image_file(out / "psi_map.tif")
+    assert report["lattice_check"]["psi_n"] == 4 and pmap.scale == pytest.approx((0.25, 0.25))
+    ordered = np.isfinite(table["psi_angle"].to_numpy())
+    np.testing.assert_allclose(pmap.data[iy, ix][ordered], table["psi_angle"][ordered], atol=1e-4)
+    assert np.nanmax(pmap.data) < 90
 
 
 def test_angle_map_regions_differ_by_the_applied_rotation(trained_run):
@@ -95,7 +101,7 @@ def test_class_model_writes_a_class_map_and_encode_writes_the_same_files(two_gra
     assert main(["encode", str(d / "scan.tif"), "--model", str(out / "model.pt"), "--points", str(d / "points.csv"),
                  "--out", str(enc), "--quiet"]) == 0
     assert json.loads((enc / "report.json").read_text())["files"] == [
-        "points.csv", "angle_map.tif", "class_map.tif", "latent.png", "report.json"]
+        "points.csv", "angle_map.tif", "class_map.tif", "psi_map.tif", "latent.png", "report.json"]
     np.testing.assert_array_equal(read_image_file(enc / "class_map.tif")[0].data, cmap.data)
 
 

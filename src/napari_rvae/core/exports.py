@@ -20,14 +20,17 @@ LATENT_FIGURE_FILE = "latent.png"
 
 
 def result_maps(shape, centers_yx, table: pd.DataFrame, *, period: float = 360.0, mode: str = "nearest",
-                radius: float | None = None) -> dict[str, np.ndarray]:
-    """The maps a results table supports: ``{"angle_map": ..., "class_map": ...}``.
+                radius: float | None = None, psi_period: float | None = None) -> dict[str, np.ndarray]:
+    """The maps a results table supports: ``{"angle_map": ..., "class_map": ..., "psi_map": ...}``.
 
-    One tessellation serves both maps. Tables without an ``angle`` column (a
-    plain VAE) have no angle map; tables without ``class`` no class map.
+    One tessellation serves every map. Tables without an ``angle`` column (a
+    plain VAE) have no angle map; tables without ``class`` no class map; the
+    lattice check's ``psi_angle`` (modulo ``psi_period``) makes a psi map when
+    ``psi_period`` is given.
     """
     maps: dict[str, np.ndarray] = {}
-    if "angle" not in table and "class" not in table:
+    psi = psi_period is not None and "psi_angle" in table
+    if "angle" not in table and "class" not in table and not psi:
         return maps
     index = nearest_atom_index(shape, centers_yx, radius)
     if "angle" in table:
@@ -35,6 +38,9 @@ def result_maps(shape, centers_yx, table: pd.DataFrame, *, period: float = 360.0
                                       radius=radius, index=index)
     if "class" in table:
         maps["class_map"] = class_map(shape, centers_yx, table["class"].to_numpy(), index=index)
+    if psi:
+        maps["psi_map"] = angle_map(shape, centers_yx, table["psi_angle"].to_numpy(dtype=float), period=psi_period,
+                                    mode=mode, radius=radius, index=index)
     return maps
 
 
@@ -165,7 +171,12 @@ def write_map_exports(out, inputs, table: pd.DataFrame, model) -> list[str]:
     period = 360.0 / model.config.symmetry
     if inputs.image is not None and {"y", "x"} <= set(table.columns):
         centers = table[["y", "x"]].to_numpy(dtype=float)
-        maps = result_maps(inputs.image.shape, centers, table, period=period)
+        psi_period = None
+        if "psi_angle" in table:  # the lattice check's own map (core/bond_order.py: psi_4 or psi_6)
+            from .bond_order import lattice_order
+
+            psi_period = 360.0 / lattice_order(centers)[0]
+        maps = result_maps(inputs.image.shape, centers, table, period=period, psi_period=psi_period)
         for name, data in maps.items():
             from .readers import write_tiff
 
