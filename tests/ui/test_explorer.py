@@ -141,7 +141,7 @@ def test_colour_by_class_and_exports(make_napari_viewer, qtbot, tmp_path):
     csv = widget.export_csv(tmp_path / "table.csv")
     assert list(pd.read_csv(csv).columns) == list(res.features.columns)
     paths = widget.export_maps(tmp_path)
-    assert sorted(p.name for p in paths) == ["classes_angle_map.tif", "classes_class_map.tif"]
+    assert sorted(p.name for p in paths) == ["classes_angle_map.tif", "classes_class_map.tif", "classes_psi_map.tif"]
     assert read_image_file(paths[0])[0].scale == pytest.approx(SCALE)
     png = widget.export_figure(tmp_path / "latent.png")
     assert png.read_bytes()[:8] == PNG_MAGIC

@@ -45,7 +45,10 @@ def test_layers_align_with_the_scan_and_the_angle_map_shows_the_rotation(make_na
     layers = show_results(viewer, analysis, image_layer=img, points_layer=pts, run_name="scan rvae")
 
     roles = by_role(layers)
-    assert list(roles) == ["angle_map", "orientation", "points"]  # no classes in an rvae
+    assert list(roles) == ["angle_map", "psi_map", "orientation", "points"]  # no classes in an rvae
+    # The lattice check's map, registered like the rest and hidden until asked for.
+    psi = roles["psi_map"]
+    assert not psi.visible and psi.data.shape == img.data.shape and tuple(psi.contrast_limits) == (0.0, 90.0)
     for lay in layers:
         np.testing.assert_allclose(lay.scale, SCALE)
         np.testing.assert_allclose(lay.translate, TRANSLATE)
@@ -103,7 +106,7 @@ def test_class_map_splits_a_two_class_sample(make_napari_viewer):
     analysis = trained_crvae()
     layers = show_results(viewer, analysis, image_layer=img, points_layer=pts, run_name="classes", color_by="class")
     roles = by_role(layers)
-    assert list(roles) == ["angle_map", "class_map", "orientation", "points"]
+    assert list(roles) == ["angle_map", "psi_map", "class_map", "orientation", "points"]
     labels = roles["class_map"]
     np.testing.assert_allclose(labels.scale, SCALE)
     np.testing.assert_allclose(labels.translate, TRANSLATE)
@@ -152,8 +155,8 @@ def test_napari_csv_writer_and_exports_keep_the_columns(make_napari_viewer, tmp_
     out = export_table_csv(res, tmp_path / "table.csv")
     assert list(pd.read_csv(out).columns) == list(res.features.columns)
     paths = export_maps_tiff(viewer, "csv run", tmp_path)
-    assert [p.name for p in paths] == ["csv_run_angle_map.tif", "csv_run_class_map.tif"]
-    angle_tif, class_tif = (read_image_file(p)[0] for p in paths)
+    assert [p.name for p in paths] == ["csv_run_angle_map.tif", "csv_run_psi_map.tif", "csv_run_class_map.tif"]
+    angle_tif, _, class_tif = (read_image_file(p)[0] for p in paths)
     assert angle_tif.scale == pytest.approx(SCALE) and angle_tif.unit == "nm"
     np.testing.assert_allclose(angle_tif.data, roles["angle_map"].data)
     np.testing.assert_array_equal(class_tif.data, roles["class_map"].data)
@@ -165,7 +168,7 @@ def test_maps_made_by_the_worker_are_drawn_as_they_are(make_napari_viewer):
     img, pts = add_source(viewer)
     analysis = trained_rvae()
     results = job_results(analysis, img.data.shape)
-    assert set(results.maps) == {"angle_map"}
+    assert set(results.maps) == {"angle_map", "psi_map"} and results.psi_period == 90.0  # a square lattice
     layers = by_role(show_results(viewer, analysis, image_layer=img, points_layer=pts, run_name="given",
                                   maps=results.maps, radius=results.radius))
     assert layers["angle_map"].data is results.maps["angle_map"]

@@ -46,6 +46,17 @@ def _patches(image, points_yx, patch_size, edge):
     return extract_patches(image, np.asarray(points_yx, dtype=float), patch_size, edge=edge)
 
 
+def with_lattice_check(table: pd.DataFrame, centers, symmetry: int) -> pd.DataFrame:
+    """The encoder's table followed by the lattice check's columns (:mod:`.bond_order`), as points.csv has them."""
+    from .bond_order import lattice_check_columns
+
+    centers = np.asarray(centers, dtype=float).reshape(-1, 2)
+    if "angle" not in table or len(centers) < 2:
+        return table
+    check = lattice_check_columns(centers, table["angle"].to_numpy(dtype=float), int(symmetry))
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(check)], axis=1)
+
+
 def analyse_iter(
     image,
     points_yx,
@@ -67,6 +78,7 @@ def analyse_iter(
     t_enc = time.perf_counter()
     table = encode(result.model, ps.patches, labels=kept_labels if model_config.kind == "crvae" else None,
                    notes=result.notes)
+    table = with_lattice_check(table, ps.centers, result.model.config.symmetry)
     t_end = time.perf_counter()
     seconds = {"extract": t_extract, "encode": t_end - t_enc, "total": t_end - t_start}
     return Analysis(table, ps.kept, ps.dropped, ps.centers, result.model, result, seconds)
@@ -79,6 +91,7 @@ def apply_model(image, points_yx, model: RVAE, *, labels=None, edge: str = "drop
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
     t_enc = time.perf_counter()
     table = encode(model, ps.patches, labels=kept_labels if model.config.kind == "crvae" else None)
+    table = with_lattice_check(table, ps.centers, model.config.symmetry)
     t_end = time.perf_counter()
     seconds = {"extract": t_enc - t_start, "encode": t_end - t_enc, "total": t_end - t_start}
     return Analysis(table, ps.kept, ps.dropped, ps.centers, model, seconds=seconds)

@@ -33,6 +33,7 @@ __all__ = [
     "lattice_check_columns",
     "lattice_check_summary",
     "lattice_order",
+    "lattice_period",
 ]
 
 # The rotations a periodic 2-D lattice can have (crystallographic restriction).
@@ -268,6 +269,11 @@ def lattice_order(points_yx) -> tuple[int, float]:
         if np.isfinite(median) and not median <= best[1]:
             best = (n, median)
     return best
+
+
+def lattice_period(points_yx) -> float:
+    """Degrees of psi_n's period for these positions: 360 / :func:`lattice_order`'s n."""
+    return 360.0 / lattice_order(points_yx)[0]
 
 
 def compared_period(symmetry: int, lattice_n: int) -> float:

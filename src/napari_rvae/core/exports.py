@@ -173,9 +173,9 @@ def write_map_exports(out, inputs, table: pd.DataFrame, model) -> list[str]:
         centers = table[["y", "x"]].to_numpy(dtype=float)
         psi_period = None
         if "psi_angle" in table:  # the lattice check's own map (core/bond_order.py: psi_4 or psi_6)
-            from .bond_order import lattice_order
+            from .bond_order import lattice_period
 
-            psi_period = 360.0 / lattice_order(centers)[0]
+            psi_period = lattice_period(centers)
         maps = result_maps(inputs.image.shape, centers, table, period=period, psi_period=psi_period)
         for name, data in maps.items():
             from .readers import write_tiff

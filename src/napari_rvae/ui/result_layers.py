@@ -19,6 +19,7 @@ import pandas as pd
 from napari.utils import Colormap
 from napari.utils.colormaps import DirectLabelColormap
 
+from napari_rvae.core.bond_order import lattice_period
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import point_colors, result_maps, write_maps_tiff
 from napari_rvae.core.maps import (
@@ -30,7 +31,7 @@ from napari_rvae.core.maps import (
 from napari_rvae.core.points_io import write_csv_atomic
 
 META = "napari_rvae"  # the metadata key that marks (and describes) a layer made here
-ROLES = ("angle_map", "class_map", "orientation", "points")  # bottom to top
+ROLES = ("angle_map", "psi_map", "class_map", "orientation", "points")  # bottom to top
 COLOR_BY = ("angle", "class")
 
 
@@ -131,6 +132,7 @@ def show_results(
     map_mode: str = "nearest",
     radius: float | None = None,
     maps: dict[str, np.ndarray] | None = None,
+    psi_period: float | None = None,
 ) -> list:
     """Add (or replace) this run's result layers over the source image.
 
@@ -159,6 +161,9 @@ def show_results(
         This analysis's :func:`~napari_rvae.core.exports.result_maps` for the
         image's shape, ``period``, ``map_mode`` and ``radius``, computed off the
         GUI thread; computed here when not given.
+    psi_period : float, optional
+        The lattice check's period (degrees) for the psi map; found from the
+        atoms when the table has ``psi_angle`` and it is not given.
 
     Returns
     -------
@@ -184,14 +189,24 @@ def show_results(
         return {META: {**base, "role": role, **more}}
 
     has_angle, has_class = "angle" in table, "class" in table
+    if psi_period is None and "psi_angle" in table and len(centers) >= 2:
+        psi_period = lattice_period(centers)
     new = []
     if image_layer is not None and (has_angle or has_class):
         if maps is None:
-            maps = result_maps(image_shape(image_layer), centers, table, period=period, mode=map_mode, radius=radius)
+            maps = result_maps(image_shape(image_layer), centers, table, period=period, mode=map_mode, radius=radius,
+                               psi_period=psi_period)
         if "angle_map" in maps:
             new.append(("Image", maps["angle_map"], dict(
                 name=f"{run_name} angle map", colormap=cyclic_colormap(), contrast_limits=(0.0, period),
                 opacity=0.5, blending="translucent", metadata=meta("angle_map", map_mode=map_mode, radius=radius),
+            )))
+        if "psi_map" in maps and psi_period is not None:
+            # The learning-free lattice check, hidden at first: switch it on to compare with the angle map.
+            new.append(("Image", maps["psi_map"], dict(
+                name=f"{run_name} psi map", colormap=cyclic_colormap(), contrast_limits=(0.0, psi_period),
+                opacity=0.5, blending="translucent", visible=False,
+                metadata=meta("psi_map", map_mode=map_mode, radius=radius, psi_period=psi_period),
             )))
         if "class_map" in maps:
             n_classes = int(getattr(analysis.model.config, "n_classes", 0) or table["class"].max() + 1)
@@ -234,7 +249,7 @@ def recolor_points(layer, color_by: str) -> None:
 def run_maps(viewer, run_name: str) -> dict[str, np.ndarray]:
     """This run's maps by role (``angle_map``, ``class_map``) as they are in the viewer."""
     return {info["role"]: np.asarray(lay.data) for lay in run_layers(viewer, run_name)
-            if (info := results_meta(lay))["role"] in ("angle_map", "class_map")}
+            if (info := results_meta(lay))["role"] in ("angle_map", "psi_map", "class_map")}
 
 
 def export_maps_tiff(viewer, run_name: str, folder, image_layer=None) -> list[Path]:

@@ -398,7 +398,7 @@ class TrainWidget(JobWidget):
         try:
             show_results(self.viewer, analysis, image_layer=image_layer, points_layer=points_layer,
                          run_name=run_name, symmetry=analysis.model.config.symmetry,
-                         maps=results.maps, radius=results.radius)
+                         maps=results.maps, radius=results.radius, psi_period=results.psi_period)
         except InputError as err:
             show_warning(str(err))
         except Exception as exc:  # a bug, but the user still gets a sentence and keeps the model

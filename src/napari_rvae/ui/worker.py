@@ -51,6 +51,7 @@ from qtpy.QtWidgets import QApplication, QWidget
 from napari_rvae.core.analysis import Analysis, analyse_iter, apply_model
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.errors import InputError
+from napari_rvae.core.bond_order import lattice_period
 from napari_rvae.core.exports import result_maps
 from napari_rvae.core.image import as_image2d
 from napari_rvae.core.maps import typical_spacing
@@ -139,6 +140,7 @@ class Results:
     analysis: Analysis
     maps: dict[str, np.ndarray]
     radius: float  # the maps' radius: the typical atom spacing, in image pixels
+    psi_period: float | None = None  # the lattice check's period (360 / 4 or 360 / 6); None without it
 
 
 # ----------------------------------------------------------------------------
@@ -149,8 +151,10 @@ def job_results(analysis: Analysis, image_shape) -> Results:
     """The analysis with the maps :func:`~napari_rvae.ui.result_layers.show_results` draws by default."""
     radius = typical_spacing(analysis.centers)
     period = 360.0 / int(analysis.model.config.symmetry)
-    maps = result_maps(image_shape, analysis.centers, analysis.table, period=period, radius=radius)
-    return Results(analysis, maps, radius)
+    psi_period = lattice_period(analysis.centers) if "psi_angle" in analysis.table else None
+    maps = result_maps(image_shape, analysis.centers, analysis.table, period=period, radius=radius,
+                       psi_period=psi_period)
+    return Results(analysis, maps, radius, psi_period)
 
 
 def _train(inputs: TrainInputs, stop: threading.Event):
