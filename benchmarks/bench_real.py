@@ -83,6 +83,7 @@ MACHINE = "2-core CPU dev box, torch CPU"
 TITLE = "## Real image: regions and equivariance (issue #17)"
 START, END = "<!-- bench_real:start -->", "<!-- bench_real:end -->"
 PARTS = ["regions", "equivariance"]
+PYROVED = ["pyroved"]  # the estimator's marker in place of CLI arguments
 ANGLES = (2.0, 5.0, 12.0, 25.0, 40.0)
 EQUI_ANGLE = 17.0
 
@@ -173,6 +174,9 @@ def estimate(est, image, points: pd.DataFrame, folder: Path, args) -> tuple[np.n
     if cli_args is None:
         angle, _ = bond_orientation(pts, n)
         return angle, np.full(len(pts), np.nan), time.perf_counter() - t, n
+    if cli_args == PYROVED:
+        angle = pyroved_angles(image, pts, args)
+        return angle, np.full(len(pts), np.nan), time.perf_counter() - t, 1
     folder.mkdir(parents=True, exist_ok=True)
     img_path, pts_path, out = folder / "image.tif", folder / "points.csv", folder / "out"
     write_tiff(img_path, image)
@@ -198,8 +202,39 @@ def estimate(est, image, points: pd.DataFrame, folder: Path, args) -> tuple[np.n
     return angle, sd, sec, int(report["model_config"]["symmetry"])
 
 
+def pyroved_angles(image, pts, args) -> np.ndarray:
+    """pyroVED's rVAE (iVAE with rotation and translation, its trainer and defaults) on the same patches.
+
+    Reference only, never a dependency: ``pip install --no-deps pyroved`` in a
+    separate environment (benchmarks/README.md). Its first latent is the
+    angle in radians, 1-fold; NaN for points whose patch leaves the image.
+    """
+    from bench_speed import import_pyroved
+
+    from napari_rvae.core.patches import extract_patches
+
+    pv = import_pyroved()
+    if pv is None:
+        raise SystemExit("the pyroVED row needs pyroVED: pip install --no-deps pyroved (benchmarks/README.md)")
+    ps = extract_patches(image, pts, args.patch_size)
+    x = ps.patches.astype(np.float32)
+    x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12)  # its Bernoulli likelihood wants [0, 1]
+    xt = torch.as_tensor(x)
+    model = pv.models.iVAE((args.patch_size, args.patch_size), latent_dim=2, invariances=["r", "t"], seed=args.seed)
+    trainer = pv.trainers.SVItrainer(model, lr=1e-3)
+    loader = pv.utils.init_dataloader(xt, batch_size=100)
+    for _ in range(args.epochs):
+        trainer.step(loader)
+    z_mean, _ = model.encode(xt)
+    angle = np.full(len(pts), np.nan)
+    angle[ps.kept] = np.mod(np.degrees(z_mean[:, 0].cpu().numpy()), 360.0)
+    return angle
+
+
 def custom_estimator(text: str):
-    """A row from ``--estimator``: ``"psi6"`` or the CLI's train arguments."""
+    """A row from ``--estimator``: ``"psi6"``, ``"pyroved"`` or the CLI's train arguments."""
+    if text == "pyroved":
+        return ("pyroVED's rVAE (iVAE r+t, its defaults)", PYROVED, 1)
     if text.startswith("psi"):
         n = int(text[3:] or 6)
         return (f"psi_{n} from the detected positions (no learning)", None, n)
@@ -352,7 +387,7 @@ def part_equivariance(image, args, log):
 
 
 def _slug(est) -> str:
-    return "psi" if est[1] is None else "-".join(a.strip("-") for a in est[1]) or "defaults"
+    return "psi" if est[1] is None else "-".join(a.strip("-") for a in est[1]) or "defaults"  # PYROVED: "pyroved"
 
 
 # --- output -------------------------------------------------------------------------------------------
