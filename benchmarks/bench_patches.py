@@ -26,10 +26,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "core"))
 
-from lattice_util import make_lattice
+from lattice_util import make_lattice  # noqa: E402
 
-from napari_rvae.core.detect import detect_atoms
-from napari_rvae.core.patches import extract_patches
+from napari_rvae.core.detect import detect_atoms  # noqa: E402
+from napari_rvae.core.patches import extract_patches  # noqa: E402
 
 MACHINE = "2-core CPU dev machine"
 

@@ -66,7 +66,7 @@ DECODER_LAYERS = 3
 def import_pyroved():
     """pyroVED, or None; a stand-in for torchvision.utils (plotting only) if needed."""
     try:
-        import torchvision
+        import torchvision  # noqa: F401
     except ImportError:
         tv = types.ModuleType("torchvision")
         tv.utils = types.ModuleType("torchvision.utils")

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from .bond_order import with_lattice_check
 from .config import ModelConfig, TrainConfig
 from .encode import encode
 from .models import RVAE
-from .train import Progress, TrainResult, class_window_for, train_iter
+from .train import Progress, TrainResult, resolve_class_window, train_iter
 
 
 @dataclass
@@ -46,17 +47,6 @@ def _patches(image, points_yx, patch_size, edge):
     return extract_patches(image, np.asarray(points_yx, dtype=float), patch_size, edge=edge)
 
 
-def with_lattice_check(table: pd.DataFrame, centers, symmetry: int) -> pd.DataFrame:
-    """The encoder's table followed by the lattice check's columns (:mod:`.bond_order`), as points.csv has them."""
-    from .bond_order import lattice_check_columns
-
-    centers = np.asarray(centers, dtype=float).reshape(-1, 2)
-    if "angle" not in table or len(centers) < 2:
-        return table
-    check = lattice_check_columns(centers, table["angle"].to_numpy(dtype=float), int(symmetry))
-    return pd.concat([table.reset_index(drop=True), pd.DataFrame(check)], axis=1)
-
-
 def analyse_iter(
     image,
     points_yx,
@@ -71,8 +61,7 @@ def analyse_iter(
     t_start = time.perf_counter()
     ps = _patches(image, points_yx, model_config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
-    if train_config.class_window == "auto" and model_config.kind in ("jrvae", "ssrvae"):
-        train_config = replace(train_config, class_window=class_window_for(ps.centers, model_config.patch_size))
+    train_config = resolve_class_window(train_config, model_config, ps.centers)
     t_extract = time.perf_counter() - t_start
     result = yield from train_iter(ps.patches, model_config, train_config, labels=kept_labels, stop=stop)
     t_enc = time.perf_counter()

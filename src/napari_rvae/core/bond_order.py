@@ -17,6 +17,7 @@ displayed, with the image's y axis (napari's axis 0) pointing down, so a bond
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.spatial import cKDTree
 
 from .errors import InputError
@@ -34,6 +35,7 @@ __all__ = [
     "lattice_check_summary",
     "lattice_order",
     "lattice_period",
+    "with_lattice_check",
 ]
 
 # The rotations a periodic 2-D lattice can have (crystallographic restriction).
@@ -322,6 +324,19 @@ def lattice_check_columns(points_yx, angle_deg, symmetry: int, lattice_n: int | 
         "angle_psi_diff": diff,
         "angle_psi_flag": flag_disagreement(diff, psi_order),
     }
+
+
+def with_lattice_check(table: pd.DataFrame, points_yx, symmetry: int) -> pd.DataFrame:
+    """``table`` (the encoder's, a row per point) followed by the :func:`lattice_check_columns`.
+
+    Without an ``angle`` column (a plain VAE) psi_n is still given; the
+    difference columns are then empty. The layout of points.csv and of the
+    napari results' features alike.
+    """
+    points = np.asarray(points_yx, dtype=float).reshape(-1, 2)
+    angle = table["angle"].to_numpy(dtype=float) if "angle" in table else np.full(len(points), np.nan)
+    check = lattice_check_columns(points, angle, int(symmetry))
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(check)], axis=1)
 
 
 def lattice_check_summary(points_yx, columns: dict, symmetry: int) -> dict:

@@ -46,9 +46,9 @@ def import_dynamo_safely() -> None:
             flags = sys.getdlopenflags()
             sys.setdlopenflags(flags | deep)
             try:
-                import triton
+                import triton  # noqa: F401
             except Exception:  # a broken triton: torch decides below whether it can do without
                 pass
             finally:
                 sys.setdlopenflags(flags)
-        import torch._dynamo
+        import torch._dynamo  # noqa: F401

@@ -378,9 +378,8 @@ class RVAE(nn.Module):
         # No disk: the corners a turn leaves empty lie outside the circle the angle reads,
         # as with a turned image, where no patch has empty corners.
         turned = align.rotate_patches(x.reshape(-1, p, p), -turn, mask=False).reshape(x.shape)
-        same = x
         self.angle_sd_scale.fill_(1.0)
-        before, after = self.posterior(same, y), self.posterior(turned, y)
+        before, after = self.posterior(x, y), self.posterior(turned, y)
         n = self.config.symmetry
         d = torch.angle(torch.polar(torch.ones_like(turn), n * (after["angle"] - before["angle"] - turn))) / n
         bar = torch.sqrt(before["angle_sd"] ** 2 + after["angle_sd"] ** 2)

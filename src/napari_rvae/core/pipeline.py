@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .angle_checks import angle_warnings
-from .bond_order import lattice_check_columns, lattice_check_summary
+from .bond_order import with_lattice_check
 from .config import ModelConfig, TrainConfig
 from .encode import encode
 from .errors import InputError
@@ -25,6 +24,10 @@ from .image import as_image2d
 from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
 from .points_io import read_points_csv
+from .report import (  # the one builder of report.json (also the widget's)
+    checks_report,
+    training_report,
+)
 
 MODEL_FILE = "model.pt"
 POINTS_FILE = "points.csv"
@@ -148,16 +151,11 @@ def calibrated_unit(unit: str | None, pixel_size: float) -> tuple[str, float]:
     return name, pixel_size * factor
 
 
-def has_image_coordinates(inputs: Inputs) -> bool:
-    """Whether the rows are atoms at (y, x) in an image (not a stack of patches)."""
-    return {"y", "x"} <= set(inputs.table.columns)
-
-
-def lattice_report(inputs: Inputs, table: pd.DataFrame, symmetry: int) -> dict | None:
-    """report.json's ``lattice_check``: which psi_n, compared modulo what; None without the check."""
-    if not has_image_coordinates(inputs) or "angle_psi_flag" not in table:
+def atom_positions(inputs: Inputs) -> np.ndarray | None:
+    """The (N, 2) atom positions (y, x) of an image input; None for a stack of patches."""
+    if not {"y", "x"} <= set(inputs.table.columns):
         return None
-    return lattice_check_summary(inputs.table[["y", "x"]].to_numpy(dtype=float), table, symmetry)
+    return inputs.table[["y", "x"]].to_numpy(dtype=float)
 
 
 def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | None = None,
@@ -175,14 +173,13 @@ def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | 
     if inputs.pixel_size and {"y", "x"} <= set(coord_cols):
         unit, size = calibrated_unit(inputs.unit, inputs.pixel_size)
         extra = [pd.DataFrame({f"y_{unit}": coords["y"] * size, f"x_{unit}": coords["x"] * size})]
-    lattice = []
-    if has_image_coordinates(inputs):
-        angle = encoded["angle"].to_numpy() if "angle" in encoded else np.full(len(coords), np.nan)
-        lattice = [pd.DataFrame(lattice_check_columns(coords[["y", "x"]].to_numpy(dtype=float), angle, symmetry))]
-    made = set(encoded.columns).union(*(frame.columns for frame in lattice))
+    points = atom_positions(inputs)
+    if points is not None:
+        encoded = with_lattice_check(encoded, points, symmetry)
+    made = set(encoded.columns)
     carried = inputs.table.drop(columns=coord_cols).reset_index(drop=True)
     carried = carried.drop(columns=[c for c in carried.columns if c in made], errors="ignore")
-    out = pd.concat([coords, encoded.reset_index(drop=True), *lattice, *extra, carried], axis=1)
+    out = pd.concat([coords, encoded.reset_index(drop=True), *extra, carried], axis=1)
     if class_names is not None and "class" in out:
         out.insert(out.columns.get_loc("class_prob") + 1, "class_name", [class_names[i] for i in out["class"]])
     return out
@@ -207,7 +204,7 @@ def run_train(
     ``stop`` (a ``threading.Event``): training ends after the current step and
     the model trained so far is encoded and written, with ``stopped_early``.
     """
-    from .train import class_window_for, train
+    from .train import resolve_class_window, train
 
     t_start = time.perf_counter()
     out = OutputDir(out_dir)
@@ -235,10 +232,7 @@ def run_train(
                 model_config = replace(model_config, n_classes=max(len(class_names), 2))
         if len(inputs.patches) < train_config.batch_size:
             say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
-        if train_config.class_window == "auto" and model_config.kind in ("jrvae", "ssrvae"):
-            window = (class_window_for(inputs.table[["y", "x"]].to_numpy(dtype=float), model_config.patch_size)
-                      if has_image_coordinates(inputs) else None)
-            train_config = replace(train_config, class_window=window)
+        train_config = resolve_class_window(train_config, model_config, atom_positions(inputs))
         t_extract = time.perf_counter() - t_start
 
         result = train(inputs.patches, model_config, train_config, labels=labels, callback=on_progress, stop=stop)
@@ -255,9 +249,6 @@ def run_train(
         save_model(result.model, out.path(MODEL_FILE), extra=extra)
         table.to_csv(out.path(POINTS_FILE), index=False)
         map_files = write_map_exports(out, inputs, table, result.model)
-        from .report import (
-            training_report,  # the one builder of report.json (also the widget's)
-        )
 
         report = training_report(
             result,
@@ -274,9 +265,9 @@ def run_train(
             unit=inputs.unit,
             notes=inputs.notes,
             files=[MODEL_FILE, POINTS_FILE, *map_files, REPORT],
+            table=table,
+            points_yx=atom_positions(inputs),
         )
-        report["lattice_check"] = lattice_report(inputs, table, result.model.config.symmetry)
-        report["angle_warnings"] = angle_warnings(table, result.model.config.symmetry, result.symmetry)
         for warning in report["angle_warnings"]:
             say(warning)
         out.write_json(REPORT, report)
@@ -352,8 +343,7 @@ def run_encode(
             "unit": inputs.unit,
             "notes": inputs.notes,
             "files": [POINTS_FILE, *map_files, REPORT],
-            "lattice_check": lattice_report(inputs, table, cfg.symmetry),
-            "angle_warnings": angle_warnings(table, cfg.symmetry),
+            **checks_report(table, atom_positions(inputs), cfg.symmetry),
         }
         for warning in report["angle_warnings"]:
             say(warning)

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .angle_checks import angle_warnings
+from .bond_order import lattice_check_summary
 from .config import ModelConfig, TrainConfig
 from .errors import InputError
 from .outputs import REPORT, strict_json
@@ -44,6 +46,8 @@ def training_report(
     unit: str | None = None,
     notes=(),
     files=(),
+    table=None,
+    points_yx=None,
 ) -> dict:
     """The report of one training run.
 
@@ -67,6 +71,9 @@ def training_report(
         from ``result``.
     files
         The files the run wrote (names relative to the report's folder).
+    table, points_yx
+        The run's results and, for an image, the atoms' (y, x): they give
+        ``lattice_check`` and ``angle_warnings`` (:func:`checks_report`).
     """
     return {
         "command": command,
@@ -97,7 +104,19 @@ def training_report(
         "unit": unit,
         "notes": [*notes, *result.notes],
         "files": list(files),
+        **checks_report(table, points_yx, result.model.config.symmetry, result.symmetry),
     }
+
+
+def checks_report(table, points_yx, symmetry: int, how: dict | None = None) -> dict:
+    """report.json's ``lattice_check`` (which psi_n, compared modulo what; None without positions) and
+    ``angle_warnings`` (:func:`~napari_rvae.core.angle_checks.angle_warnings`) for a results table."""
+    if table is None:
+        return {"lattice_check": None, "angle_warnings": []}
+    lattice = None
+    if points_yx is not None and "angle_psi_flag" in table:
+        lattice = lattice_check_summary(points_yx, table, symmetry)
+    return {"lattice_check": lattice, "angle_warnings": angle_warnings(table, symmetry, how)}
 
 
 def report_path(model_path) -> Path:
@@ -189,4 +208,6 @@ def analysis_report(
         pixel_size=pixel_size,
         unit=unit,
         notes=notes,
+        table=analysis.table,
+        points_yx=analysis.centers,
     )

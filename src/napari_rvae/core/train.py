@@ -205,6 +205,18 @@ def class_window_for(points_yx, patch_size: int) -> int | None:
     return class_window_size(max(8, int(round(4.0 / 3.0 * typical_spacing(pts)))), patch_size)
 
 
+def resolve_class_window(train_config: TrainConfig, model_config: ModelConfig, points_yx=None) -> TrainConfig:
+    """``train_config`` with ``class_window="auto"`` made a number (or None) for atoms at ``points_yx``.
+
+    Only jrvae and ssrvae use the similarity-graph classes; without atom
+    positions (a patch stack) the window is the whole patch.
+    """
+    if train_config.class_window != "auto" or model_config.kind not in ("jrvae", "ssrvae"):
+        return train_config
+    window = None if points_yx is None else class_window_for(points_yx, model_config.patch_size)
+    return replace(train_config, class_window=window)
+
+
 def _resolve_symmetry(x_np, model_config: ModelConfig, model, seed: int) -> tuple[ModelConfig, dict]:
     """The config with a number for ``symmetry``, and how it was set (``TrainResult.symmetry``)."""
     if model_config.symmetry != SYMMETRY_AUTO:
@@ -250,7 +262,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         if model_config.coarse_alignment:
             try:
                 model.fit_alignment(model.normalize(raw), seed=train_config.seed)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - numerical trouble on unforeseen data must not end the run
                 alignment_error = f"{type(exc).__name__}: {exc}"
                 log.debug("Coarse alignment failed; training the rVAE alone", exc_info=exc)
                 model_config = replace(model_config, alignment="none")
@@ -277,7 +289,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
                                   model_config.n_classes, labels=lab,
                                   symmetry=1 if window else model_config.symmetry, seed=train_config.seed)
             targets = torch.as_tensor(found, device=device)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the class head can learn from the ELBO alone
             notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
                          "the class head learned from the ELBO alone.")
             log.debug("graph_classes failed", exc_info=exc)
@@ -325,7 +337,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 optim.step()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
                 if not is_out_of_memory(exc):
                     raise
                 loss = None

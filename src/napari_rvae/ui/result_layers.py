@@ -3,8 +3,9 @@
 :func:`show_results` runs on the GUI thread (the Train widget calls it from its
 worker's ``returned`` handler); the maps, the only heavy part, come ready from
 the worker (:func:`napari_rvae.core.exports.result_maps`), so a 4096 x 4096
-scan does not freeze the viewer for the ~1.5 s its tessellation takes. Every layer it makes is registered to the
-source image (same scale, translate and units) and tagged in
+scan does not freeze the viewer for the ~1.5 s its tessellation takes. Every
+layer it makes is registered to the source image (same scale, translate and
+units) and tagged in
 ``layer.metadata[META]`` with its run and role, so that a re-run replaces
 exactly this run's layers and the Latent explorer can find the analysis. The
 user's own layers are never modified or removed.

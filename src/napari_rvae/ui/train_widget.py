@@ -34,8 +34,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_rvae.core.angle_checks import angle_warnings
-from napari_rvae.core.config import MODEL_KINDS, SYMMETRIES, SYMMETRY_AUTO, ModelConfig, TrainConfig
+from napari_rvae.core.config import (
+    MODEL_KINDS,
+    SYMMETRIES,
+    SYMMETRY_AUTO,
+    ModelConfig,
+    TrainConfig,
+)
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.modelfile import load_model, save_model
@@ -374,12 +379,10 @@ class TrainWidget(JobWidget):
         self.model = analysis.model
         # The column trained on, not the one chosen now: the user may have changed it meanwhile.
         self.model_extra = {"class_names": snap.class_names, "labels_col": snap.labels_column}
-        warnings = angle_warnings(analysis.table, analysis.model.config.symmetry, t.symmetry)
         self.report = analysis_report(analysis, train_config, command="napari", sources=snap.sources,
                                       class_names=snap.class_names, pixel_size=snap.pixel_size, unit=snap.unit,
-                                      notes=[*snap.notes, *warnings])
-        self.report["angle_warnings"] = warnings
-        for warning in warnings:
+                                      notes=snap.notes)
+        for warning in self.report["angle_warnings"]:
             show_warning(warning)
         how = "stopped early" if t.stopped else "done"
         summary = t.alignment

@@ -49,9 +49,9 @@ from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QApplication, QWidget
 
 from napari_rvae.core.analysis import Analysis, analyse_iter, apply_model
+from napari_rvae.core.bond_order import lattice_period
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.errors import InputError
-from napari_rvae.core.bond_order import lattice_period
 from napari_rvae.core.exports import result_maps
 from napari_rvae.core.image import as_image2d
 from napari_rvae.core.maps import typical_spacing
