@@ -148,11 +148,11 @@ class _ProgressBar:
 
 
 def _cmd_train(args, say) -> int:
-    from .core.config import ModelConfig, TrainConfig
+    from .core.config import KINDS, ModelConfig, TrainConfig
     from .core.pipeline import run_train
 
     # crvae/ssrvae take their class count from the labels column; --classes is a floor.
-    n_classes = {"jrvae": args.classes, "crvae": max(args.classes, 2), "ssrvae": max(args.classes, 2)}.get(args.model, 0)
+    n_classes = KINDS[args.model].n_classes(args.classes)
     model_config = ModelConfig(
         kind=args.model,
         patch_size=args.patch_size,

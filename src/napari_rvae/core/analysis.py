@@ -65,7 +65,7 @@ def analyse_iter(
     t_extract = time.perf_counter() - t_start
     result = yield from train_iter(ps.patches, model_config, train_config, labels=kept_labels, stop=stop)
     t_enc = time.perf_counter()
-    table = encode(result.model, ps.patches, labels=kept_labels if model_config.kind == "crvae" else None,
+    table = encode(result.model, ps.patches, labels=kept_labels if model_config.class_input else None,
                    notes=result.notes)
     table = with_lattice_check(table, ps.centers, result.model.config.symmetry)
     t_end = time.perf_counter()
@@ -79,7 +79,7 @@ def apply_model(image, points_yx, model: RVAE, *, labels=None, edge: str = "drop
     ps = _patches(image, points_yx, model.config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
     t_enc = time.perf_counter()
-    table = encode(model, ps.patches, labels=kept_labels if model.config.kind == "crvae" else None)
+    table = encode(model, ps.patches, labels=kept_labels if model.config.class_input else None)
     table = with_lattice_check(table, ps.centers, model.config.symmetry)
     t_end = time.perf_counter()
     seconds = {"extract": t_enc - t_start, "encode": t_end - t_enc, "total": t_end - t_start}

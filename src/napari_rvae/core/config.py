@@ -6,7 +6,48 @@ from dataclasses import asdict, dataclass, fields
 
 from .errors import InputError
 
-MODEL_KINDS = ("rvae", "vae", "crvae", "jrvae", "ssrvae")
+
+
+@dataclass(frozen=True)
+class KindTraits:
+    """What a model kind is made of; the one place that says so.
+
+    ``pose``: it infers a rotation (and shift) per patch. ``class_input``: the
+    class is an input of the encoder and the decoder (known for every patch,
+    when training and when encoding). ``class_latent``: the class is a
+    discrete latent with a classifier head. ``labels``: ``"all"`` (every
+    patch needs a class to train), ``"some"`` (at least one), ``"none"``.
+    """
+
+    pose: bool
+    class_input: bool = False
+    class_latent: bool = False
+    labels: str = "none"
+
+    @property
+    def class_model(self) -> bool:
+        return self.class_input or self.class_latent
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.labels != "none"
+
+    def n_classes(self, requested: int) -> int:
+        """The class count a run asks for: 0 without a class; at least 2 where
+        labels set it (``requested`` is then a floor)."""
+        if not self.class_model:
+            return 0
+        return max(int(requested), 2) if self.needs_labels else int(requested)
+
+
+KINDS = {
+    "rvae": KindTraits(pose=True),
+    "vae": KindTraits(pose=False),
+    "crvae": KindTraits(pose=True, class_input=True, labels="all"),
+    "jrvae": KindTraits(pose=True, class_latent=True),
+    "ssrvae": KindTraits(pose=True, class_latent=True, labels="some"),
+}
+MODEL_KINDS = tuple(KINDS)
 ALIGNMENTS = ("auto", "sync", "none")
 ROTATION_RANGES = ("auto", "full", "limited")
 LIKELIHOODS = ("gaussian", "bernoulli")
@@ -89,14 +130,33 @@ class ModelConfig:
             raise InputError(f"Model {self.kind!r} needs at least 2 classes (got {self.n_classes}).")
 
     @property
+    def traits(self) -> KindTraits:
+        return KINDS[self.kind]
+
+    @property
     def class_model(self) -> bool:
         """Whether the model has a class (observed or latent)."""
-        return self.kind in ("crvae", "jrvae", "ssrvae")
+        return self.traits.class_model
+
+    @property
+    def class_input(self) -> bool:
+        """Whether the class is an input (crvae): known per patch when training and encoding."""
+        return self.traits.class_input
+
+    @property
+    def class_latent(self) -> bool:
+        """Whether the class is a discrete latent with a classifier head (jrvae, ssrvae)."""
+        return self.traits.class_latent
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether training reads classes from a labels column (crvae: all, ssrvae: some)."""
+        return self.traits.needs_labels
 
     @property
     def pose_model(self) -> bool:
         """Whether the model infers a rotation (and shift) per patch."""
-        return self.kind != "vae"
+        return self.traits.pose
 
     @property
     def coarse_alignment(self) -> bool:

@@ -78,7 +78,7 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
         if not np.isfinite(np.asarray(x_np, dtype=np.float32)).all():
             raise InputError("The patches hold NaN, infinite values or values beyond the float32 range "
                              "(about 3.4e38): nothing can be encoded from them.")
-    if cfg.kind == "crvae":
+    if cfg.class_input:
         if labels is None:
             raise InputError("A crvae model needs each patch's class to encode it (a labels column).")
         labels = np.asarray(labels).astype(np.int64)
@@ -94,7 +94,7 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
         while start < x_np.shape[0]:
             xb = torch.as_tensor(np.ascontiguousarray(x_np[start : start + batch_size], dtype=np.float32), device=dev)
             yb = None
-            if cfg.kind == "crvae":
+            if cfg.class_input:
                 yb = F.one_hot(torch.as_tensor(labels[start : start + batch_size], device=dev), cfg.n_classes).float()
             try:
                 post = model.posterior(model.normalize(xb), yb)
@@ -120,7 +120,7 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
             for i in range(cfg.latent_dim):
                 cols[f"z{i}"] = post["z"][:, i]
             if cfg.class_model:
-                if cfg.kind == "crvae":
+                if cfg.class_input:
                     cols["class"] = yb.argmax(-1).float()
                     cols["class_prob"] = torch.ones_like(cols["class"])
                 else:

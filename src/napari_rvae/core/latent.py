@@ -56,9 +56,9 @@ def reconstruct(model: RVAE, patches, *, labels=None) -> np.ndarray:
     model.eval()
     try:
         x = torch.as_tensor(np.ascontiguousarray(x_np), device=dev)
-        y = _class_onehot(model, labels, len(x), dev) if cfg.kind == "crvae" else None
+        y = _class_onehot(model, labels, len(x), dev) if cfg.class_input else None
         post = model.posterior(model.normalize(x), y)
-        if cfg.kind in ("jrvae", "ssrvae"):
+        if cfg.class_latent:
             y = F.one_hot(post["class_prob"].argmax(-1), cfg.n_classes).float()
         angle = torch.rad2deg(post["decoder_angle"]) if cfg.pose_model else None
         out = model.decode(post["z"], angle_deg=angle, shift=post.get("shift"), y=y)

@@ -253,8 +253,8 @@ class RVAE(nn.Module):
             symmetry=config.symmetry,
             pose=config.pose_model,
             translation=config.translation,
-            n_cond=n_cls if config.kind == "crvae" else 0,
-            n_logits=n_cls if config.kind in ("jrvae", "ssrvae") else 0,
+            n_cond=n_cls if config.class_input else 0,
+            n_logits=n_cls if config.class_latent else 0,
         )
         self.decoder = SpatialDecoder(config.patch_size, config.latent_dim, config.hidden_dim, config.hidden_layers, n_cls)
         # A coordinate MLP first learns a blurred blob (spectral bias) and sits on
@@ -452,7 +452,7 @@ class RVAE(nn.Module):
                             "shift", dist.Normal(x.new_zeros(()), cfg.translation_prior).expand([b, 2]).to_event(1)
                         )
                 z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([b, cfg.latent_dim]).to_event(1))
-                if cfg.kind in ("jrvae", "ssrvae"):
+                if cfg.class_latent:
                     prior = dist.OneHotCategorical(logits=x.new_zeros(cfg.n_classes))
                     y = pyro.sample("y", prior.expand([b]), obs=y)
             out = self._decode_pose(z, u, shift, y)
@@ -461,10 +461,10 @@ class RVAE(nn.Module):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0):
         cfg = self.config
         b = x.shape[0]
-        cond = y if cfg.kind == "crvae" else None
+        cond = y if cfg.class_input else None
         loc, scale, logits = self.encoder(x, cond)
         with pyro.plate("patches", b), pyro.poutine.scale(scale=kl_scale):
-            if cfg.kind in ("jrvae", "ssrvae") and y is None:
+            if cfg.class_latent and y is None:
                 pyro.sample("y", dist.OneHotCategorical(logits=logits), infer={"enumerate": "parallel"})
             i = 0
             if cfg.pose_model:
@@ -492,7 +492,7 @@ class RVAE(nn.Module):
         coarse = coarse_error = None
         if not aligned:
             x, coarse, coarse_error = self.coarse_align(x, spread=True)
-        loc, scale, logits = self.encoder(x, y if cfg.kind == "crvae" else None)
+        loc, scale, logits = self.encoder(x, y if cfg.class_input else None)
         out: dict[str, torch.Tensor] = {}
         i = 0
         if cfg.pose_model:

@@ -221,7 +221,7 @@ def run_train(
         if inputs.patches.shape[1] != model_config.patch_size:
             model_config = replace(model_config, patch_size=int(inputs.patches.shape[1]))
         labels, class_names = None, None
-        if model_config.kind in ("crvae", "ssrvae"):
+        if model_config.needs_labels:
             if labels_col not in inputs.table.columns:
                 raise InputError(
                     f"Model {model_config.kind} trains on classes, but the points have no {labels_col!r} column "
@@ -241,7 +241,7 @@ def run_train(
         for note in result.notes:
             say(note)
         t_enc = time.perf_counter()
-        encoded = encode(result.model, inputs.patches, labels=labels if model_config.kind == "crvae" else None,
+        encoded = encode(result.model, inputs.patches, labels=labels if model_config.class_input else None,
                          notes=result.notes)
         t_encode = time.perf_counter() - t_enc
         table = results_table(inputs, encoded, class_names=class_names, symmetry=result.model.config.symmetry)
@@ -310,7 +310,7 @@ def run_encode(
             )
         labels = None
         class_names = extra.get("class_names")
-        if cfg.kind == "crvae":
+        if cfg.class_input:
             col = labels_col or extra.get("labels_col") or "label"
             if col not in inputs.table.columns:
                 raise InputError(f"This crvae model needs each point's class: the points have no {col!r} column.")

@@ -112,7 +112,7 @@ def _is_stopped(stop) -> bool:
 
 def check_labels(labels, n: int, config: ModelConfig) -> np.ndarray | None:
     """Validate class labels: ints in [0, C), ``-1`` meaning unknown (ssrvae only)."""
-    if config.kind not in ("crvae", "ssrvae"):
+    if not config.needs_labels:
         return None
     if labels is None:
         raise InputError(f"Model {config.kind!r} needs class labels (a labels column).")
@@ -122,12 +122,12 @@ def check_labels(labels, n: int, config: ModelConfig) -> np.ndarray | None:
     if not np.issubdtype(lab.dtype, np.number):
         raise InputError("Class labels must be whole numbers (0, 1, 2, ...), with -1 or empty for unknown.")
     lab = np.where(np.isfinite(lab.astype(float)), lab, -1).astype(np.int64)
-    if config.kind == "crvae" and (lab < 0).any():
-        raise InputError(f"crvae needs a class for every patch; {(lab < 0).sum()} have none (use ssrvae for a few labels).")
+    if config.traits.labels == "all" and (lab < 0).any():
+        raise InputError(f"{config.kind} needs a class for every patch; {(lab < 0).sum()} have none (use ssrvae for a few labels).")
     if (lab >= config.n_classes).any() or (lab < -1).any():
         raise InputError(f"Class labels must lie in 0..{config.n_classes - 1} (found {lab.min()}..{lab.max()}).")
-    if config.kind == "ssrvae" and not (lab >= 0).any():
-        raise InputError("ssrvae needs at least one labelled patch.")
+    if not (lab >= 0).any():
+        raise InputError(f"{config.kind} needs at least one labelled patch.")
     return lab
 
 
@@ -211,7 +211,7 @@ def resolve_class_window(train_config: TrainConfig, model_config: ModelConfig, p
     Only jrvae and ssrvae use the similarity-graph classes; without atom
     positions (a patch stack) the window is the whole patch.
     """
-    if train_config.class_window != "auto" or model_config.kind not in ("jrvae", "ssrvae"):
+    if train_config.class_window != "auto" or not model_config.class_latent:
         return train_config
     window = None if points_yx is None else class_window_for(points_yx, model_config.patch_size)
     return replace(train_config, class_window=window)
@@ -272,7 +272,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         model = model.to(device)
     # Speed (#7): the decoder's per-pixel layers in bfloat16 where the device has it.
     model.decoder.compute_dtype = resolve_compute_dtype(train_config.precision, device)
-    enum = model_config.kind in ("jrvae", "ssrvae")
+    enum = model_config.class_latent
     notes: list[str] = []
     x_all = model.normalize(raw)
     del raw
@@ -376,7 +376,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
     model.decoder.compute_dtype = None  # decoding after training: float32, as saved
     if result.history:
         calib_y = None
-        if model_config.kind == "crvae" and y_all is not None:
+        if model_config.class_input and y_all is not None:
             calib_y = F.one_hot(y_all[calib.to(y_all.device)], n_cls).to(calib_x.dtype)
         model.calibrate_angle_sd(calib_x, calib_y, seed=train_config.seed)
     result.seconds = time.perf_counter() - t0

@@ -411,7 +411,7 @@ class ExplorerWidget(QWidget):
         y1, x1 = min(int(cy) + p + 3, h), min(int(cx) + p + 3, w)
         window = np.array(data[..., y0:y1, x0:x1], dtype=np.float32, copy=True)
         label = None
-        if model.config.kind == "crvae" and "class" in self._layer.features:
+        if model.config.class_input and "class" in self._layer.features:
             label = [int(self._layer.features["class"].iloc[index])]
 
         def work():

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_rvae.core.config import (
+    KINDS,
     MODEL_KINDS,
     SYMMETRIES,
     SYMMETRY_AUTO,
@@ -67,8 +68,6 @@ from .worker import (
 log = logging.getLogger(__name__)
 
 NO_LABELS = "(none)"
-LABELLED_KINDS = ("crvae", "ssrvae")  # models that train on classes from a points column
-# (to apply a model only crvae needs them: its decoder is conditioned on the class)
 REDRAW_SECONDS = 0.3  # the loss curve is redrawn at most ~3 times a second
 
 
@@ -132,15 +131,16 @@ class TrainForm(QWidget):
         self._kind_changed(self.kind.currentText())
 
     def _kind_changed(self, kind):
-        self.n_classes.setEnabled(kind in ("crvae", "jrvae", "ssrvae"))
-        self.translation.setEnabled(kind != "vae")
-        self.symmetry.setEnabled(kind != "vae")
-        self.rotations.setEnabled(kind != "vae")
+        traits = KINDS[kind]
+        self.n_classes.setEnabled(traits.class_model)
+        self.translation.setEnabled(traits.pose)
+        self.symmetry.setEnabled(traits.pose)
+        self.rotations.setEnabled(traits.pose)
 
     def configs(self, n_label_classes: int = 0) -> tuple[ModelConfig, TrainConfig]:
         """Model and training settings from the form (raises InputError for bad values)."""
         kind = self.kind.currentText()
-        classes = max(self.n_classes.value(), n_label_classes) if kind in ("crvae", "jrvae", "ssrvae") else 0
+        classes = KINDS[kind].n_classes(max(self.n_classes.value(), n_label_classes))
         model = ModelConfig(
             kind=kind, patch_size=self.patch_size.value(), latent_dim=self.latent_dim.value(),
             translation=self.translation.isChecked(), hidden_dim=self.hidden_dim.value(),
@@ -334,7 +334,7 @@ class TrainWidget(JobWidget):
             return
         try:
             kind = self.form.kind.currentText()
-            snap = self._snapshot(self.form.patch_size.value(), kind, kind in LABELLED_KINDS)
+            snap = self._snapshot(self.form.patch_size.value(), kind, KINDS[kind].needs_labels)
             model_config, train_config = self.form.configs(len(snap.class_names or []))
             device = resolve_device(train_config.device)
         except InputError as err:
@@ -462,11 +462,11 @@ class TrainWidget(JobWidget):
         cfg = self.model.config
         try:
             # Patches are cut at the model's own size, whatever the form says now.
-            snap = self._snapshot(cfg.patch_size, cfg.kind, cfg.kind == "crvae")
+            snap = self._snapshot(cfg.patch_size, cfg.kind, cfg.class_input)
             labels, names = snap.labels, snap.class_names
             if labels is not None and labels.max(initial=-1) >= cfg.n_classes:
                 raise InputError(f"This model knows {cfg.n_classes} classes but the labels column has {len(names)}.")
-            if cfg.kind == "crvae" and (labels < 0).any():
+            if cfg.class_input and (labels < 0).any():
                 raise InputError(f"A crvae model needs a class for every point; {(labels < 0).sum()} have none.")
         except InputError as err:
             show_warning(f"The model does not fit: {err}")
