@@ -230,10 +230,10 @@ def _cmd_detect(args, say) -> int:
 
     from .core.detect import detect_atoms
     from .core.image import as_image2d
-    from .core.pipeline import _read_array
     from .core.points_io import write_csv_atomic
+    from .core.readers import read_first_image
 
-    data, notes = _read_array(Path(args.input))
+    data, notes = read_first_image(Path(args.input))
     image, img_notes = as_image2d(data.data, name=f"image {Path(args.input).name}")
     for note in notes + img_notes:
         say(note)

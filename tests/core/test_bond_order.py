@@ -12,9 +12,10 @@ from napari_rvae.core.bond_order import (
     lattice_check_columns,
     lattice_check_summary,
     lattice_order,
+    with_lattice_check,
 )
 from napari_rvae.core.errors import InputError
-from napari_rvae.core.pipeline import Inputs, results_table
+from napari_rvae.core.pipeline import Inputs, atom_positions, results_table
 from napari_rvae.core.synthetic import make_lattice, wrap_angle
 
 LATTICES = {"square": (4, [(1.0, 0.0), (0.0, 1.0)]), "hexagonal": (6, [(1.0, 0.0), (0.5, np.sqrt(3) / 2)])}
@@ -173,9 +174,17 @@ def fake_inputs(with_calibration=True, image_input=True):
     return inputs, encoded
 
 
+def checked_table(inputs, encoded, symmetry):
+    """points.csv as the pipeline writes it: the analysis adds the check where positions are known."""
+    points = atom_positions(inputs)
+    if points is not None:
+        encoded = with_lattice_check(encoded, points, symmetry)
+    return results_table(inputs, encoded)
+
+
 def test_results_table_puts_the_check_after_the_encoder_columns():
     inputs, encoded = fake_inputs()
-    table = results_table(inputs, encoded, symmetry=4)
+    table = checked_table(inputs, encoded, 4)
     assert list(table.columns) == ["y", "x", "angle", "dx", "dy", "z0", *PSI_COLUMNS, "y_nm", "x_nm", "note"]
     np.testing.assert_allclose(table["psi_angle"], 20.0, atol=1e-9)
     assert table["psi_order"].max() <= 1.0  # computed, not the input's stale column
@@ -185,7 +194,7 @@ def test_results_table_puts_the_check_after_the_encoder_columns():
 @pytest.mark.parametrize("symmetry", [1, 4, 6])
 def test_results_table_adds_nothing_without_an_image(symmetry):
     inputs, encoded = fake_inputs(image_input=False)
-    table = results_table(inputs, encoded, symmetry=symmetry)
+    table = checked_table(inputs, encoded, symmetry)
     assert list(table.columns) == ["index", "angle", "dx", "dy", "z0", "note"]
 
 
@@ -194,7 +203,7 @@ def test_any_symmetry_is_checked_against_the_lattice_modulo_the_common_period(sy
     """A square lattice turned by 20 deg: psi_4 whatever the motif's symmetry; compared modulo 360 / lcm(n, 4)."""
     inputs, encoded = fake_inputs()
     encoded["angle"] = 20.0 + 7.0 + period * np.arange(len(encoded))  # one offset, then whole periods
-    table = results_table(inputs, encoded, symmetry=symmetry)
+    table = checked_table(inputs, encoded, symmetry)
     assert list(table.columns) == ["y", "x", "angle", "dx", "dy", "z0", *PSI_COLUMNS, "y_nm", "x_nm", "note"]
     np.testing.assert_allclose(table["psi_angle"], 20.0, atol=1e-9)
     np.testing.assert_allclose(table["angle_psi_diff"], 0.0, atol=1e-6)

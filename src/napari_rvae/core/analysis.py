@@ -1,10 +1,13 @@
-"""Image + points in, per-atom results out: what the widgets run in their worker.
+"""Patches in, per-atom results out: the one end-to-end path.
 
-:func:`analyse_iter` is :func:`~napari_rvae.core.train.train_iter` with patch
-extraction before it and encoding after it; it yields the same
-:class:`~napari_rvae.core.train.Progress` reports and returns an
-:class:`Analysis`. :func:`apply_model` does the same with a trained model and
-no training.
+The CLI (:mod:`.pipeline`) and the widgets run the same iterators: the CLI
+reads files and cuts patches, then drives :func:`train_patches_iter` and
+writes files; the widgets run :func:`analyse_iter` (which cuts the patches of
+an image and its points first) in a worker and turn the result into layers.
+They yield the :class:`~napari_rvae.core.train.Progress` reports of
+:func:`~napari_rvae.core.train.train_iter` and return an :class:`Analysis`.
+:func:`encode_patches` and :func:`apply_model` do the same with a trained
+model and no training.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from .train import Progress, TrainResult, resolve_class_window, train_iter
 class Analysis:
     """Results for the points that had a patch, plus what happened to the rest."""
 
-    table: pd.DataFrame  # encode()'s columns, one row per kept point, in input order
+    table: pd.DataFrame  # encode()'s columns (+ the lattice check for an image), one row per kept point
     kept: np.ndarray  # indices of the input points that have a row in ``table``
     dropped: np.ndarray  # indices of input points dropped at the image edge
-    centers: np.ndarray  # (len(kept), 2) y, x of the kept points
+    centers: np.ndarray | None  # (len(kept), 2) y, x of the kept points; None for a stack of patches
     model: RVAE
     training: TrainResult | None = None
     # Wall times: "extract" (patches), "encode", "total"; training's own is in ``training.seconds``.
@@ -41,10 +44,57 @@ class Analysis:
         return len(self.kept) + len(self.dropped)
 
 
-def _patches(image, points_yx, patch_size, edge):
+def _encoded(model: RVAE, patches, centers, labels, notes) -> pd.DataFrame:
+    """encode()'s table, with the bond-order lattice check where the atom positions are known."""
+    table = encode(model, patches, labels=labels, notes=notes)
+    if centers is not None:
+        table = with_lattice_check(table, centers, model.config.symmetry)
+    return table
+
+
+def train_patches_iter(
+    patches,
+    centers,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    labels=None,
+    stop=None,
+) -> Generator[Progress, None, Analysis]:
+    """Train on a patch stack, then encode it. ``centers``: the (N, 2) atom
+    positions the patches were cut at, or None; ``labels`` per patch (-1 unknown)."""
+    t_start = time.perf_counter()
+    train_config = resolve_class_window(train_config, model_config, centers)
+    result = yield from train_iter(patches, model_config, train_config, labels=labels, stop=stop)
+    t_enc = time.perf_counter()
+    table = _encoded(result.model, patches, centers, labels, notes=result.notes)
+    t_end = time.perf_counter()
+    kept = np.arange(len(patches))
+    seconds = {"extract": 0.0, "encode": t_end - t_enc, "total": t_end - t_start}
+    return Analysis(table, kept, np.array([], dtype=int), centers, result.model, result, seconds)
+
+
+def encode_patches(model: RVAE, patches, centers=None, *, labels=None, notes=None) -> Analysis:
+    """Encode a patch stack with a trained model (``centers`` as in :func:`train_patches_iter`)."""
+    t_start = time.perf_counter()
+    table = _encoded(model, patches, centers, labels, notes=notes)
+    seconds = {"extract": 0.0, "encode": time.perf_counter() - t_start}
+    seconds["total"] = seconds["encode"]
+    return Analysis(table, np.arange(len(patches)), np.array([], dtype=int), centers, model, seconds=seconds)
+
+
+def _cut(image, points_yx, patch_size, edge):
     from .patches import extract_patches
 
     return extract_patches(image, np.asarray(points_yx, dtype=float), patch_size, edge=edge)
+
+
+def _with_cut(analysis: Analysis, ps, t_extract: float) -> Analysis:
+    """The analysis of the kept patches, told which input points they were and which were dropped."""
+    analysis.kept, analysis.dropped = ps.kept, ps.dropped
+    analysis.seconds["extract"] = t_extract
+    analysis.seconds["total"] += t_extract
+    return analysis
 
 
 def analyse_iter(
@@ -57,30 +107,20 @@ def analyse_iter(
     edge: str = "drop",
     stop=None,
 ) -> Generator[Progress, None, Analysis]:
-    """Extract patches, train, encode. ``labels`` are per input point (-1 unknown)."""
+    """Cut patches at the points, train, encode. ``labels`` are per input point (-1 unknown)."""
     t_start = time.perf_counter()
-    ps = _patches(image, points_yx, model_config.patch_size, edge)
+    ps = _cut(image, points_yx, model_config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
-    train_config = resolve_class_window(train_config, model_config, ps.centers)
     t_extract = time.perf_counter() - t_start
-    result = yield from train_iter(ps.patches, model_config, train_config, labels=kept_labels, stop=stop)
-    t_enc = time.perf_counter()
-    table = encode(result.model, ps.patches, labels=kept_labels if model_config.class_input else None,
-                   notes=result.notes)
-    table = with_lattice_check(table, ps.centers, result.model.config.symmetry)
-    t_end = time.perf_counter()
-    seconds = {"extract": t_extract, "encode": t_end - t_enc, "total": t_end - t_start}
-    return Analysis(table, ps.kept, ps.dropped, ps.centers, result.model, result, seconds)
+    analysis = yield from train_patches_iter(ps.patches, ps.centers, model_config, train_config,
+                                             labels=kept_labels, stop=stop)
+    return _with_cut(analysis, ps, t_extract)
 
 
 def apply_model(image, points_yx, model: RVAE, *, labels=None, edge: str = "drop") -> Analysis:
     """Encode the points of an image with an already trained model."""
     t_start = time.perf_counter()
-    ps = _patches(image, points_yx, model.config.patch_size, edge)
+    ps = _cut(image, points_yx, model.config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
-    t_enc = time.perf_counter()
-    table = encode(model, ps.patches, labels=kept_labels if model.config.class_input else None)
-    table = with_lattice_check(table, ps.centers, model.config.symmetry)
-    t_end = time.perf_counter()
-    seconds = {"extract": t_enc - t_start, "encode": t_end - t_enc, "total": t_end - t_start}
-    return Analysis(table, ps.kept, ps.dropped, ps.centers, model, seconds=seconds)
+    t_extract = time.perf_counter() - t_start
+    return _with_cut(encode_patches(model, ps.patches, ps.centers, labels=kept_labels), ps, t_extract)

@@ -1,4 +1,4 @@
-"""Say so when the data cannot fix the angle well, instead of painting a confident map (issue #17).
+"""Say so when the data cannot fix the angle well, instead of painting a confident map.
 
 :func:`angle_warnings` reads a finished run's table and how its symmetry was
 set, and returns sentences for the terminal, report.json (``notes`` and

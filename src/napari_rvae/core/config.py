@@ -185,13 +185,13 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     kl_warmup_epochs: int = 0
-    # Speed (#7): precision of the decoder's per-pixel layers; "auto" = bfloat16
+    # Precision of the decoder's per-pixel layers; "auto" = bfloat16
     # where the device multiplies it natively (mixed precision), else float32.
     precision: str = "auto"
-    # Science (#6): jrvae/ssrvae class heads learn the classes of the rotation-invariant
+    # jrvae/ssrvae class heads learn the classes of the rotation-invariant
     # similarity graph (core/graph_classes.py); False = from the ELBO (and labels) alone.
     graph_targets: bool = True
-    # Science (#17): the central square (pixels) those classes are found on; None: the whole
+    # The central square (pixels) those classes are found on; None: the whole
     # patch; "auto": 4/3 of the typical atom spacing where the atom positions are known
     # (core.analysis, core.pipeline: class_window_for), else the whole patch.
     class_window: int | str | None = "auto"

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .labels import encoding_labels
 from .memory import free_cached_memory, is_out_of_memory
 from .models import RVAE
 
@@ -78,17 +79,11 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
         if not np.isfinite(np.asarray(x_np, dtype=np.float32)).all():
             raise InputError("The patches hold NaN, infinite values or values beyond the float32 range "
                              "(about 3.4e38): nothing can be encoded from them.")
-    if cfg.class_input:
-        if labels is None:
-            raise InputError("A crvae model needs each patch's class to encode it (a labels column).")
-        labels = np.asarray(labels).astype(np.int64)
-        if labels.shape != (x_np.shape[0],) or labels.min() < 0 or labels.max() >= cfg.n_classes:
-            raise InputError(f"crvae labels must be one class in 0..{cfg.n_classes - 1} per patch.")
+    labels = encoding_labels(labels, cfg, x_np.shape[0])
     dev = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
-    half = (cfg.patch_size - 1) / 2.0
     try:
         start = 0
         while start < x_np.shape[0]:
@@ -108,31 +103,7 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
                 batch_size //= 2
                 continue
             start += len(xb)
-            cols: dict[str, torch.Tensor] = {}
-            if cfg.pose_model:
-                period = 360.0 / cfg.symmetry
-                cols["angle"] = torch.remainder(torch.rad2deg(post["angle"]), period)
-                shift = post.get("shift")
-                zeros = torch.zeros_like(post["angle"])
-                # Grid units to pixels; y_up is flipped to napari's downward axis 0.
-                cols["dx"] = shift[:, 0] * half if shift is not None else zeros
-                cols["dy"] = -shift[:, 1] * half if shift is not None else zeros
-            for i in range(cfg.latent_dim):
-                cols[f"z{i}"] = post["z"][:, i]
-            if cfg.class_model:
-                if cfg.class_input:
-                    cols["class"] = yb.argmax(-1).float()
-                    cols["class_prob"] = torch.ones_like(cols["class"])
-                else:
-                    prob, cls = post["class_prob"].max(-1)
-                    cols["class"], cols["class_prob"] = cls.float(), prob
-            if cfg.pose_model:
-                cols["angle_sd"] = torch.rad2deg(post["angle_sd"]).clamp_max(180.0 / math.sqrt(3))
-            for i in range(cfg.latent_dim):
-                cols[f"z{i}_sd"] = post["z_sd"][:, i]
-            if cfg.coarse_alignment:
-                # Already within +/-180 / symmetry (models.angle_from_u); absent before training fills the reference.
-                cols["angle_residual"] = torch.rad2deg(post.get("residual_angle", torch.zeros_like(post["angle"])))
+            cols = _columns(cfg, post, yb)
             for k, v in cols.items():
                 parts.setdefault(k, []).append(v.detach().cpu().numpy().astype(np.float64))
     finally:
@@ -141,3 +112,34 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
     if cfg.class_model:
         table["class"] = table["class"].astype(np.int64)
     return table
+
+
+def _columns(cfg, post: dict[str, torch.Tensor], yb: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """One batch's result columns from the posterior (``yb``: the given classes of a class-input model)."""
+    half = (cfg.patch_size - 1) / 2.0
+    cols: dict[str, torch.Tensor] = {}
+    if cfg.pose_model:
+        period = 360.0 / cfg.symmetry
+        cols["angle"] = torch.remainder(torch.rad2deg(post["angle"]), period)
+        shift = post.get("shift")
+        zeros = torch.zeros_like(post["angle"])
+        # Grid units to pixels; y_up is flipped to napari's downward axis 0.
+        cols["dx"] = shift[:, 0] * half if shift is not None else zeros
+        cols["dy"] = -shift[:, 1] * half if shift is not None else zeros
+    for i in range(cfg.latent_dim):
+        cols[f"z{i}"] = post["z"][:, i]
+    if cfg.class_model:
+        if cfg.class_input:
+            cols["class"] = yb.argmax(-1).float()
+            cols["class_prob"] = torch.ones_like(cols["class"])
+        else:
+            prob, cls = post["class_prob"].max(-1)
+            cols["class"], cols["class_prob"] = cls.float(), prob
+    if cfg.pose_model:
+        cols["angle_sd"] = torch.rad2deg(post["angle_sd"]).clamp_max(180.0 / math.sqrt(3))
+    for i in range(cfg.latent_dim):
+        cols[f"z{i}_sd"] = post["z_sd"][:, i]
+    if cfg.coarse_alignment:
+        # Already within +/-180 / symmetry (models.angle_from_u); absent before training fills the reference.
+        cols["angle_residual"] = torch.rad2deg(post.get("residual_angle", torch.zeros_like(post["angle"])))
+    return cols

@@ -439,7 +439,22 @@ class RVAE(nn.Module):
 
     # --- Pyro model and guide ---------------------------------------------
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, kl_scale: float = 1.0):
-        """Generative model. ``x``: (B, P*P) normalised; ``y``: (B, C) one-hot or None."""
+        """The generative process, for each patch independently:
+
+        1. pose (rVAE kinds): a rotation vector ``u ~ N((m, 0), I)`` on the plane, whose
+           direction is the angle, ``theta = atan2(u) / n`` for ``n``-fold symmetry
+           (``m`` = 0: any angle alike; see :meth:`_rot_prior_loc`), and with
+           ``translation`` a shift ``s ~ N(0, translation_prior^2 I)`` in grid units;
+        2. content ``z ~ N(0, I)`` of ``latent_dim`` dimensions;
+        3. class (jrvae, ssrvae): ``y ~ Categorical(uniform)`` over ``n_classes``, observed
+           where a label is known; crvae reads ``y`` as a given input instead;
+        4. pixels ``x ~ Bernoulli(logits=f(z, y; R(theta)^-1 (c - s)))`` (or Normal with
+           ``noise``): the spatial decoder ``f`` evaluated at every pixel coordinate
+           ``c`` turned and shifted by the pose.
+
+        ``kl_scale`` weights the latents' prior terms (KL warm-up). ``x``: (B, P*P)
+        normalised; ``y``: (B, C) one-hot or None.
+        """
         cfg = self.config
         b = x.shape[0]
         with pyro.plate("patches", b):
@@ -474,6 +489,17 @@ class RVAE(nn.Module):
                     pyro.sample("shift", dist.Normal(loc[:, 2:4], scale[:, 2:4]).to_event(1))
                     i = 4
             pyro.sample("z", dist.Normal(loc[:, i:], scale[:, i:]).to_event(1))
+
+    def classify(self, x: torch.Tensor, y: torch.Tensor):
+        """The classifier term as a model (Kingma et al.'s M2; Pyro's ``ss_vae_M2``
+        example): the class head's ``q(y | x)`` scores known classes ``y`` (codes)
+        as an observed site. Trained beside the ELBO under ``poutine.scale``, which
+        sets its weight (core/train.py)."""
+        with pyro.plate("known", x.shape[0]):
+            pyro.sample("y_known", dist.Categorical(logits=self.encoder(x)[2]), obs=y)
+
+    def classify_guide(self, x: torch.Tensor, y: torch.Tensor):
+        """Nothing to infer: every class :meth:`classify` sees is observed."""
 
     # --- deterministic views (no sampling, no training) -----------------------
     @torch.no_grad()

@@ -1,6 +1,8 @@
 """The main jobs end to end (inputs -> patches -> model -> table -> files).
 
-This is what the CLI runs; Python users can call it too. Each job writes into
+This is what the CLI runs; Python users can call it too. A job reads its
+files (:func:`load_inputs`), runs the iterator the widgets run too
+(:mod:`.analysis`) and writes the files. Each job writes into
 an :class:`~napari_rvae.core.outputs.OutputDir`, so a failed run leaves no
 half-written folder behind.
 """
@@ -15,15 +17,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bond_order import with_lattice_check
+from .analysis import encode_patches, train_patches_iter
 from .config import ModelConfig, TrainConfig
-from .encode import encode
 from .errors import InputError
 from .exports import write_map_exports
 from .image import as_image2d
+from .labels import class_codes, codes_for_names
 from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
 from .points_io import read_points_csv
+from .readers import read_first_image
+from .train import drive
 from .report import (  # the one builder of report.json (also the widget's)
     checks_report,
     training_report,
@@ -49,19 +53,6 @@ class Inputs:
     n_points: int = 0
 
 
-def _read_array(path: Path):
-    from .readers import read_image_file
-
-    images = read_image_file(path)
-    if not images:
-        raise InputError(f"{path} holds no image.")
-    first = images[0]
-    notes = []
-    if len(images) > 1:
-        notes.append(f"{path.name} holds {len(images)} images; the first ({first.name}) is used.")
-    return first, notes
-
-
 def load_inputs(
     input_path,
     *,
@@ -81,7 +72,7 @@ def load_inputs(
     path = Path(input_path)
     if not path.exists():
         raise InputError(f"Input file not found: {path}")
-    data, notes = _read_array(path)
+    data, notes = read_first_image(path)
     arr = np.asarray(data.data)
     scale = tuple(data.scale or ())
     pixel_size = float(scale[-1]) if scale and data.unit else None
@@ -132,15 +123,6 @@ def load_inputs(
     )
 
 
-def class_codes(values: pd.Series) -> tuple[np.ndarray, list]:
-    """Map a labels column to codes 0..C-1 (sorted class names), ``-1`` where empty."""
-    missing = values.isna() | (values.astype(str).str.strip() == "")
-    names = sorted(pd.unique(values[~missing]), key=lambda v: (str(type(v)), v))
-    lookup = {name: i for i, name in enumerate(names)}
-    codes = np.array([-1 if m else lookup[v] for v, m in zip(values, missing)], dtype=np.int64)
-    return codes, [v.item() if isinstance(v, np.generic) else v for v in names]
-
-
 # Column names stay ASCII for scripts: angstroms are given in nanometres.
 _ASCII_UNITS = {"Å": ("nm", 0.1), "angstrom": ("nm", 0.1), "µm": ("um", 1.0), "μm": ("um", 1.0), "micron": ("um", 1.0)}
 
@@ -158,14 +140,12 @@ def atom_positions(inputs: Inputs) -> np.ndarray | None:
     return inputs.table[["y", "x"]].to_numpy(dtype=float)
 
 
-def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | None = None,
-                  symmetry: int = 1) -> pd.DataFrame:
+def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | None = None) -> pd.DataFrame:
     """The points.csv layout: coordinates, results, then carried input columns.
 
-    For an image the encoder's columns are followed by the bond-order check
-    ``psi_angle``, ``psi_order``, ``angle_psi_diff`` and ``angle_psi_flag``
-    (:mod:`.bond_order`; psi_4 or psi_6, whichever fits the positions, compared
-    with the ``symmetry``-fold angle modulo their common period).
+    ``encoded`` is an :class:`~.analysis.Analysis` table: for an image the
+    encoder's columns are followed by the bond-order check ``psi_angle``,
+    ``psi_order``, ``angle_psi_diff`` and ``angle_psi_flag`` (:mod:`.bond_order`).
     """
     coord_cols = [c for c in ("y", "x", "index") if c in inputs.table.columns][:2]
     coords = inputs.table[coord_cols].reset_index(drop=True)
@@ -173,9 +153,6 @@ def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | 
     if inputs.pixel_size and {"y", "x"} <= set(coord_cols):
         unit, size = calibrated_unit(inputs.unit, inputs.pixel_size)
         extra = [pd.DataFrame({f"y_{unit}": coords["y"] * size, f"x_{unit}": coords["x"] * size})]
-    points = atom_positions(inputs)
-    if points is not None:
-        encoded = with_lattice_check(encoded, points, symmetry)
     made = set(encoded.columns)
     carried = inputs.table.drop(columns=coord_cols).reset_index(drop=True)
     carried = carried.drop(columns=[c for c in carried.columns if c in made], errors="ignore")
@@ -183,6 +160,43 @@ def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | 
     if class_names is not None and "class" in out:
         out.insert(out.columns.get_loc("class_prob") + 1, "class_name", [class_names[i] for i in out["class"]])
     return out
+
+
+def _training_labels(inputs: Inputs, model_config: ModelConfig, labels_col: str):
+    """The class codes of the labels column (for the kinds that train on labels), their names, and the
+    config with at least as many classes as there are names."""
+    if not model_config.needs_labels:
+        return model_config, None, None
+    if labels_col not in inputs.table.columns:
+        raise InputError(
+            f"Model {model_config.kind} trains on classes, but the points have no {labels_col!r} column "
+            "(name it with --labels-col)."
+        )
+    labels, class_names = class_codes(inputs.table[labels_col])
+    if model_config.n_classes < len(class_names):
+        model_config = replace(model_config, n_classes=max(len(class_names), 2))
+    return model_config, labels, class_names
+
+
+def _encoding_labels(inputs: Inputs, model_config: ModelConfig, extra: dict, labels_col: str | None):
+    """The class codes a saved class-input model reads (names as stored in its file), else None."""
+    if not model_config.class_input:
+        return None
+    col = labels_col or extra.get("labels_col") or "label"
+    if col not in inputs.table.columns:
+        raise InputError(f"This {model_config.kind} model needs each point's class: the points have no {col!r} column.")
+    return codes_for_names(inputs.table[col], extra.get("class_names"))
+
+
+def _say_all(say: Say, lines) -> None:
+    for line in lines:
+        say(line)
+
+
+def _write_results(out: OutputDir, inputs: Inputs, table: pd.DataFrame, model) -> list[str]:
+    """points.csv and the maps; the names of the files written."""
+    table.to_csv(out.path(POINTS_FILE), index=False)
+    return [POINTS_FILE, *write_map_exports(out, inputs, table, model)]
 
 
 def run_train(
@@ -204,52 +218,29 @@ def run_train(
     ``stop`` (a ``threading.Event``): training ends after the current step and
     the model trained so far is encoded and written, with ``stopped_early``.
     """
-    from .train import resolve_class_window, train
-
     t_start = time.perf_counter()
     out = OutputDir(out_dir)
     try:
-        inputs = load_inputs(
-            input_path,
-            points_path=points_path,
-            patch_size=model_config.patch_size,
-            edge=edge,
-            detect_options=detect_options,
-        )
-        for note in inputs.notes:
-            say(note)
+        inputs = load_inputs(input_path, points_path=points_path, patch_size=model_config.patch_size, edge=edge,
+                             detect_options=detect_options)
+        _say_all(say, inputs.notes)
         if inputs.patches.shape[1] != model_config.patch_size:
             model_config = replace(model_config, patch_size=int(inputs.patches.shape[1]))
-        labels, class_names = None, None
-        if model_config.needs_labels:
-            if labels_col not in inputs.table.columns:
-                raise InputError(
-                    f"Model {model_config.kind} trains on classes, but the points have no {labels_col!r} column "
-                    "(name it with --labels-col)."
-                )
-            labels, class_names = class_codes(inputs.table[labels_col])
-            if model_config.n_classes < len(class_names):
-                model_config = replace(model_config, n_classes=max(len(class_names), 2))
+        model_config, labels, class_names = _training_labels(inputs, model_config, labels_col)
         if len(inputs.patches) < train_config.batch_size:
             say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
-        train_config = resolve_class_window(train_config, model_config, atom_positions(inputs))
         t_extract = time.perf_counter() - t_start
 
-        result = train(inputs.patches, model_config, train_config, labels=labels, callback=on_progress, stop=stop)
+        analysis = drive(train_patches_iter(inputs.patches, atom_positions(inputs), model_config, train_config,
+                                            labels=labels, stop=stop), on_progress)
+        result = analysis.training
         if result.alignment:
             say(result.alignment["description"])
-        for note in result.notes:
-            say(note)
-        t_enc = time.perf_counter()
-        encoded = encode(result.model, inputs.patches, labels=labels if model_config.class_input else None,
-                         notes=result.notes)
-        t_encode = time.perf_counter() - t_enc
-        table = results_table(inputs, encoded, class_names=class_names, symmetry=result.model.config.symmetry)
-        extra = {"class_names": class_names, "labels_col": labels_col, "edge": edge}
-        save_model(result.model, out.path(MODEL_FILE), extra=extra)
-        table.to_csv(out.path(POINTS_FILE), index=False)
-        map_files = write_map_exports(out, inputs, table, result.model)
-
+        _say_all(say, result.notes)
+        table = results_table(inputs, analysis.table, class_names=class_names)
+        save_model(result.model, out.path(MODEL_FILE), extra={"class_names": class_names, "labels_col": labels_col,
+                                                              "edge": edge})
+        files = _write_results(out, inputs, table, result.model)
         report = training_report(
             result,
             model_config,
@@ -259,17 +250,17 @@ def run_train(
             n_points=inputs.n_points,
             n_patches=len(inputs.patches),
             dropped_rows=inputs.dropped,
-            seconds={"extract": t_extract, "encode": t_encode, "total": time.perf_counter() - t_start},
+            seconds={"extract": t_extract, "encode": analysis.seconds["encode"],
+                     "total": time.perf_counter() - t_start},
             class_names=class_names,
             pixel_size=inputs.pixel_size,
             unit=inputs.unit,
             notes=inputs.notes,
-            files=[MODEL_FILE, POINTS_FILE, *map_files, REPORT],
+            files=[MODEL_FILE, *files, REPORT],
             table=table,
             points_yx=atom_positions(inputs),
         )
-        for warning in report["angle_warnings"]:
-            say(warning)
+        _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     except BaseException:
         out.discard()
@@ -295,40 +286,21 @@ def run_encode(
     cfg = model.config
     out = OutputDir(out_dir)
     try:
-        inputs = load_inputs(
-            input_path,
-            points_path=points_path,
-            patch_size=cfg.patch_size,
-            edge=edge or extra.get("edge", "drop"),
-            detect_options=detect_options,
-        )
-        for note in inputs.notes:
-            say(note)
+        inputs = load_inputs(input_path, points_path=points_path, patch_size=cfg.patch_size,
+                             edge=edge or extra.get("edge", "drop"), detect_options=detect_options)
+        _say_all(say, inputs.notes)
         if inputs.patches.shape[1] != cfg.patch_size:
             raise InputError(
                 f"The model was trained on {cfg.patch_size} px patches; the input's patches are {inputs.patches.shape[1]} px."
             )
-        labels = None
-        class_names = extra.get("class_names")
-        if cfg.class_input:
-            col = labels_col or extra.get("labels_col") or "label"
-            if col not in inputs.table.columns:
-                raise InputError(f"This crvae model needs each point's class: the points have no {col!r} column.")
-            lookup = {name: i for i, name in enumerate(class_names or [])}
-            try:
-                labels = np.array([lookup[v] for v in inputs.table[col]])
-            except KeyError as exc:
-                raise InputError(f"Class {exc.args[0]!r} was not among the classes the model was trained on.") from None
-        t_enc = time.perf_counter()
+        labels = _encoding_labels(inputs, cfg, extra, labels_col)
         n_notes = len(inputs.notes)
-        encoded = encode(model, inputs.patches, labels=labels, notes=inputs.notes)
-        for note in inputs.notes[n_notes:]:
-            say(note)
-        t_encode = time.perf_counter() - t_enc
+        analysis = encode_patches(model, inputs.patches, atom_positions(inputs), labels=labels, notes=inputs.notes)
+        _say_all(say, inputs.notes[n_notes:])
+        class_names = extra.get("class_names")
         names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
-        table = results_table(inputs, encoded, class_names=names, symmetry=cfg.symmetry)
-        table.to_csv(out.path(POINTS_FILE), index=False)
-        map_files = write_map_exports(out, inputs, table, model)
+        table = results_table(inputs, analysis.table, class_names=names)
+        files = _write_results(out, inputs, table, model)
         report = {
             "command": "encode",
             "input": str(input_path),
@@ -338,15 +310,14 @@ def run_encode(
             "n_points": inputs.n_points,
             "n_patches": int(len(inputs.patches)),
             "dropped_rows": inputs.dropped,
-            "seconds": {"encode": t_encode, "total": time.perf_counter() - t_start},
+            "seconds": {"encode": analysis.seconds["encode"], "total": time.perf_counter() - t_start},
             "pixel_size": inputs.pixel_size,
             "unit": inputs.unit,
             "notes": inputs.notes,
-            "files": [POINTS_FILE, *map_files, REPORT],
+            "files": [*files, REPORT],
             **checks_report(table, atom_positions(inputs), cfg.symmetry),
         }
-        for warning in report["angle_warnings"]:
-            say(warning)
+        _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     except BaseException:
         out.discard()

@@ -154,6 +154,16 @@ def read_image_file(path) -> list[ImageData]:
     return images
 
 
+def read_first_image(path) -> tuple[ImageData, list[str]]:
+    """The first image of a file, and a note when the file holds more than one."""
+    p = Path(os.fspath(path)).expanduser()
+    images = read_image_file(p)
+    notes = []
+    if len(images) > 1:
+        notes.append(f"{p.name} holds {len(images)} images; the first ({images[0].name}) is used.")
+    return images[0], notes
+
+
 # --- built-in formats -----------------------------------------------------------------------
 
 

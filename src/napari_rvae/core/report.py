@@ -56,7 +56,8 @@ def training_report(
     result
         What :func:`~napari_rvae.core.train.train` returned.
     model_config, train_config
-        The settings the model was trained with.
+        The settings asked for; the report gives those the run used (the
+        model's config, ``result.train_config``).
     command
         ``"train"`` (CLI) or ``"napari"`` (the Train widget).
     sources
@@ -80,7 +81,8 @@ def training_report(
         **sources,
         # The model's own config: the run may have changed it (alignment failed -> "none").
         "model_config": result.model.config.to_dict(),
-        "train_config": train_config.to_dict(),
+        # ... and the training settings as the run resolved them (the class window's "auto").
+        "train_config": (result.train_config or train_config).to_dict(),
         "device": result.device,
         "alignment": result.alignment,
         "symmetry": result.symmetry or {"chosen": int(result.model.config.symmetry), "source": "given"},

@@ -8,7 +8,7 @@ output for copy k is ``(W S_k) x``. Folding ``S_k`` into the weight (a sparse
 product of a few million multiply-adds, redone each step while training)
 replaces sampling B x K images and a (B*K, P*P) temporary by one dense GEMM
 ``x @ [W S_1 ... W S_K]^T``: the same multiply-adds as the layer alone, and
-about 3-10x faster for the encoder as a whole on the CPU (issue #7).
+about 3-10x faster for the encoder as a whole on the CPU (docs/speed.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The rotational symmetry of a patch stack, estimated from the data (issue #17, ``--symmetry auto``).
+"""The rotational symmetry of a patch stack, estimated from the data (``--symmetry auto``).
 
 The wrong symmetry gives a confident, wrong angle map: too low, and content that
 looks the same under a turn of 360/n degrees gets angles scattered over those

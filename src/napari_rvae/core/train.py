@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 
@@ -29,15 +28,16 @@ import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
-from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
 
 from .config import SYMMETRY_AUTO, ModelConfig, TrainConfig
 from .decoder import resolve_compute_dtype
 from .device import resolve_device
 from .dynamo_import import import_dynamo_safely
 from .errors import InputError
+from .labels import check_labels
 from .memory import free_cached_memory, is_out_of_memory
 from .models import RVAE
+from .objective import Objective
 
 StopFlag = Callable[[], bool]
 # Patches that calibrate angle_sd after training (RVAE.calibrate_angle_sd): two encodings of them.
@@ -83,6 +83,7 @@ class TrainResult:
     # How the symmetry was set: {"chosen": n, "source": "given"} or core.symmetry's estimate summary.
     symmetry: dict = field(default_factory=dict)
     class_window: int | None = None  # pixels the similarity-graph classes were found on; None: whole patches
+    train_config: TrainConfig | None = None  # the settings as the run used them ("auto" class window resolved)
 
     @property
     def alignment(self) -> dict | None:
@@ -108,27 +109,6 @@ def _is_stopped(stop) -> bool:
     if hasattr(stop, "is_set"):
         return bool(stop.is_set())
     return bool(stop())
-
-
-def check_labels(labels, n: int, config: ModelConfig) -> np.ndarray | None:
-    """Validate class labels: ints in [0, C), ``-1`` meaning unknown (ssrvae only)."""
-    if not config.needs_labels:
-        return None
-    if labels is None:
-        raise InputError(f"Model {config.kind!r} needs class labels (a labels column).")
-    lab = np.asarray(labels)
-    if lab.shape != (n,):
-        raise InputError(f"There are {lab.size} labels for {n} patches.")
-    if not np.issubdtype(lab.dtype, np.number):
-        raise InputError("Class labels must be whole numbers (0, 1, 2, ...), with -1 or empty for unknown.")
-    lab = np.where(np.isfinite(lab.astype(float)), lab, -1).astype(np.int64)
-    if config.traits.labels == "all" and (lab < 0).any():
-        raise InputError(f"{config.kind} needs a class for every patch; {(lab < 0).sum()} have none (use ssrvae for a few labels).")
-    if (lab >= config.n_classes).any() or (lab < -1).any():
-        raise InputError(f"Class labels must lie in 0..{config.n_classes - 1} (found {lab.min()}..{lab.max()}).")
-    if not (lab >= 0).any():
-        raise InputError(f"{config.kind} needs at least one labelled patch.")
-    return lab
 
 
 def train_iter(
@@ -230,8 +210,8 @@ def _resolve_symmetry(x_np, model_config: ModelConfig, model, seed: int) -> tupl
     return replace(model_config, symmetry=found.symmetry), found.summary()
 
 
-def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, *, labels, stop, model):
-    """:func:`train_iter`'s body (inputs checked here, threads set by the caller)."""
+def _checked_patches(patches, model_config: ModelConfig) -> np.ndarray:
+    """The patches as an array, or an InputError that says what is wrong with them."""
     x_np = np.asarray(patches)
     if x_np.ndim != 3 or x_np.shape[1] != x_np.shape[2]:
         raise InputError(f"Patches must be a stack of square images (N, P, P); got shape {x_np.shape}.")
@@ -245,216 +225,219 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         if not np.isfinite(x_np.astype(np.float32, copy=False)).all():
             raise InputError("The patches hold values beyond the float32 range (about 3.4e38) the model "
                              "works in: scale them down first.")
-    lab = check_labels(labels, x_np.shape[0], model_config)
+    return x_np
 
-    model_config, symmetry = _resolve_symmetry(x_np, model_config, model, train_config.seed)
-    device = resolve_device(train_config.device)
-    torch.manual_seed(train_config.seed)
-    pyro.set_rng_seed(train_config.seed)
 
-    n = x_np.shape[0]
+def _new_model(raw: torch.Tensor, model_config: ModelConfig, seed: int, device) -> tuple[RVAE, ModelConfig, str | None]:
+    """A fresh model fitted to the data's intensities (and coarse alignment); the config it was
+    built with; why alignment failed, if it did (the rVAE alone then measures the angles)."""
+    model = RVAE(model_config).to(device)
+    model.fit_normalization(raw)
+    if not model_config.coarse_alignment:
+        return model, model_config, None
+    try:
+        model.fit_alignment(model.normalize(raw), seed=seed)
+        return model, model_config, None
+    except Exception as exc:  # noqa: BLE001 - numerical trouble on unforeseen data must not end the run
+        log.debug("Coarse alignment failed; training the rVAE alone", exc_info=exc)
+        model_config = replace(model_config, alignment="none")
+        model = RVAE(model_config).to(device)
+        model.fit_normalization(raw)
+        return model, model_config, f"{type(exc).__name__}: {exc}"
+
+
+def _graph_targets(x_all, lab, model_config: ModelConfig, train_config: TrainConfig, notes: list[str]):
+    """The classes of the rotation-invariant similarity graph (core/graph_classes.py), spread from
+    the labels if any, for the class head to learn; None if they cannot be found."""
+    from .graph_classes import graph_classes
+
+    n, p = x_all.shape[0], model_config.patch_size
+    try:
+        # On a window (a column's own appearance) the classes are compared under any rotation.
+        window = class_window_size(train_config.class_window, p)
+        found = graph_classes(central(x_all.reshape(n, p, -1), window), model_config.n_classes, labels=lab,
+                              symmetry=1 if window else model_config.symmetry, seed=train_config.seed)
+        return torch.as_tensor(found, device=x_all.device)
+    except Exception as exc:  # noqa: BLE001 - the class head can learn from the ELBO alone
+        notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
+                     "the class head learned from the ELBO alone.")
+        log.debug("graph_classes failed", exc_info=exc)
+        return None
+
+
+@dataclass
+class _Prepared:
+    """The model and the tensors a training loop runs on."""
+
+    model: RVAE
+    config: ModelConfig
+    x: torch.Tensor  # normalised, flattened and (with alignment) coarsely turned patches
+    labels: torch.Tensor | None
+    targets: torch.Tensor | None  # classes the class head learns (class latent only)
+    calibration: torch.Tensor  # indices of the patches that calibrate angle_sd afterwards
+    calibration_x: torch.Tensor  # those patches as given (not turned)
+    alignment_error: str | None
+    notes: list[str]
+
+
+def _prepare(x_np, lab, model_config: ModelConfig, train_config: TrainConfig, model, device) -> _Prepared:
+    """Build (or move) the model and put the data in the form it trains on."""
     raw = torch.as_tensor(np.ascontiguousarray(x_np, dtype=np.float32)).to(device)
     fresh = model is None
     alignment_error = None
     if fresh:
-        model = RVAE(model_config).to(device)
-        model.fit_normalization(raw)
-        if model_config.coarse_alignment:
-            try:
-                model.fit_alignment(model.normalize(raw), seed=train_config.seed)
-            except Exception as exc:  # noqa: BLE001 - numerical trouble on unforeseen data must not end the run
-                alignment_error = f"{type(exc).__name__}: {exc}"
-                log.debug("Coarse alignment failed; training the rVAE alone", exc_info=exc)
-                model_config = replace(model_config, alignment="none")
-                model = RVAE(model_config).to(device)
-                model.fit_normalization(raw)
+        model, model_config, alignment_error = _new_model(raw, model_config, train_config.seed, device)
     else:
         model = model.to(device)
-    # Speed (#7): the decoder's per-pixel layers in bfloat16 where the device has it.
+    # The decoder's per-pixel layers in bfloat16 where the device multiplies it natively (docs/speed.md).
     model.decoder.compute_dtype = resolve_compute_dtype(train_config.precision, device)
-    enum = model_config.class_latent
     notes: list[str] = []
     x_all = model.normalize(raw)
     del raw
     targets = None
-    if enum and fresh and train_config.graph_targets:
-        from .graph_classes import graph_classes
-
-        # Science (#6): the class head learns the classes of the rotation-invariant
-        # similarity graph (core/graph_classes.py), spread from the labels if any.
-        try:
-            # On a window (a column's own appearance) the classes are compared under any rotation.
-            window = class_window_size(train_config.class_window, model_config.patch_size)
-            found = graph_classes(central(x_all.reshape(n, model_config.patch_size, -1), window),
-                                  model_config.n_classes, labels=lab,
-                                  symmetry=1 if window else model_config.symmetry, seed=train_config.seed)
-            targets = torch.as_tensor(found, device=device)
-        except Exception as exc:  # noqa: BLE001 - the class head can learn from the ELBO alone
-            notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
-                         "the class head learned from the ELBO alone.")
-            log.debug("graph_classes failed", exc_info=exc)
-    # Science (#17): a sample of the patches as given, to calibrate angle_sd after training.
+    if model_config.class_latent and fresh and train_config.graph_targets:
+        targets = _graph_targets(x_all, lab, model_config, train_config, notes)
+    # angle_sd is calibrated after training on a sample of the patches as given.
+    n = x_all.shape[0]
     calib = torch.randperm(n, generator=torch.Generator().manual_seed(train_config.seed))[:CALIBRATION_PATCHES]
     calib_x = x_all[calib.to(x_all.device)].clone()
-    # Science (#6): with coarse alignment the rVAE trains on patches turned by
-    # their synchronised angle and only learns what is left (see core/align.py).
+    # With coarse alignment the rVAE trains on patches turned by their synchronised angle
+    # and only learns what is left (core/align.py).
     x_all = model.coarse_align(x_all, inplace=True)[0]
-    n_cls = model_config.n_classes
-    y_all = None
-    if lab is not None:
-        y_all = torch.as_tensor(lab, device=device)
-    if targets is None and y_all is not None:
-        targets = y_all
+    labels = None if lab is None else torch.as_tensor(lab, device=device)
+    if targets is None and labels is not None:
+        targets = labels
+    return _Prepared(model, model_config, x_all, labels, targets, calib, calib_x, alignment_error, notes)
 
-    elbo = TraceEnum_ELBO(max_plate_nesting=1) if enum else TraceMeanField_ELBO()
+
+def _shrunk_batch(batch: int, device, notes: list[str]) -> int:
+    """The batch after the device ran out of memory: half of it, said in the notes."""
+    free_cached_memory(device)
+    if batch == 1:
+        raise InputError(f"The {device} device ran out of memory even with one patch per batch; "
+                         "use a smaller patch size or hidden size, or --device cpu.") from None
+    notes.append(f"The {device} device ran out of memory with batches of {batch}; "
+                 f"training went on with batches of {batch // 2}.")
+    return batch // 2
+
+
+@dataclass
+class _Loop:
+    """A training loop's running state across epochs."""
+
+    objective: Objective
+    optim: torch.optim.Optimizer
+    batch: int
+    gen: torch.Generator
+    result: TrainResult
+    t0: float
+    last_yield: float
+
+
+def _epoch(loop: _Loop, epoch: int, epochs: int, kl_scale: float, stop, device):
+    """One pass over the patches in a shuffled order; yields Progress within long epochs.
+    Returns (summed loss, patches done, steps done)."""
+    n = loop.result.n_patches
+    order = torch.randperm(n, generator=loop.gen).to(device)
+    total = torch.zeros((), device=device)
+    done = step = 0
+    steps = math.ceil(n / loop.batch)
+    while done < n:
+        if _is_stopped(stop):
+            loop.result.stopped = True
+            break
+        idx = order[done : done + loop.batch]
+        try:
+            loss = loop.objective(idx, kl_scale)
+            loop.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            loop.optim.step()
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
+            if not is_out_of_memory(exc):
+                raise
+            loop.optim.zero_grad(set_to_none=True)
+            loop.batch = _shrunk_batch(loop.batch, device, loop.result.notes)
+            steps = step + math.ceil((n - done) / loop.batch)
+            continue
+        total = total + loss.detach()
+        done += idx.numel()
+        step += 1
+        now = time.perf_counter()
+        if now - loop.last_yield > 0.2 and done < n:
+            loop.last_yield = now
+            yield Progress(epoch, epochs, step, steps, float(total) / done, now - loop.t0)
+    return total, done, step
+
+
+def _check_finite(epoch_loss: float, model: RVAE) -> None:
+    if not math.isfinite(epoch_loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise InputError("Training diverged (the loss became NaN or infinite); try a smaller learning rate.")
+
+
+def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, *, labels, stop, model):
+    """:func:`train_iter`'s body (inputs checked here, threads set by the caller)."""
+    x_np = _checked_patches(patches, model_config)
+    lab = check_labels(labels, x_np.shape[0], model_config)
+    model_config, symmetry = _resolve_symmetry(x_np, model_config, model, train_config.seed)
+    device = resolve_device(train_config.device)
+    torch.manual_seed(train_config.seed)
+    pyro.set_rng_seed(train_config.seed)
+    data = _prepare(x_np, lab, model_config, train_config, model, device)
+    model, model_config, n = data.model, data.config, x_np.shape[0]
+
     import_dynamo_safely()  # the optimizer's first use imports it; see core/dynamo_import.py
     optim = torch.optim.Adam(model.parameters(), lr=train_config.lr)
-    # A batch larger than the data would train nothing in some libraries: clamp it.
-    batch = min(int(train_config.batch_size), n)
-    labelled = torch.nonzero(targets >= 0).flatten() if (enum and targets is not None) else None
-
     gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
-    result = TrainResult(model=model, device=str(device), n_patches=n, alignment_error=alignment_error, notes=notes,
-                         symmetry=symmetry,
+    result = TrainResult(model=model, device=str(device), n_patches=n, alignment_error=data.alignment_error,
+                         notes=data.notes, symmetry=symmetry, train_config=train_config,
                          class_window=class_window_size(train_config.class_window, model_config.patch_size))
     t0 = time.perf_counter()
-    last_yield = t0
+    # A batch larger than the data would train nothing in some libraries: clamp it.
+    batch = min(int(train_config.batch_size), n)
+    loop = _Loop(Objective(model, data.x, data.labels, data.targets, gen), optim, batch, gen, result, t0, t0)
+    epochs, warm = int(train_config.epochs), train_config.kl_warmup_epochs
     model.train()
-    for epoch in range(1, int(train_config.epochs) + 1):
-        warm = train_config.kl_warmup_epochs
+    for epoch in range(1, epochs + 1):
         kl_scale = min(1.0, epoch / warm) if warm > 0 else 1.0
-        order = torch.randperm(n, generator=gen).to(device)
-        total = torch.zeros((), device=device)
-        done = step = 0
-        steps = math.ceil(n / batch)
-        while done < n:
-            if _is_stopped(stop):
-                result.stopped = True
-                break
-            idx = order[done : done + batch]
-            try:
-                loss = _step_loss(model, elbo, x_all, idx, y_all, enum, n_cls, kl_scale, targets, labelled, gen)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
-                if not is_out_of_memory(exc):
-                    raise
-                loss = None
-                optim.zero_grad(set_to_none=True)
-                free_cached_memory(device)
-                if batch == 1:
-                    raise InputError(f"The {device} device ran out of memory even with one patch per batch; "
-                                     "use a smaller patch size or hidden size, or --device cpu.") from None
-                notes.append(f"The {device} device ran out of memory with batches of {batch}; "
-                             f"training went on with batches of {batch // 2}.")
-                batch //= 2
-                steps = step + math.ceil((n - done) / batch)
-                continue
-            total = total + loss.detach()
-            done += idx.numel()
-            step += 1
-            now = time.perf_counter()
-            if now - last_yield > 0.2 and done < n:
-                last_yield = now
-                yield Progress(epoch, int(train_config.epochs), step, steps, float(total) / done, now - t0)
+        total, done, step = yield from _epoch(loop, epoch, epochs, kl_scale, stop, device)
         if done == 0:
             break
         epoch_loss = float(total) / done
-        if not math.isfinite(epoch_loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise InputError(
-                "Training diverged (the loss became NaN or infinite); try a smaller learning rate."
-            )
+        _check_finite(epoch_loss, model)
         result.history.append(epoch_loss)
         result.epochs_run = epoch if not result.stopped else epoch - 1 + done / n
-        now = time.perf_counter()
-        last_yield = now
-        yield Progress(epoch, int(train_config.epochs), step, step, epoch_loss, now - t0, epoch_done=True)
+        loop.last_yield = time.perf_counter()
+        yield Progress(epoch, epochs, step, step, epoch_loss, loop.last_yield - t0, epoch_done=True)
         if result.stopped:
             break
     model.eval()
     model.decoder.compute_dtype = None  # decoding after training: float32, as saved
     if result.history:
-        calib_y = None
-        if model_config.class_input and y_all is not None:
-            calib_y = F.one_hot(y_all[calib.to(y_all.device)], n_cls).to(calib_x.dtype)
-        model.calibrate_angle_sd(calib_x, calib_y, seed=train_config.seed)
+        _calibrate(model, data, train_config.seed)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _step_loss(model, elbo, x_all, idx, y_all, enum, n_cls, kl_scale, targets, labelled, gen):
-    """The loss of one optimisation step on the patches ``idx``."""
-    xb = x_all[idx]
-    if enum:
-        yb = None if y_all is None else y_all[idx]
-        return _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all, targets, labelled, gen)
-    yb = F.one_hot(y_all[idx], n_cls).to(xb.dtype) if y_all is not None else None
-    return elbo.differentiable_loss(model.model, model.guide, xb, yb, kl_scale)
+def _calibrate(model: RVAE, data: _Prepared, seed: int) -> None:
+    """angle_sd's scale, from two encodings of the calibration patches (RVAE.calibrate_angle_sd)."""
+    calib_y = None
+    if data.config.class_input and data.labels is not None:
+        calib_y = F.one_hot(data.labels[data.calibration.to(data.labels.device)], data.config.n_classes)
+        calib_y = calib_y.to(data.calibration_x.dtype)
+    model.calibrate_angle_sd(data.calibration_x, calib_y, seed=seed)
 
 
-# Weight of the classifier's mean cross-entropy per patch of the batch (the
-# ELBO is summed over the batch). Kingma's alpha = 0.1 N gave about 1 nat per
-# labelled patch against a ~300 nat ELBO: labelled patches stayed at chance.
-CLASSIFIER_WEIGHT = 100.0
-# Labelled patches whose cross-entropy each step sees (a random subset beyond).
-CLASSIFIER_BATCH = 256
-# jrvae: weight (per patch) of a penalty on the batch's mean class posterior
-# straying from uniform, KL(mean_b q(y|x_b) || uniform). Without it one class
-# wins every patch within an epoch (ARI 0.000); it uses no labels. Measured on
-# 1000 rotated digits, 4 epochs, +/-180 deg: ARI 0.15 at 100 (0.04 at 10, 45 deg).
-BALANCE_WEIGHT = 100.0
-
-
-def _class_latent_loss(model, elbo, xb, yb, n_cls, kl_scale, x_all=None, targets=None, labelled=None, gen=None):
-    """Loss for models with a discrete class latent (jrvae, ssrvae).
-
-    ``targets`` are the classes the class head is taught (the graph's classes,
-    see core/graph_classes.py, or the given labels); ``labelled`` indexes the
-    patches that have one.
-
-    Unlabelled patches marginalise the class by enumeration; labelled ones
-    (ssrvae) observe it. Without labels (jrvae) the batch's mean class
-    posterior is held near uniform, so the classes cannot collapse into one.
-    The classifier's cross-entropy (Kingma et al.'s M2
-    term) is taken over the labelled patches at *every* step, not only over
-    those that happen to fall in the batch: with 10 labels among 1,000 patches
-    a labelled patch would otherwise steer the classifier once per epoch. It is
-    weighted per patch against the batch's ELBO, which is summed over patches
-    and pixels (hundreds of nats per patch): Kingma's ``alpha = 0.1 N`` assumes
-    a ~100 nat MNIST ELBO and left the classifier at chance here.
-    """
-    loss = xb.new_zeros(())
-    if yb is None:
-        loss = elbo.differentiable_loss(model.model, model.guide, xb, None, kl_scale)
-        if BALANCE_WEIGHT > 0 and labelled is None:
-            q = torch.softmax(model.encoder(xb)[2], -1).mean(0)
-            loss = loss + BALANCE_WEIGHT * xb.shape[0] * (q * torch.log(q.clamp_min(1e-12) * n_cls)).sum()
-    else:
-        known = yb >= 0
-        if (~known).any():
-            loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[~known], None, kl_scale)
-        if known.any():
-            yk = F.one_hot(yb[known], n_cls).to(xb.dtype)
-            with warnings.catch_warnings():  # the class is observed here: nothing to enumerate, as intended
-                warnings.filterwarnings("ignore", "TraceEnum_ELBO found no sample sites", UserWarning)
-                loss = loss + elbo.differentiable_loss(model.model, model.guide, xb[known], yk, kl_scale)
-    if labelled is not None and labelled.numel():
-        pick = labelled
-        if pick.numel() > CLASSIFIER_BATCH:
-            pick = pick[torch.randperm(pick.numel(), generator=gen)[:CLASSIFIER_BATCH].to(pick.device)]
-        logits = model.encoder(x_all[pick])[2]
-        loss = loss + CLASSIFIER_WEIGHT * xb.shape[0] * F.cross_entropy(logits, targets[pick])
-    return loss
-
-
-def train(patches, model_config: ModelConfig, train_config: TrainConfig = TrainConfig(), *, callback=None, **kwargs) -> TrainResult:
-    """Run :func:`train_iter` to the end; ``callback(progress)`` sees every report."""
-    it = train_iter(patches, model_config, train_config, **kwargs)
+def drive(iterator: Generator[Progress, None, object], callback=None):
+    """Run a progress-yielding job to its end; ``callback(progress)`` sees every report."""
     while True:
         try:
-            progress = next(it)
+            progress = next(iterator)
         except StopIteration as fin:
             return fin.value
         if callback is not None:
             callback(progress)
+
+
+def train(patches, model_config: ModelConfig, train_config: TrainConfig = TrainConfig(), *, callback=None, **kwargs) -> TrainResult:
+    """Run :func:`train_iter` to the end; ``callback(progress)`` sees every report."""
+    return drive(train_iter(patches, model_config, train_config, **kwargs), callback)

@@ -55,7 +55,7 @@ from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import result_maps
 from napari_rvae.core.image import as_image2d
 from napari_rvae.core.maps import typical_spacing
-from napari_rvae.core.pipeline import class_codes
+from napari_rvae.core.labels import class_codes
 
 log = logging.getLogger(__name__)
 
