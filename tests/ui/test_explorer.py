@@ -7,7 +7,8 @@ from matplotlib.backend_bases import MouseEvent
 
 from napari_rvae.core.patches import extract_patches
 from napari_rvae.core.readers import read_image_file
-from napari_rvae.ui.result_layers import results_meta, show_results, unproxied
+from napari_rvae.ui.layers import results_meta, unproxied
+from napari_rvae.ui.result_layers import show_results
 
 from .results_util import SCALE, add_source, trained_crvae, trained_rvae, two_grains
 
