@@ -7,7 +7,8 @@ from matplotlib.backend_bases import MouseEvent
 
 from napari_rvae.core.patches import extract_patches
 from napari_rvae.core.readers import read_image_file
-from napari_rvae.ui.result_layers import results_meta, show_results, unproxied
+from napari_rvae.ui.layers import results_meta, unproxied
+from napari_rvae.ui.result_layers import show_results
 
 from .results_util import SCALE, add_source, trained_crvae, trained_rvae, two_grains
 
@@ -160,3 +161,47 @@ def test_angle_map_mode_is_the_users_choice(make_napari_viewer):
     assert len(viewer.layers) == n and len(maps) == 1 and results_meta(maps[0])["map_mode"] == "smooth"
     assert res not in viewer.layers and widget.layer is not None and "grain" in widget.layer.features
     assert img in viewer.layers and pts in viewer.layers
+
+
+def record_manifold_titles(widget) -> list:
+    """The titles the manifold panel is asked to show from now on (one per decoded manifold drawn)."""
+    shown, show = [], widget.manifold_panel.show
+    widget.manifold_panel.show = lambda images, titles, **kw: (shown.append(titles[0]), show(images, titles, **kw))
+    return shown
+
+
+def request_manifolds(widget, angles) -> list:
+    """Ask for one manifold per angle at once, as fast slider moves would; returns their jobs."""
+    widget.angle_slider.blockSignals(True)  # no debounced decode of its own
+    jobs = []
+    for angle in angles:
+        widget.angle_slider.setValue(angle)
+        widget.update_manifold()
+        jobs.append(widget.job)
+    return jobs
+
+
+def test_only_the_newest_decoding_is_drawn(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    with_results(viewer)
+    widget = open_explorer(viewer)
+    qtbot.waitUntil(lambda: widget.manifold_image is not None and not widget.busy, timeout=WAIT_MS)
+    shown = record_manifold_titles(widget)
+    jobs = request_manifolds(widget, (30, 60, 90))
+    assert len(set(map(id, jobs))) == 3
+    qtbot.waitUntil(lambda: not any(job.running for job in jobs), timeout=WAIT_MS)
+    qtbot.wait(50)
+    assert shown == ["8 x 8 at 90°"]  # the older requests' results were dropped
+
+
+def test_closing_the_dock_closes_every_decoding_job(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    with_results(viewer)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-rvae", "Latent explorer")
+    qtbot.waitUntil(lambda: widget.manifold_image is not None and not widget.busy, timeout=WAIT_MS)
+    shown = record_manifold_titles(widget)
+    jobs = request_manifolds(widget, (30, 60))
+    dock.title.close_button.click()  # napari's "x" on the dock
+    qtbot.waitUntil(lambda: not any(job.running for job in jobs), timeout=WAIT_MS)
+    qtbot.wait(50)
+    assert all(job.stopping for job in jobs) and shown == []  # closed: nothing calls back into the widget

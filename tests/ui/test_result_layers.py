@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 
 from napari_rvae.core.readers import read_image_file
+from napari_rvae.ui.layers import META, results_meta
 from napari_rvae.ui.result_layers import (
-    META,
     export_maps_tiff,
     export_table_csv,
-    results_meta,
     show_results,
 )
 from napari_rvae.ui.worker import job_results

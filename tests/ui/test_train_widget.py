@@ -17,7 +17,8 @@ from napari_rvae.core.modelfile import load_model, save_model
 from napari_rvae.core.models import RVAE
 from napari_rvae.core.patches import edge_dropped_count
 from napari_rvae.core.synthetic import make_lattice
-from napari_rvae.ui.result_layers import results_meta, run_layers
+from napari_rvae.ui.layers import results_meta
+from napari_rvae.ui.result_layers import run_layers
 from napari_rvae.ui.train_widget import NO_LABELS
 from tests.core.test_report import CLI_REPORT_KEYS, CLI_SOURCE_KEYS
 
@@ -64,6 +65,16 @@ def small_run(widget, epochs=3, batch=16, kind="rvae"):
 
 def wait_progress(qtbot, widget, n=2):
     qtbot.waitUntil(lambda: len(widget.plot.x) >= n, timeout=WAIT_MS)
+
+
+def start_long_training(viewer, lattice, qtbot):
+    """Add the inputs, open the widget, start a 500-epoch training; (dock, widget) once it reports progress."""
+    add_inputs(viewer, lattice)
+    dock, widget = open_widget(viewer)
+    small_run(widget, epochs=500, batch=8)
+    widget.train_button.click()
+    wait_progress(qtbot, widget)
+    return dock, widget
 
 
 def result_layers(viewer, before):
@@ -141,12 +152,8 @@ def test_train_through_manifest_keeps_inputs_and_viewer_responsive(make_napari_v
 
 def test_stop_keeps_partial_model(make_napari_viewer, qtbot, lattice):
     viewer = make_napari_viewer()
-    add_inputs(viewer, lattice)
-    _, widget = open_widget(viewer)
-    small_run(widget, epochs=500, batch=8)
-    before = [lay.name for lay in viewer.layers]
-    widget.train_button.click()
-    wait_progress(qtbot, widget)
+    _, widget = start_long_training(viewer, lattice, qtbot)
+    before = [lay.name for lay in viewer.layers]  # results come only when training ends
     # Progress shows in napari's activity dock (a napari progress bar) and in the widget.
     bars = [b for b in progress._all_instances if b.desc.startswith("Training rVAE")]
     assert len(bars) == 1 and 0 < bars[0].n < bars[0].total
@@ -162,12 +169,8 @@ def test_stop_keeps_partial_model(make_napari_viewer, qtbot, lattice):
 
 def test_abort_discards(make_napari_viewer, qtbot, lattice):
     viewer = make_napari_viewer()
-    add_inputs(viewer, lattice)
-    _, widget = open_widget(viewer)
-    small_run(widget, epochs=500, batch=8)
+    _, widget = start_long_training(viewer, lattice, qtbot)
     before = [lay.name for lay in viewer.layers]
-    widget.train_button.click()
-    wait_progress(qtbot, widget)
     widget.abort_button.click()
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     qtbot.wait(50)
@@ -178,13 +181,9 @@ def test_abort_discards(make_napari_viewer, qtbot, lattice):
 
 def test_deleting_inputs_during_training_is_harmless(make_napari_viewer, qtbot, lattice, messages):
     viewer = make_napari_viewer()
-    img, pts = add_inputs(viewer, lattice)
-    _, widget = open_widget(viewer)
-    small_run(widget, epochs=500, batch=8)
-    widget.train_button.click()
-    wait_progress(qtbot, widget)
-    viewer.layers.remove(img)
-    viewer.layers.remove(pts)
+    _, widget = start_long_training(viewer, lattice, qtbot)
+    viewer.layers.remove(viewer.layers["scan"])
+    viewer.layers.remove(viewer.layers["atoms"])
     n = len(widget.plot.x)
     wait_progress(qtbot, widget, n + 2)  # training goes on, on its own copies
     widget.stop_button.click()
@@ -197,12 +196,8 @@ def test_deleting_inputs_during_training_is_harmless(make_napari_viewer, qtbot, 
 
 def test_closing_the_dock_stops_training(make_napari_viewer, qtbot, lattice):
     viewer = make_napari_viewer()
-    add_inputs(viewer, lattice)
-    dock, widget = open_widget(viewer)
-    small_run(widget, epochs=500, batch=8)
+    dock, widget = start_long_training(viewer, lattice, qtbot)
     before = [lay.name for lay in viewer.layers]
-    widget.train_button.click()
-    wait_progress(qtbot, widget)
     job = widget.job
     dock.title.close_button.click()  # napari's "x" on the dock
     qtbot.waitUntil(lambda: not job.running, timeout=10_000)
@@ -212,11 +207,7 @@ def test_closing_the_dock_stops_training(make_napari_viewer, qtbot, lattice):
 
 def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, lattice):
     viewer = make_napari_viewer(show=True)
-    add_inputs(viewer, lattice)
-    _, widget = open_widget(viewer)
-    small_run(widget, epochs=500, batch=8)
-    widget.train_button.click()
-    wait_progress(qtbot, widget)
+    _, widget = start_long_training(viewer, lattice, qtbot)
     job = widget.job
     viewer.close()
     qtbot.waitUntil(lambda: not job.running, timeout=10_000)

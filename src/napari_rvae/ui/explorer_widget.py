@@ -3,8 +3,9 @@
 Selection links both ways: a rectangle or lasso in the scatter sets the
 results layer's ``selected_data``, and any change of ``selected_data`` (from
 the viewer or from here) redraws the highlight in the scatter. Decoding (the
-manifold and a selected atom's reconstruction) runs in a napari thread worker
-on copies taken here; only the newest request's result is drawn.
+manifold and a selected atom's reconstruction) runs as a background job
+(:mod:`napari_rvae.ui.worker`) on copies taken here; the newest request of
+each kind wins, so only its result is drawn.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from matplotlib.figure import Figure
 from matplotlib.path import Path as MplPath
 from matplotlib.widgets import LassoSelector, RectangleSelector
 from napari.layers import Points
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -31,32 +31,27 @@ from qtpy.QtWidgets import (
     QSlider,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import draw_scatter, latent_columns, latent_figure
-from napari_rvae.core.latent import latent_manifold, reconstruct
 from napari_rvae.core.maps import MAP_MODES
-from napari_rvae.core.patches import extract_patches
 
 from .layer_combo import LayerCombo
+from .layers import META, full_resolution_data, is_results_points, results_meta
 from .result_layers import (
     export_maps_tiff,
     export_table_csv,
     recolor_points,
-    results_meta,
+    run_layers,
     show_results,
 )
+from .worker import JobWidget, start_manifold, start_reconstruction
 
 SELECT_TOOLS = ("rectangle", "lasso")
 DECODE_DELAY_MS = 150  # slider drags start one decode after the user pauses, not one per step
 EXTRA_AXES = ("angle", "dx", "dy", "class_prob")  # plottable besides z0, z1, ...
-
-
-def is_results_points(layer) -> bool:
-    """Whether a layer is a points layer made by show_results (it carries the analysis in its metadata)."""
-    return isinstance(layer, Points) and (results_meta(layer) or {}).get("role") == "points"
+NO_SELECTION = "Draw in the scatter to select atoms; select atoms in the viewer to see them here."
 
 
 class ImagePanel(FigureCanvasQTAgg):
@@ -82,23 +77,36 @@ class ImagePanel(FigureCanvasQTAgg):
         self.draw_idle()
 
 
-class ExplorerWidget(QWidget):
+class ExplorerWidget(JobWidget):
     """Scatter of two latent columns linked to a results layer, manifold, reconstructions, exports."""
 
     def __init__(self, napari_viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, parent)
         self._layer = None  # the results points layer the scatter shows
         self._xy = np.zeros((0, 2))
         self._selector = None
-        self._request = {"manifold": 0, "recon": 0}  # newest request per kind: older results are dropped
-        self._workers: set = set()
         self.manifold_image = None  # the last decoded manifold (what the panel shows)
         self.reconstruction = None  # (index, patch, reconstruction) of the last reconstructed atom
 
         layout = QVBoxLayout(self)
+        layout.addLayout(self._choices_form())
+        layout.addWidget(self._scatter_canvas())
+        self.selection_label = QLabel(NO_SELECTION)
+        self.selection_label.setWordWrap(True)
+        layout.addWidget(self.selection_label)
+        layout.addWidget(self._manifold_box())
+        layout.addWidget(self._reconstruction_box())
+        layout.addLayout(self._export_row())
+        layout.addStretch()
+        self._connect_controls()
+        self._layer_changed()
+        if self._layer is None:
+            self._reload()  # without results too: an empty plot and disabled buttons
+
+    def _choices_form(self) -> QFormLayout:
+        """The results layer, the scatter's axes and colours, the selection tool, the angle map's mode."""
         form = QFormLayout()
-        self.layer_combo = LayerCombo(napari_viewer, Points, accept=is_results_points)
+        self.layer_combo = LayerCombo(self.viewer, Points, accept=is_results_points)
         self.x_combo, self.y_combo, self.color_combo, self.tool_combo, self.map_combo = (QComboBox() for _ in range(5))
         self.color_combo.addItems(["angle", "class"])
         self.tool_combo.addItems(list(SELECT_TOOLS))
@@ -109,53 +117,55 @@ class ExplorerWidget(QWidget):
                          ("Colour by", self.color_combo), ("Select with", self.tool_combo),
                          ("Angle map", self.map_combo)):
             form.addRow(label, w)
-        layout.addLayout(form)
+        return form
 
+    def _scatter_canvas(self) -> FigureCanvasQTAgg:
         self.figure = Figure(figsize=(3.2, 3.0), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(220)
         self.ax = self.figure.add_subplot()
-        layout.addWidget(self.canvas)
-        self.selection_label = QLabel("Draw in the scatter to select atoms; select atoms in the viewer to see them here.")
-        self.selection_label.setWordWrap(True)
-        layout.addWidget(self.selection_label)
+        return self.canvas
 
+    def _manifold_box(self) -> QGroupBox:
+        """The manifold's grid, angle and class, its picture and the button that makes it a layer."""
         box = QGroupBox("Latent manifold")
-        mform = QFormLayout(box)
+        form = QFormLayout(box)
         self.grid_spin = QSpinBox(minimum=2, maximum=40, value=8)
         self.grid_spin.setToolTip("Decoded images per side (d x d).")
         self.angle_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=359, value=0)
         self.angle_label = QLabel("0°")
-        arow = QHBoxLayout()
-        arow.addWidget(self.angle_slider)
-        arow.addWidget(self.angle_label)
+        angle_row = QHBoxLayout()
+        angle_row.addWidget(self.angle_slider)
+        angle_row.addWidget(self.angle_label)
         self.class_spin = QSpinBox(minimum=0, maximum=0, value=0)
         self.manifold_panel = ImagePanel(1, height=2.6)
         self.manifold_layer_button = QPushButton("Show in viewer")
         self.manifold_layer_button.setToolTip("Add the manifold as an image layer.")
-        mform.addRow("Grid (d)", self.grid_spin)
-        mform.addRow("Angle", arow)
-        mform.addRow("Class", self.class_spin)
-        mform.addRow(self.manifold_panel)
-        mform.addRow(self.manifold_layer_button)
-        layout.addWidget(box)
+        form.addRow("Grid (d)", self.grid_spin)
+        form.addRow("Angle", angle_row)
+        form.addRow("Class", self.class_spin)
+        form.addRow(self.manifold_panel)
+        form.addRow(self.manifold_layer_button)
+        return box
 
-        rbox = QGroupBox("Selected atom: patch and reconstruction")
-        rlay = QVBoxLayout(rbox)
+    def _reconstruction_box(self) -> QGroupBox:
+        box = QGroupBox("Selected atom: patch and reconstruction")
+        layout = QVBoxLayout(box)
         self.recon_panel = ImagePanel(2, height=1.8)
-        rlay.addWidget(self.recon_panel)
-        layout.addWidget(rbox)
+        layout.addWidget(self.recon_panel)
+        return box
 
-        erow = QHBoxLayout()
+    def _export_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
         self.csv_button, self.tiff_button, self.png_button = (
             QPushButton(t) for t in ("Table CSV…", "Maps TIFF…", "Figure PNG…"))
         for b, slot in ((self.csv_button, self.export_csv), (self.tiff_button, self.export_maps),
                         (self.png_button, self.export_figure)):
             b.clicked.connect(lambda _=False, s=slot: s())
-            erow.addWidget(b)
-        layout.addLayout(erow)
-        layout.addStretch()
+            row.addWidget(b)
+        return row
 
+    def _connect_controls(self) -> None:
         self._decode_timer = QTimer(self, singleShot=True, interval=DECODE_DELAY_MS)
         self._decode_timer.timeout.connect(self.update_manifold)
         self.layer_combo.currentTextChanged.connect(self._layer_changed)
@@ -167,9 +177,12 @@ class ExplorerWidget(QWidget):
         self.grid_spin.valueChanged.connect(lambda *_: self._decode_timer.start())
         self.class_spin.valueChanged.connect(lambda *_: self._decode_timer.start())
         self.manifold_layer_button.clicked.connect(lambda *_: self.manifold_to_layer())
-        self._layer_changed()
-        if self._layer is None:
-            self._reload()  # without results too: an empty plot and disabled buttons
+
+    def close_jobs(self) -> None:
+        timer = getattr(self, "_decode_timer", None)  # Qt may send events before __init__ has set it
+        if timer is not None:
+            timer.stop()  # a pending decode would start a job after the widget went away
+        super().close_jobs()
 
     # ----------------------------------------------------------------- state
 
@@ -235,9 +248,11 @@ class ExplorerWidget(QWidget):
     def _map_mode(self) -> str:
         """The mode of this run's angle map in the viewer (``nearest`` when there is none)."""
         run = self.info.get("run")
-        for lay in self.viewer.layers:
-            info = results_meta(lay) or {}
-            if info.get("run") == run and info.get("role") == "angle_map":
+        if run is None:
+            return "nearest"
+        for lay in run_layers(self.viewer, run):
+            info = results_meta(lay)
+            if info["role"] == "angle_map":
                 return info.get("map_mode", "nearest")
         return "nearest"
 
@@ -336,8 +351,7 @@ class ExplorerWidget(QWidget):
             if getattr(self, "_highlight", None) is not None:
                 self._highlight.set_offsets(self._xy[idx] if len(idx) else np.zeros((0, 2)))
             n = len(idx)
-            self.selection_label.setText(f"{n:,} atom{'s' if n != 1 else ''} selected." if n else
-                                         "Draw in the scatter to select atoms; select atoms in the viewer to see them here.")
+            self.selection_label.setText(f"{n:,} atom{'s' if n != 1 else ''} selected." if n else NO_SELECTION)
             self.canvas.draw_idle()
         except RuntimeError:  # the widget was deleted while the layer still knew it
             return
@@ -345,26 +359,6 @@ class ExplorerWidget(QWidget):
             self.update_reconstruction(int(idx[0]))
 
     # ------------------------------------------------------------ decoding
-
-    def _start(self, kind: str, fn, args, on_done):
-        """Run ``fn(*args)`` in a worker; ``on_done`` gets the result if it is still the newest request."""
-        self._request[kind] += 1
-        ticket = self._request[kind]
-        worker = create_worker(fn, *args, _start_thread=False)
-
-        def done(result, ticket=ticket):
-            if ticket == self._request[kind]:
-                on_done(result)
-
-        def failed(err):
-            show_error(f"Decoding failed: {err}")
-
-        worker.returned.connect(done)
-        worker.errored.connect(failed)
-        worker.finished.connect(lambda w=worker: self._workers.discard(w))
-        self._workers.add(worker)
-        worker.start()
-        return worker
 
     def update_manifold(self):
         """Decode the d x d manifold at the chosen angle (in the background) and show it."""
@@ -390,8 +384,8 @@ class ExplorerWidget(QWidget):
             self.manifold_image = mosaic
             self.manifold_panel.show([mosaic], [f"{d} x {d} at {angle:g}°"], extent=extent)
 
-        self._start("manifold", lambda: latent_manifold(model, d, dims=dims, z_range=rng, angle_deg=angle,
-                                                        class_index=cls), (), show)
+        self.run_job(start_manifold(model, d, dims=dims, z_range=rng, angle_deg=angle, class_index=cls, on_done=show),
+                     kind="manifold")
 
     def update_reconstruction(self, index: int):
         """Show atom ``index``'s patch beside the model's reconstruction of it."""
@@ -402,8 +396,7 @@ class ExplorerWidget(QWidget):
             self.recon_panel.show([None, None], ["(the source image is gone)", ""])
             return
         p = model.config.patch_size
-        data = self.viewer.layers[name].data
-        data = data[0] if getattr(self.viewer.layers[name], "multiscale", False) else data
+        data = full_resolution_data(self.viewer.layers[name])
         cy, cx = (float(v) for v in analysis.centers[index])
         # Copy only a window around the atom (snapshot on the GUI thread, decoding in the worker).
         h, w = np.shape(data)[-2:]
@@ -414,16 +407,13 @@ class ExplorerWidget(QWidget):
         if model.config.class_input and "class" in self._layer.features:
             label = [int(self._layer.features["class"].iloc[index])]
 
-        def work():
-            ps = extract_patches(window, [[cy - y0, cx - x0]], p, edge="reflect")
-            return ps.patches[0], reconstruct(model, ps.patches, labels=label)[0]
-
         def show(result, index=index):
             patch, recon = result
             self.reconstruction = (index, patch, recon)
             self.recon_panel.show([patch, recon], [f"atom {index}", "reconstruction"])
 
-        self._start("recon", work, (), show)
+        self.run_job(start_reconstruction(window, [cy - y0, cx - x0], model, labels=label, on_done=show),
+                     kind="reconstruction")
 
     def manifold_to_layer(self):
         """Add (or replace) the manifold as an image layer; returns it."""
@@ -432,9 +422,9 @@ class ExplorerWidget(QWidget):
             return None
         run = self.info.get("run", self._layer.name)
         name = f"{run} latent manifold"
-        meta = {"napari_rvae": {**self.info, "role": "manifold"}}
-        for lay in list(self.viewer.layers):
-            if (results_meta(lay) or {}).get("run") == run and results_meta(lay).get("role") == "manifold":
+        meta = {META: {**self.info, "role": "manifold"}}
+        for lay in run_layers(self.viewer, run):
+            if results_meta(lay)["role"] == "manifold":
                 self.viewer.layers.remove(lay)
         return self.viewer.add_image(self.manifold_image.copy(), name=name, colormap="gray", metadata=meta)
 
@@ -446,20 +436,25 @@ class ExplorerWidget(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, title, default, filt)
         return path
 
-    def export_csv(self, path=None):
-        """The results table (the layer's features) to CSV; returns the path or None."""
+    def _export_file(self, path, what: str, suffix: str, write) -> Path | None:
+        """``write(path)`` one file, asking where when no path is given; says where it went or why not."""
         if self._layer is None:
             return None
-        path = path or self._ask("Export table", f"{self._layer.name}.csv", "CSV (*.csv)")
+        path = path or self._ask(f"Export {what.lower()}", f"{self._layer.name}{suffix}",
+                                 f"{suffix[1:].upper()} (*{suffix})")
         if not path:
             return None
         try:
-            out = export_table_csv(self._layer, path)
+            out = write(path)
         except OSError as err:
             show_error(f"Cannot write {path}: {err.strerror or err}.")
             return None
-        show_info(f"Table saved to {out}.")
+        show_info(f"{what} saved to {out}.")
         return out
+
+    def export_csv(self, path=None):
+        """The results table (the layer's features) to CSV; returns the path or None."""
+        return self._export_file(path, "Table", ".csv", lambda p: export_table_csv(self._layer, p))
 
     def export_maps(self, folder=None):
         """This run's maps to TIFF files in ``folder`` (with the pixel size); returns the paths."""
@@ -478,11 +473,9 @@ class ExplorerWidget(QWidget):
 
     def export_figure(self, path=None):
         """A PNG of the scatter and the manifold as chosen here; returns the path or None."""
-        if self._layer is None:
-            return None
-        path = path or self._ask("Export figure", f"{self._layer.name}.png", "PNG (*.png)")
-        if not path:
-            return None
+        return self._export_file(path, "Figure", ".png", self._write_figure)
+
+    def _write_figure(self, path) -> Path:
         feats = self._layer.features
         z = latent_columns(feats)
         xcol, ycol = self.x_combo.currentText(), self.y_combo.currentText()
@@ -490,10 +483,5 @@ class ExplorerWidget(QWidget):
         fig = latent_figure(feats, self.info.get("model"), dims=dims, d=self.grid_spin.value(),
                             angle_deg=float(self.angle_slider.value()), color_by=self.color_combo.currentText(),
                             period=self.period, class_index=self.class_spin.value())
-        try:
-            fig.savefig(path)
-        except OSError as err:
-            show_error(f"Cannot write {path}: {err.strerror or err}.")
-            return None
-        show_info(f"Figure saved to {path}.")
+        fig.savefig(path)
         return Path(path)

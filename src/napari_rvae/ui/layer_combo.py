@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QComboBox
 
-from .result_layers import unproxied
+from .layers import unproxied
 
 
 class LayerCombo(QComboBox):

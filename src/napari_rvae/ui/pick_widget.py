@@ -33,17 +33,11 @@ from napari_rvae.core.errors import InputError
 from napari_rvae.core.patches import edge_dropped_count, extract_patches
 
 from .layer_combo import LayerCombo
-from .worker import JobWidget, points_in_image_pixels, snapshot_image, start_detection
+from .layers import LABEL_COLUMN, image_shape, points_in_image_pixels
+from .worker import JobWidget, snapshot_image, start_detection
 
-LABEL_COLUMN = "label"
 GALLERY_SIZE = 8  # patches shown in the preview
 THUMB_PX = 56  # on-screen size of one preview patch
-
-
-def layer_image_shape(layer) -> tuple[int, int]:
-    """(H, W) of an image layer, RGB or not."""
-    shape = layer.data[0].shape if getattr(layer, "multiscale", False) else layer.data.shape
-    return tuple(shape[-3:-1] if getattr(layer, "rgb", False) else shape[-2:])
 
 
 def to_thumbnail(patch: np.ndarray, px: int = THUMB_PX) -> QPixmap:
@@ -151,7 +145,7 @@ class PickWidget(JobWidget):
             return
         p = self.patch_size.value()
         pts = points_in_image_pixels(points, image)
-        shape = layer_image_shape(image)
+        shape = image_shape(image)
         dropped = edge_dropped_count(shape, pts, p)
         text = f"{n:,} points; {dropped:,} within {p // 2} px of the edge would be dropped"
         if p > min(shape):

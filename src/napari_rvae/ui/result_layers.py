@@ -13,6 +13,7 @@ user's own layers are never modified or removed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ from napari_rvae.core.maps import (
 )
 from napari_rvae.core.points_io import write_csv_atomic
 
-META = "napari_rvae"  # the metadata key that marks (and describes) a layer made here
+from .layers import META, image_geometry, image_shape, pixel_size_and_unit, results_meta
+
 ROLES = ("angle_map", "psi_map", "class_map", "orientation", "points")  # bottom to top
 COLOR_BY = ("angle", "class")
 
@@ -51,55 +53,9 @@ def class_label_colormap(n_classes: int) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict=color_dict)
 
 
-def unproxied(obj):
-    """The object behind napari's plugin proxy (or ``obj`` itself).
-
-    napari hands plugin widgets a proxy viewer whose every attribute access
-    returns a fresh proxy, so ``is`` never matches the same layer twice and a
-    model read from ``metadata`` would be proxied on every call.
-    """
-    return getattr(obj, "__wrapped__", obj)
-
-
-def results_meta(layer) -> dict | None:
-    """The napari-rvae description of a layer made by :func:`show_results`, or None."""
-    meta = getattr(unproxied(layer), "metadata", None) or {}
-    info = meta.get(META)
-    return info if isinstance(info, dict) else None
-
-
 def run_layers(viewer, run_name: str) -> list:
     """This run's result layers in the viewer (found by metadata, not by name)."""
     return [lay for lay in viewer.layers if (results_meta(lay) or {}).get("run") == run_name]
-
-
-def image_shape(image_layer) -> tuple[int, int]:
-    """(H, W) of a 2-D (or RGB) image layer's full-resolution data."""
-    data = image_layer.data[0] if getattr(image_layer, "multiscale", False) else image_layer.data
-    shape = tuple(int(s) for s in np.shape(data))
-    return shape[-3:-1] if getattr(image_layer, "rgb", False) else shape[-2:]
-
-
-def image_geometry(image_layer) -> dict:
-    """Layer keyword arguments that register a 2-D layer onto ``image_layer``."""
-    if image_layer is None:
-        return {}
-    geometry = {"scale": tuple(image_layer.scale[-2:]), "translate": tuple(image_layer.translate[-2:])}
-    units = getattr(image_layer, "units", None)
-    if units is not None:
-        geometry["units"] = tuple(units[-2:])
-    return geometry
-
-
-def pixel_size_and_unit(image_layer) -> tuple[float | None, str | None]:
-    """The image's pixel size (x axis) and unit for TIFF export; None when uncalibrated."""
-    if image_layer is None:
-        return None, None
-    units = getattr(image_layer, "units", None)
-    unit = None if units is None else str(units[-1])
-    if unit in (None, "", "pixel", "px", "dimensionless"):
-        return None, None
-    return float(image_layer.scale[-1]), {"micrometer": "µm", "nanometer": "nm", "angstrom": "Å"}.get(unit, unit)
 
 
 def results_features(analysis, points_layer=None) -> pd.DataFrame:
@@ -172,67 +128,111 @@ def show_results(
         The new layers, bottom to top: angle map, class map, orientation
         arrows (when the model has angles / classes), points.
     """
+    period = _checked_period(color_by, symmetry)
+    centers = np.asarray(analysis.centers, dtype=float).reshape(-1, 2)
+    spacing = typical_spacing(centers)
+    run = _Run(
+        name=run_name, centers=centers, table=analysis.table.reset_index(drop=True), period=period, spacing=spacing,
+        radius=spacing if radius is None else float(radius), map_mode=map_mode,
+        meta={"run": run_name, "analysis": analysis, "model": analysis.model, "symmetry": int(symmetry),
+              "period": period, "image_layer": getattr(image_layer, "name", None),
+              "source_points": getattr(points_layer, "name", None)},
+    )
+    table = run.table
+    if psi_period is None and "psi_angle" in table and len(centers) >= 2:
+        psi_period = lattice_period(centers)
+    specs = []
+    if image_layer is not None and ("angle" in table or "class" in table):
+        if maps is None:
+            maps = result_maps(image_shape(image_layer), centers, table, period=period, mode=map_mode,
+                               radius=run.radius, psi_period=psi_period)
+        specs += _map_specs(run, maps, psi_period, analysis.model.config)
+    if "angle" in table:
+        specs.append(_orientation_spec(run))
+    specs.append(_points_spec(run, results_features(analysis, points_layer), color_by))
+    return _replace_run_layers(viewer, run_name, specs, image_geometry(image_layer))
+
+
+# A layer to add: its kind ("Image", "Labels", ...), its data and the add_* keyword arguments.
+LayerSpec = tuple[str, object, dict]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every result layer of one run is made from."""
+
+    name: str
+    centers: np.ndarray  # (N, 2) image pixels
+    table: pd.DataFrame  # one row per center
+    period: float  # degrees: angles wrap here
+    spacing: float  # the typical atom spacing (image pixels): sizes the markers and arrows
+    radius: float  # map pixels farther than this from any atom stay empty
+    map_mode: str
+    meta: dict  # the description every layer of the run carries in its metadata
+
+    def tag(self, role: str, **more) -> dict:
+        """A layer's metadata: the run's description, its role and what is particular to it."""
+        return {META: {**self.meta, "role": role, **more}}
+
+
+def _checked_period(color_by: str, symmetry: int) -> float:
+    """The angle period (degrees) of an n-fold symmetry, after checking the display options."""
     if color_by not in COLOR_BY:
         raise InputError(f"Colour the points by one of {COLOR_BY}, not {color_by!r}.")
     if int(symmetry) < 1:
         raise InputError(f"The symmetry must be 1, 2, 3, 4 or 6, not {symmetry}.")
-    period = 360.0 / int(symmetry)
-    table = analysis.table.reset_index(drop=True)
-    centers = np.asarray(analysis.centers, dtype=float).reshape(-1, 2)
-    geometry = image_geometry(image_layer)
-    spacing = typical_spacing(centers)
-    radius = spacing if radius is None else float(radius)
-    base = {"run": run_name, "analysis": analysis, "model": analysis.model, "symmetry": int(symmetry),
-            "period": period, "image_layer": getattr(image_layer, "name", None),
-            "source_points": getattr(points_layer, "name", None)}
+    return 360.0 / int(symmetry)
 
-    def meta(role: str, **more) -> dict:
-        return {META: {**base, "role": role, **more}}
 
-    has_angle, has_class = "angle" in table, "class" in table
-    if psi_period is None and "psi_angle" in table and len(centers) >= 2:
-        psi_period = lattice_period(centers)
-    new = []
-    if image_layer is not None and (has_angle or has_class):
-        if maps is None:
-            maps = result_maps(image_shape(image_layer), centers, table, period=period, mode=map_mode, radius=radius,
-                               psi_period=psi_period)
-        if "angle_map" in maps:
-            new.append(("Image", maps["angle_map"], dict(
-                name=f"{run_name} angle map", colormap=cyclic_colormap(), contrast_limits=(0.0, period),
-                opacity=0.5, blending="translucent", metadata=meta("angle_map", map_mode=map_mode, radius=radius),
-            )))
-        if "psi_map" in maps and psi_period is not None:
-            # The learning-free lattice check, hidden at first: switch it on to compare with the angle map.
-            new.append(("Image", maps["psi_map"], dict(
-                name=f"{run_name} psi map", colormap=cyclic_colormap(), contrast_limits=(0.0, psi_period),
-                opacity=0.5, blending="translucent", visible=False,
-                metadata=meta("psi_map", map_mode=map_mode, radius=radius, psi_period=psi_period),
-            )))
-        if "class_map" in maps:
-            n_classes = int(getattr(analysis.model.config, "n_classes", 0) or table["class"].max() + 1)
-            new.append(("Labels", maps["class_map"], dict(
-                name=f"{run_name} class map", opacity=0.4, colormap=class_label_colormap(n_classes),
-                metadata=meta("class_map", radius=radius),
-            )))
-    if has_angle:
-        vectors = orientation_vectors(centers, table["angle"].to_numpy(), length=0.45 * spacing)
-        new.append(("Vectors", vectors, dict(
-            name=f"{run_name} orientation", edge_color=point_colors(table, "angle", period),
-            edge_width=max(0.08 * spacing, 0.5), length=1.0, vector_style="arrow", metadata=meta("orientation"),
+def _map_specs(run: _Run, maps: dict, psi_period: float | None, model_config) -> list[LayerSpec]:
+    """The angle map, the psi map (hidden) and the class map, for those in ``maps``."""
+    specs = []
+    if "angle_map" in maps:
+        specs.append(("Image", maps["angle_map"], dict(
+            name=f"{run.name} angle map", colormap=cyclic_colormap(), contrast_limits=(0.0, run.period),
+            opacity=0.5, blending="translucent",
+            metadata=run.tag("angle_map", map_mode=run.map_mode, radius=run.radius),
         )))
-    features = results_features(analysis, points_layer)
-    colors = point_colors(table, color_by, period)
-    new.append(("Points", centers, dict(
-        name=f"{run_name} atoms", features=features, face_color=colors, border_width=0, size=max(0.4 * spacing, 1.0),
-        metadata=meta("points", color_by=color_by),
-    )))
+    if "psi_map" in maps and psi_period is not None:
+        # The learning-free lattice check, hidden at first: switch it on to compare with the angle map.
+        specs.append(("Image", maps["psi_map"], dict(
+            name=f"{run.name} psi map", colormap=cyclic_colormap(), contrast_limits=(0.0, psi_period),
+            opacity=0.5, blending="translucent", visible=False,
+            metadata=run.tag("psi_map", map_mode=run.map_mode, radius=run.radius, psi_period=psi_period),
+        )))
+    if "class_map" in maps:
+        n_classes = int(getattr(model_config, "n_classes", 0) or run.table["class"].max() + 1)
+        specs.append(("Labels", maps["class_map"], dict(
+            name=f"{run.name} class map", opacity=0.4, colormap=class_label_colormap(n_classes),
+            metadata=run.tag("class_map", radius=run.radius),
+        )))
+    return specs
 
-    # Replace the previous layers of this run only after the new ones were made.
+
+def _orientation_spec(run: _Run) -> LayerSpec:
+    """Arrows along each atom's angle, coloured like the angle map."""
+    vectors = orientation_vectors(run.centers, run.table["angle"].to_numpy(), length=0.45 * run.spacing)
+    return ("Vectors", vectors, dict(
+        name=f"{run.name} orientation", edge_color=point_colors(run.table, "angle", run.period),
+        edge_width=max(0.08 * run.spacing, 0.5), length=1.0, vector_style="arrow", metadata=run.tag("orientation"),
+    ))
+
+
+def _points_spec(run: _Run, features: pd.DataFrame, color_by: str) -> LayerSpec:
+    """The atoms with their results as features, coloured by angle or class."""
+    return ("Points", run.centers, dict(
+        name=f"{run.name} atoms", features=features, face_color=point_colors(run.table, color_by, run.period),
+        border_width=0, size=max(0.4 * run.spacing, 1.0), metadata=run.tag("points", color_by=color_by),
+    ))
+
+
+def _replace_run_layers(viewer, run_name: str, specs: list[LayerSpec], geometry: dict) -> list:
+    """Remove the run's previous layers, then add ``specs`` registered by ``geometry``; returns the new layers."""
+    # Removed only now, after the new ones' data was made without error.
     for old in run_layers(viewer, run_name):
         viewer.layers.remove(old)
     layers = []
-    for kind, data, kwargs in new:
+    for kind, data, kwargs in specs:
         add = getattr(viewer, f"add_{kind.lower()}")
         layers.append(add(data, **geometry, **kwargs))
     return layers

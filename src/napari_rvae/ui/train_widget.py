@@ -53,8 +53,8 @@ from napari_rvae.core.report import (
 )
 
 from .layer_combo import LayerCombo
-from .pick_widget import LABEL_COLUMN, layer_image_shape
-from .result_layers import pixel_size_and_unit, show_results
+from .layers import LABEL_COLUMN, image_shape, pixel_size_and_unit
+from .result_layers import show_results
 from .worker import (
     JobWidget,
     Results,
@@ -310,7 +310,7 @@ class TrainWidget(JobWidget):
         image_layer, points_layer = self.image_combo.layer(), self.points_combo.layer()
         if image_layer is None:
             raise InputError("Choose an image layer first (open an image or load a sample).")
-        shape = layer_image_shape(image_layer)
+        shape = image_shape(image_layer)
         if patch_size > min(shape):
             raise InputError(f"The patch size {patch_size} px is larger than the image ({shape[0]} x {shape[1]} px): "
                              "choose a smaller patch size.")

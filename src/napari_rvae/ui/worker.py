@@ -1,13 +1,13 @@
-"""Background jobs for the widgets: detect atoms, train, apply a model.
+"""Background jobs for the widgets: detect atoms, train, apply a model, decode latents.
 
 Contract (what the widgets rely on)
 -----------------------------------
 * **Snapshot.** :func:`snapshot_image` and :func:`snapshot_points` run on the
   GUI thread and copy what a job needs out of the layers: the image as a
   float32 2-D array, the points as an ``(N, 2)`` array of ``(y, x)`` in the
-  image's pixel coordinates, the class codes of a features column. A job sees
-  only these copies, so the user may edit, move or delete the layers while it
-  runs.
+  image's pixel coordinates, the class codes of a features column (the
+  explorer copies a window around one atom). A job sees only these copies, so
+  the user may edit, move or delete the layers while it runs.
 * **Yields.** A training job yields the core's
   :class:`~napari_rvae.core.train.Progress` (once per epoch and about every
   0.2 s); ``on_progress(progress)`` is called with each one on the GUI thread,
@@ -16,16 +16,21 @@ Contract (what the widgets rely on)
   for training and applying a :class:`Results` (the
   :class:`~napari_rvae.core.analysis.Analysis` and its maps, which the worker
   computes because a large scan's tessellation takes seconds), for detection
-  the DataFrame. Only the widget turns it into layers: the worker never
-  touches a layer or a widget.
+  the DataFrame, for decoding the images. Only the widget turns it into layers
+  or plots: the worker never touches a layer or a widget.
 * **Stop** (:meth:`Job.stop`) ends training after the current optimisation
   step; the model trained so far is encoded and handed to ``on_done`` as
   usual, with ``analysis.training.stopped`` set.
 * **Abort** (:meth:`Job.abort`) is stop plus: the result is discarded and
   ``on_done`` is not called.
+* **Newest wins.** :meth:`JobWidget.run_job` with a ``kind`` supersedes the
+  older job of that kind if it still runs: it is aborted, so only the newest
+  request's result reaches ``on_done`` (the explorer's decoding follows
+  every slider move and selection).
 * **Close** (:meth:`Job.close`) is abort plus ``worker.quit()`` and no
-  callback at all afterwards: widgets call it when they are closed, deleted or
-  their viewer closes, so nothing calls into a dead widget.
+  callback at all afterwards: a :class:`JobWidget` closes all its jobs still
+  running, superseded ones too, when it is closed, deleted or its viewer
+  closes, so nothing calls into a dead widget.
 * **Errors.** An :class:`~napari_rvae.core.errors.InputError` becomes a
   warning notification with its sentence; anything else an error
   notification in one line (the traceback goes to the log, never a dialog).
@@ -39,6 +44,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -54,8 +60,12 @@ from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import result_maps
 from napari_rvae.core.image import as_image2d
+from napari_rvae.core.latent import latent_manifold, reconstruct
 from napari_rvae.core.maps import typical_spacing
 from napari_rvae.core.labels import class_codes
+from napari_rvae.core.patches import extract_patches
+
+from .layers import full_resolution_data, points_in_image_pixels
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +85,9 @@ def snapshot_image(layer) -> tuple[np.ndarray, list[str]]:
     """
     if layer is None:
         raise InputError("Choose an image layer first (open an image or load a sample).")
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    img, notes = as_image2d(np.asarray(data), name=f"image {layer.name!r}", rgb=bool(getattr(layer, "rgb", False)))
+    img, notes = as_image2d(np.asarray(full_resolution_data(layer)), name=f"image {layer.name!r}",
+                            rgb=bool(getattr(layer, "rgb", False)))
     return np.array(img, dtype=np.float32, copy=True), notes
-
-
-def points_in_image_pixels(points_layer, image_layer) -> np.ndarray:
-    """The points' ``(y, x)`` in the image's pixel grid (through both layers' scale and translate)."""
-    pts = np.array(points_layer.data, dtype=np.float64, copy=True)
-    if pts.ndim != 2 or pts.shape[0] == 0:
-        return np.zeros((0, 2))
-    world = pts[:, -2:] * np.asarray(points_layer.scale[-2:]) + np.asarray(points_layer.translate[-2:])
-    if image_layer is None:
-        return world
-    return (world - np.asarray(image_layer.translate[-2:])) / np.asarray(image_layer.scale[-2:])
 
 
 def snapshot_points(points_layer, image_layer, labels_column: str | None = None):
@@ -180,6 +179,11 @@ def _detect(image, options: dict) -> pd.DataFrame:
     return detect_atoms(image, **options)
 
 
+def _reconstruct(window, center_yx, model, labels):
+    patches = extract_patches(window, [center_yx], model.config.patch_size, edge="reflect").patches
+    return patches[0], reconstruct(model, patches, labels=labels)[0]
+
+
 # ----------------------------------------------------------------------------
 # the job (GUI thread side)
 
@@ -194,6 +198,7 @@ class Job:
         desc: str,
         stop: threading.Event | None = None,
         determinate: bool = False,
+        bar: bool = True,
         on_progress: Callable | None = None,
         on_done: Callable | None = None,
         on_end: Callable | None = None,
@@ -204,8 +209,9 @@ class Job:
         self._closed = False
         self.running = True
         self.on_progress, self.on_done, self.on_end = on_progress, on_done, on_end
-        # Our own bar (not create_worker's), so it can follow the training fraction.
-        self._bar = progress(total=_BAR_STEPS if determinate else 0, desc=desc)
+        # Our own bar (not create_worker's), so it can follow the training fraction. Jobs that
+        # follow the user's every move (decoding in the explorer) go without: they would only flicker.
+        self._bar = progress(total=_BAR_STEPS if determinate else 0, desc=desc) if bar else None
         self._worker = create_worker(func, *args, _ignore_errors=True, _start_thread=False)
         if hasattr(self._worker, "yielded"):
             self._worker.yielded.connect(self._yielded)
@@ -288,26 +294,57 @@ def start_detection(image, options: dict, **callbacks) -> Job:
     return Job(_detect, image, dict(options), desc="Detecting atoms", **callbacks)
 
 
-class JobWidget(QWidget):
-    """A dock widget that runs at most one :class:`Job` and closes it when it goes away.
+def start_manifold(model, d: int, *, dims, z_range, angle_deg: float, class_index: int, **callbacks) -> Job:
+    """Decode the ``d x d`` latent manifold in the background; ``on_done`` gets the mosaic."""
+    decode = partial(latent_manifold, model, d, dims=dims, z_range=z_range, angle_deg=angle_deg,
+                     class_index=class_index)
+    return Job(decode, desc="Decoding the manifold", bar=False, **callbacks)
 
-    The job is closed (aborted, no callbacks) when the widget is closed or
-    deleted, taken out of its dock (napari's close button does that), when its
-    window is hidden or closed (the viewer closing) and when the application
-    quits. Hiding only the dock (a tab switch) keeps it running.
+
+def start_reconstruction(window, center_yx, model, *, labels=None, **callbacks) -> Job:
+    """Cut the patch at ``center_yx`` out of ``window`` and decode it in the background.
+
+    ``on_done`` gets ``(patch, reconstruction)``.
+    """
+    return Job(_reconstruct, window, center_yx, model, labels, desc="Reconstructing the atom", bar=False, **callbacks)
+
+
+class JobWidget(QWidget):
+    """A dock widget that runs :class:`Job` s and closes them when it goes away.
+
+    Two ways to run a job. ``run_job(job)`` for actions the user starts one at
+    a time (detect, train, apply): the widget checks :attr:`busy` before it
+    starts one. ``run_job(job, kind=...)`` for requests that follow the user's
+    input (decoding in the explorer): the newest request of a kind wins, an
+    older one still running is superseded (aborted: its result is dropped).
+
+    Every job not yet finished, superseded ones included, is closed (aborted,
+    no callbacks) when the widget is closed or deleted, taken out of its dock
+    (napari's close button does that), when its window is hidden or closed
+    (the viewer closing) and when the application quits. Hiding only the dock
+    (a tab switch) keeps them running.
     """
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.job: Job | None = None
+        self.job: Job | None = None  # the newest job
+        self._jobs: list[Job] = []  # every job that may still be running
+        self._newest: dict[str, Job] = {}  # by kind, for the newest-request-wins jobs
 
     @property
     def busy(self) -> bool:
         return self.job is not None and self.job.running
 
-    def run_job(self, job: Job) -> Job:
-        self._unbind(self.job)
+    def run_job(self, job: Job, *, kind: str | None = None) -> Job:
+        """Keep ``job`` to close it with the widget; with ``kind``, supersede that kind's older job."""
+        if kind is not None:
+            older = self._newest.get(kind)
+            if older is not None and older.running:
+                older.abort()
+            self._newest[kind] = job
+        self._forget_finished()
+        self._jobs.append(job)
         self.job = job
         # Bound to the job, not to self: these may fire after the widget's C++ side is gone.
         self.destroyed.connect(job.close)
@@ -316,31 +353,36 @@ class JobWidget(QWidget):
             app.aboutToQuit.connect(job.close)
         return job
 
-    def _unbind(self, job: Job | None) -> None:
-        if job is None:
-            return
+    def _forget_finished(self) -> None:
+        for job in self._jobs:
+            if not job.running:
+                self._unbind(job)
+        self._jobs = [job for job in self._jobs if job.running]
+
+    def _unbind(self, job: Job) -> None:
         for signal in (self.destroyed, getattr(QApplication.instance(), "aboutToQuit", None)):
             try:
                 signal.disconnect(job.close)
             except (TypeError, RuntimeError, AttributeError):
                 pass
 
-    def close_job(self) -> None:
-        job = getattr(self, "job", None)  # Qt may send events before __init__ has set it
-        if job is not None and job.running:
-            job.close()
+    def close_jobs(self) -> None:
+        """Close every job still running: none calls back any more."""
+        for job in getattr(self, "_jobs", ()):  # Qt may send events before __init__ has set it
+            if job.running:
+                job.close()
 
     def closeEvent(self, event):
-        self.close_job()
+        self.close_jobs()
         super().closeEvent(event)
 
     def event(self, event):
         if event.type() == QEvent.Type.ParentChange and self.parent() is None:
-            self.close_job()  # napari's dock close button re-parents the widget to nothing
+            self.close_jobs()  # napari's dock close button re-parents the widget to nothing
         return super().event(event)
 
     def hideEvent(self, event):
         window = self.window()
         if window is self or not window.isVisible():
-            self.close_job()
+            self.close_jobs()
         super().hideEvent(event)
