@@ -91,6 +91,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-rvae`` parser: one subparser per job, options in groups, defaults shown in ``--help``."""
     p = argparse.ArgumentParser(prog="napari-rvae", description="Rotationally invariant VAEs for atom-resolved images.",
                                 formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"napari-rvae {__version__}")
@@ -113,10 +114,12 @@ def _add_patch_input(group) -> None:
 
 
 def _add_quiet(group) -> None:
+    """``--quiet``, which every subcommand takes."""
     group.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def _add_train_parser(sub) -> None:
+    """``train``: options grouped as input, model, rotation, training, output."""
     model, training = ModelConfig(), TrainConfig()
     t = sub.add_parser("train", help="train a model and encode every patch", formatter_class=_HelpFormatter,
                        description="Train a model on the patches around the atoms and encode every patch.")
@@ -124,51 +127,61 @@ def _add_train_parser(sub) -> None:
     _add_patch_input(inputs)
     inputs.add_argument("--labels-col", default="label", help="points column holding classes (crvae, ssrvae)")
 
-    m = t.add_argument_group("model")
-    m.add_argument("--model", default=model.kind, choices=MODEL_KINDS, help="model kind")
-    m.add_argument("--patch-size", type=_positive_int, default=model.patch_size, help="patch side in pixels")
-    m.add_argument("--latent-dim", type=_whole_number, default=model.latent_dim, help="content latents")
-    m.add_argument("--translation", action=argparse.BooleanOptionalAction, default=model.translation,
-                   help="infer a sub-pixel shift per patch")
-    m.add_argument("--hidden-dim", type=_positive_int, default=model.hidden_dim, help="width of the hidden layers")
-    m.add_argument("--hidden-layers", type=_positive_int, default=model.hidden_layers, help="hidden layers")
-    m.add_argument("--classes", type=_count, default=model.n_classes,
-                   help="number of classes (jrvae; crvae/ssrvae infer it)")
-    m.add_argument("--likelihood", default=model.likelihood, choices=LIKELIHOODS, help="pixel likelihood")
-    m.add_argument("--class-window", type=_class_window, default=training.class_window, metavar="{auto,full,PX}",
-                   help="class models: the central square (pixels) whose similarity finds the classes; auto: "
-                        "4/3 of the atom spacing (the column, not its neighbours); full: the whole patch")
-
-    r = t.add_argument_group("rotation")
-    r.add_argument("--symmetry", type=_symmetry, default=SYMMETRY_AUTO, metavar=_SYMMETRY_METAVAR,
-                   help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n. "
-                        "auto: estimated from the patches (report.json: symmetry)")
-    r.add_argument("--angle-prior", type=float, default=model.angle_prior,
-                   help="0: no prior on the angle; patches are aligned first (see --align, --rotation-range); "
-                        ">0, e.g. 2: the reference rVAE's prior tying each angle near 0, without alignment")
-    r.add_argument("--align", default=model.alignment, choices=ALIGNMENTS,
-                   help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
-    r.add_argument("--rotation-range", default=model.rotation_range, choices=ROTATION_RANGES,
-                   help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles "
-                        "measured from the mean pose of similar patches; full = any size, zero arbitrary per "
-                        "shape; auto tests which holds for 1-fold content, full with --symmetry > 1 "
-                        "(report.json: alignment)")
-
-    tr = t.add_argument_group("training")
-    tr.add_argument("--epochs", type=_positive_int, default=training.epochs, help="passes over the patches")
-    tr.add_argument("--batch-size", type=_positive_int, default=training.batch_size, help="patches per step")
-    tr.add_argument("--lr", type=float, default=training.lr, help="learning rate")
-    tr.add_argument("--device", default=training.device, help="auto, cpu, cuda, cuda:N or mps")
-    tr.add_argument("--seed", type=int, default=training.seed, help="random seed (same seed, same results)")
-    tr.add_argument("--threads", type=_positive_int, default=training.threads,
-                    help="CPU threads for torch (default: torch's choice)")
-
+    _add_model_options(t.add_argument_group("model"), model, training)
+    _add_rotation_options(t.add_argument_group("rotation"), model)
+    _add_training_options(t.add_argument_group("training"), training)
     out = t.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="DIR", help="output folder (model.pt, points.csv, report.json)")
     _add_quiet(out)
 
 
+def _add_model_options(group, model: ModelConfig, training: TrainConfig) -> None:
+    """The network and, for class models, how the classes are found."""
+    group.add_argument("--model", default=model.kind, choices=MODEL_KINDS, help="model kind")
+    group.add_argument("--patch-size", type=_positive_int, default=model.patch_size, help="patch side in pixels")
+    group.add_argument("--latent-dim", type=_whole_number, default=model.latent_dim, help="content latents")
+    group.add_argument("--translation", action=argparse.BooleanOptionalAction, default=model.translation,
+                       help="infer a sub-pixel shift per patch")
+    group.add_argument("--hidden-dim", type=_positive_int, default=model.hidden_dim, help="width of the hidden layers")
+    group.add_argument("--hidden-layers", type=_positive_int, default=model.hidden_layers, help="hidden layers")
+    group.add_argument("--classes", type=_count, default=model.n_classes,
+                       help="number of classes (jrvae; crvae/ssrvae infer it)")
+    group.add_argument("--likelihood", default=model.likelihood, choices=LIKELIHOODS, help="pixel likelihood")
+    group.add_argument("--class-window", type=_class_window, default=training.class_window, metavar="{auto,full,PX}",
+                       help="class models: the central square (pixels) whose similarity finds the classes; auto: "
+                            "4/3 of the atom spacing (the column, not its neighbours); full: the whole patch")
+
+
+def _add_rotation_options(group, model: ModelConfig) -> None:
+    """Symmetry, angle prior and coarse alignment."""
+    group.add_argument("--symmetry", type=_symmetry, default=SYMMETRY_AUTO, metavar=_SYMMETRY_METAVAR,
+                       help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n. "
+                            "auto: estimated from the patches (report.json: symmetry)")
+    group.add_argument("--angle-prior", type=float, default=model.angle_prior,
+                       help="0: no prior on the angle; patches are aligned first (see --align, --rotation-range); "
+                            ">0, e.g. 2: the reference rVAE's prior tying each angle near 0, without alignment")
+    group.add_argument("--align", default=model.alignment, choices=ALIGNMENTS,
+                       help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
+    group.add_argument("--rotation-range", default=model.rotation_range, choices=ROTATION_RANGES,
+                       help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles "
+                            "measured from the mean pose of similar patches; full = any size, zero arbitrary per "
+                            "shape; auto tests which holds for 1-fold content, full with --symmetry > 1 "
+                            "(report.json: alignment)")
+
+
+def _add_training_options(group, training: TrainConfig) -> None:
+    """Optimiser, length, device and seed."""
+    group.add_argument("--epochs", type=_positive_int, default=training.epochs, help="passes over the patches")
+    group.add_argument("--batch-size", type=_positive_int, default=training.batch_size, help="patches per step")
+    group.add_argument("--lr", type=float, default=training.lr, help="learning rate")
+    group.add_argument("--device", default=training.device, help="auto, cpu, cuda, cuda:N or mps")
+    group.add_argument("--seed", type=int, default=training.seed, help="random seed (same seed, same results)")
+    group.add_argument("--threads", type=_positive_int, default=training.threads,
+                       help="CPU threads for torch (default: torch's choice)")
+
+
 def _add_encode_parser(sub) -> None:
+    """``encode``: the input and the model file, the output folder."""
     e = sub.add_parser("encode", help="encode patches with a trained model", formatter_class=_HelpFormatter,
                        description="Encode the patches around the atoms with a model written by 'train'.")
     inputs = e.add_argument_group("input")
@@ -190,6 +203,7 @@ def _detect_default(name: str):
 
 
 def _add_detect_parser(sub) -> None:
+    """``detect``: the image, detection settings (defaults those of ``detect_atoms``), the output file."""
     d = sub.add_parser("detect", help="find atoms (bright or dark features) in an image", formatter_class=_HelpFormatter,
                        description="Find atom columns: local maxima of a difference-of-Gaussians filter.")
     d.add_argument("input", metavar="IMAGE", help="2-D image (TIFF, PNG, .npy, microscopy formats)")
@@ -208,6 +222,7 @@ def _add_detect_parser(sub) -> None:
 
 
 def _add_sample_parser(sub) -> None:
+    """``sample``: which example data set, where, with which seed."""
     s = sub.add_parser("sample", help="write the bundled example data (generated, no download)",
                        formatter_class=_HelpFormatter, description="Write example data with known answers.")
     s.add_argument("name", choices=["lattice", "digits"],
