@@ -17,26 +17,57 @@ import sys
 import threading
 
 from . import __version__
+from .core.config import (
+    ALIGNMENTS,
+    LIKELIHOODS,
+    MODEL_KINDS,
+    ROTATION_RANGES,
+    SYMMETRIES,
+    SYMMETRY_AUTO,
+    ModelConfig,
+    TrainConfig,
+)
+from .core.patches import EDGE_MODES
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
+    """A whole number; the range is checked where the setting is used (it says why)."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    value = _whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number (1 or more)")
     return value
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 0 (0: none, or found from the data)."""
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative: use 0 or more")
+    return value
+
+
+_SYMMETRY_WORDS = (SYMMETRY_AUTO, *(str(n) for n in SYMMETRIES))
+_SYMMETRY_METAVAR = "{" + ",".join(_SYMMETRY_WORDS) + "}"
+
+
 def _symmetry(text: str):
-    """``auto`` or one of 1, 2, 3, 4, 6."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    if text.strip() in ("1", "2", "3", "4", "6"):
+    """``auto`` or one of the supported n-fold symmetries (``config.SYMMETRIES``)."""
+    if text.strip().lower() == SYMMETRY_AUTO:
+        return SYMMETRY_AUTO
+    if text.strip() in _SYMMETRY_WORDS:
         return int(text)
-    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from auto, 1, 2, 3, 4, 6)")
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(_SYMMETRY_WORDS)})")
 
 
 def _class_window(text: str):
@@ -50,77 +81,155 @@ def _class_window(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not auto, full or a whole number of pixels") from None
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, an off flag)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="napari-rvae", description="Rotationally invariant VAEs for atom-resolved images.")
+    """The ``napari-rvae`` parser: one subparser per job, options in groups, defaults shown in ``--help``."""
+    p = argparse.ArgumentParser(prog="napari-rvae", description="Rotationally invariant VAEs for atom-resolved images.",
+                                formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"napari-rvae {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,encode,detect,sample}")
-
-    def common(sp):
-        sp.add_argument("input", metavar="INPUT", help="2-D image (TIFF, PNG, .npy, microscopy formats) or an (N, P, P) patch stack")
-        sp.add_argument("--points", metavar="POINTS.csv", help="atom positions: columns y,x in pixels (or napari's Points CSV)")
-        sp.add_argument("--edge", choices=["drop", "reflect", "constant", "nearest"], default=None,
-                        help="points whose patch leaves the image: drop them (default, reported) or pad")
-        sp.add_argument("--quiet", action="store_true", help="no progress output")
-
-    t = sub.add_parser("train", help="train a model and encode every patch")
-    common(t)
-    t.add_argument("--out", required=True, metavar="DIR", help="output folder (model.pt, points.csv, report.json)")
-    t.add_argument("--model", default="rvae", choices=["rvae", "vae", "crvae", "jrvae", "ssrvae"])
-    t.add_argument("--patch-size", type=_positive_int, default=32)
-    t.add_argument("--latent-dim", type=_positive_int, default=2)
-    t.add_argument("--translation", action=argparse.BooleanOptionalAction, default=True,
-                   help="infer a sub-pixel shift per patch (default on)")
-    t.add_argument("--epochs", type=_positive_int, default=50)
-    t.add_argument("--batch-size", type=_positive_int, default=100)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--hidden-dim", type=_positive_int, default=128)
-    t.add_argument("--hidden-layers", type=_positive_int, default=2)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
-    t.add_argument("--labels-col", default="label", help="points column holding classes (crvae, ssrvae)")
-    t.add_argument("--classes", type=_positive_int, default=0, help="number of classes (jrvae; crvae/ssrvae infer it)")
-    t.add_argument("--symmetry", type=_symmetry, default="auto", metavar="{auto,1,2,3,4,6}",
-                   help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n. "
-                        "auto (default): estimated from the patches (report.json: symmetry)")
-    t.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
-    t.add_argument("--angle-prior", type=float, default=0.0,
-                   help="0 (default): no prior on the angle; patches are aligned first (see --align, --rotation-range); "
-                        ">0, e.g. 2: the reference rVAE's prior tying each angle near 0, without alignment")
-    t.add_argument("--align", default="auto", choices=["auto", "sync", "none"],
-                   help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
-    t.add_argument("--class-window", type=_class_window, default="auto", metavar="{auto,full,PX}",
-                   help="class models: the central square (pixels) whose similarity finds the classes; auto "
-                        "(default): 4/3 of the atom spacing (the column, not its neighbours); full: the whole patch")
-    t.add_argument("--rotation-range", default="auto", choices=["auto", "full", "limited"],
-                   help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles measured "
-                        "from the mean pose of similar patches; full = any size, zero arbitrary per shape; "
-                        "auto (default) tests which holds for 1-fold content, full with --symmetry > 1 "
-                        "(report.json: alignment)")
-
-    e = sub.add_parser("encode", help="encode patches with a trained model")
-    common(e)
-    e.add_argument("--model", required=True, metavar="MODEL", help="a model.pt written by 'train'")
-    e.add_argument("--out", required=True, metavar="DIR2")
-    e.add_argument("--labels-col", default=None, help="class column (crvae models only)")
-
-    d = sub.add_parser("detect", help="find atoms (bright or dark features) in an image")
-    d.add_argument("input", metavar="IMAGE")
-    d.add_argument("--out", required=True, metavar="POINTS.csv")
-    d.add_argument("--sigma", type=float, default=None, help="feature size in px (default: estimated from the image)")
-    d.add_argument("--min-distance", type=float, default=None, help="minimum distance between features in px")
-    d.add_argument("--threshold", type=float, default=0.1, help="relative to the image's contrast, 0..1")
-    d.add_argument("--dark", action="store_true", help="find dark features instead of bright ones")
-    d.add_argument("--margin", type=float, default=0, help="ignore features this close to the border (px)")
-    d.add_argument("--no-refine", action="store_true", help="skip sub-pixel refinement")
-    d.add_argument("--quiet", action="store_true")
-
-    s = sub.add_parser("sample", help="write the bundled example data (generated, no download)")
-    s.add_argument("name", choices=["lattice", "digits"], help="lattice: synthetic polycrystal; digits: rotated digits stack")
-    s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--quiet", action="store_true")
+    _add_train_parser(sub)
+    _add_encode_parser(sub)
+    _add_detect_parser(sub)
+    _add_sample_parser(sub)
     return p
+
+
+def _add_patch_input(group) -> None:
+    """The image (or patch stack) and its atom positions: what train and encode both read."""
+    group.add_argument("input", metavar="INPUT",
+                       help="2-D image (TIFF, PNG, .npy, microscopy formats) or an (N, P, P) patch stack")
+    group.add_argument("--points", metavar="POINTS.csv",
+                       help="atom positions: columns y,x in pixels (or napari's Points CSV)")
+    group.add_argument("--edge", choices=EDGE_MODES, default=None,
+                       help="points whose patch leaves the image: drop them (default, reported) or pad")
+
+
+def _add_quiet(group) -> None:
+    """``--quiet``, which every subcommand takes."""
+    group.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_train_parser(sub) -> None:
+    """``train``: options grouped as input, model, rotation, training, output."""
+    model, training = ModelConfig(), TrainConfig()
+    t = sub.add_parser("train", help="train a model and encode every patch", formatter_class=_HelpFormatter,
+                       description="Train a model on the patches around the atoms and encode every patch.")
+    inputs = t.add_argument_group("input")
+    _add_patch_input(inputs)
+    inputs.add_argument("--labels-col", default="label", help="points column holding classes (crvae, ssrvae)")
+
+    _add_model_options(t.add_argument_group("model"), model, training)
+    _add_rotation_options(t.add_argument_group("rotation"), model)
+    _add_training_options(t.add_argument_group("training"), training)
+    out = t.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="DIR", help="output folder (model.pt, points.csv, report.json)")
+    _add_quiet(out)
+
+
+def _add_model_options(group, model: ModelConfig, training: TrainConfig) -> None:
+    """The network and, for class models, how the classes are found."""
+    group.add_argument("--model", default=model.kind, choices=MODEL_KINDS, help="model kind")
+    group.add_argument("--patch-size", type=_positive_int, default=model.patch_size, help="patch side in pixels")
+    group.add_argument("--latent-dim", type=_whole_number, default=model.latent_dim, help="content latents")
+    group.add_argument("--translation", action=argparse.BooleanOptionalAction, default=model.translation,
+                       help="infer a sub-pixel shift per patch")
+    group.add_argument("--hidden-dim", type=_positive_int, default=model.hidden_dim, help="width of the hidden layers")
+    group.add_argument("--hidden-layers", type=_positive_int, default=model.hidden_layers, help="hidden layers")
+    group.add_argument("--classes", type=_count, default=model.n_classes,
+                       help="number of classes (jrvae; crvae/ssrvae infer it)")
+    group.add_argument("--likelihood", default=model.likelihood, choices=LIKELIHOODS, help="pixel likelihood")
+    group.add_argument("--class-window", type=_class_window, default=training.class_window, metavar="{auto,full,PX}",
+                       help="class models: the central square (pixels) whose similarity finds the classes; auto: "
+                            "4/3 of the atom spacing (the column, not its neighbours); full: the whole patch")
+
+
+def _add_rotation_options(group, model: ModelConfig) -> None:
+    """Symmetry, angle prior and coarse alignment."""
+    group.add_argument("--symmetry", type=_symmetry, default=SYMMETRY_AUTO, metavar=_SYMMETRY_METAVAR,
+                       help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n. "
+                            "auto: estimated from the patches (report.json: symmetry)")
+    group.add_argument("--angle-prior", type=float, default=model.angle_prior,
+                       help="0: no prior on the angle; patches are aligned first (see --align, --rotation-range); "
+                            ">0, e.g. 2: the reference rVAE's prior tying each angle near 0, without alignment")
+    group.add_argument("--align", default=model.alignment, choices=ALIGNMENTS,
+                       help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
+    group.add_argument("--rotation-range", default=model.rotation_range, choices=ROTATION_RANGES,
+                       help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles "
+                            "measured from the mean pose of similar patches; full = any size, zero arbitrary per "
+                            "shape; auto tests which holds for 1-fold content, full with --symmetry > 1 "
+                            "(report.json: alignment)")
+
+
+def _add_training_options(group, training: TrainConfig) -> None:
+    """Optimiser, length, device and seed."""
+    group.add_argument("--epochs", type=_positive_int, default=training.epochs, help="passes over the patches")
+    group.add_argument("--batch-size", type=_positive_int, default=training.batch_size, help="patches per step")
+    group.add_argument("--lr", type=float, default=training.lr, help="learning rate")
+    group.add_argument("--device", default=training.device, help="auto, cpu, cuda, cuda:N or mps")
+    group.add_argument("--seed", type=int, default=training.seed, help="random seed (same seed, same results)")
+    group.add_argument("--threads", type=_positive_int, default=training.threads,
+                       help="CPU threads for torch (default: torch's choice)")
+
+
+def _add_encode_parser(sub) -> None:
+    """``encode``: the input and the model file, the output folder."""
+    e = sub.add_parser("encode", help="encode patches with a trained model", formatter_class=_HelpFormatter,
+                       description="Encode the patches around the atoms with a model written by 'train'.")
+    inputs = e.add_argument_group("input")
+    _add_patch_input(inputs)
+    inputs.add_argument("--labels-col", default=None, help="class column (crvae models only)")
+    inputs.add_argument("--model", required=True, metavar="MODEL", help="a model.pt written by 'train'")
+    out = e.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="DIR2", help="output folder (points.csv, report.json)")
+    _add_quiet(out)
+
+
+def _detect_default(name: str):
+    """A default of :func:`core.detect.detect_atoms`, so the command and the function agree."""
+    import inspect
+
+    from .core.detect import detect_atoms
+
+    return inspect.signature(detect_atoms).parameters[name].default
+
+
+def _add_detect_parser(sub) -> None:
+    """``detect``: the image, detection settings (defaults those of ``detect_atoms``), the output file."""
+    d = sub.add_parser("detect", help="find atoms (bright or dark features) in an image", formatter_class=_HelpFormatter,
+                       description="Find atom columns: local maxima of a difference-of-Gaussians filter.")
+    d.add_argument("input", metavar="IMAGE", help="2-D image (TIFF, PNG, .npy, microscopy formats)")
+    find = d.add_argument_group("detection")
+    find.add_argument("--sigma", type=float, default=None,
+                      help="feature size in px (default: estimated from the image)")
+    find.add_argument("--min-distance", type=float, default=None,
+                      help="minimum distance between features in px (default: about 1.5 sigma, at least 2)")
+    find.add_argument("--threshold", type=float, default=_detect_default("threshold"), help="relative to the image's contrast, 0..1")
+    find.add_argument("--dark", action="store_true", help="find dark features instead of bright ones")
+    find.add_argument("--margin", type=float, default=_detect_default("margin"), help="ignore features this close to the border (px)")
+    find.add_argument("--no-refine", action="store_true", help="skip sub-pixel refinement")
+    out = d.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="POINTS.csv", help="the positions found: columns y, x, strength")
+    _add_quiet(out)
+
+
+def _add_sample_parser(sub) -> None:
+    """``sample``: which example data set, where, with which seed."""
+    s = sub.add_parser("sample", help="write the bundled example data (generated, no download)",
+                       formatter_class=_HelpFormatter, description="Write example data with known answers.")
+    s.add_argument("name", choices=["lattice", "digits"],
+                   help="lattice: synthetic polycrystal; digits: rotated digits stack")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
+    _add_quiet(s)
 
 
 class _ProgressBar:

@@ -139,6 +139,19 @@ def bond_orientation(points_yx, n: int, *, neighbours: int | None = None, max_di
     inverse = np.asarray(inverse).reshape(-1)
     if len(unique) < 2:
         return angle, order
+    phi, use = _bonds(unique, k_wanted, max_distance)
+    psi_angle, psi_order = _psi(phi, use, n, k_wanted)
+    angle[finite] = psi_angle[inverse]
+    order[finite] = psi_order[inverse]
+    return angle, order
+
+
+def _bonds(unique: np.ndarray, k_wanted: int, max_distance: float | None):
+    """Each atom's bond directions (radians, CCW as displayed) to its nearest neighbours, and which count.
+
+    A bond counts when the neighbour exists and lies within ``max_distance``
+    (default 1.5 times the median nearest-neighbour distance).
+    """
     tree = cKDTree(unique)
     k = min(k_wanted, len(unique) - 1)
     dist, idx = tree.query(unique, k=k + 1)  # column 0 is the atom itself
@@ -150,21 +163,21 @@ def bond_orientation(points_yx, n: int, *, neighbours: int | None = None, max_di
         raise InputError(f"max_distance must be positive, not {max_distance!r}.")
     bond = unique[np.where(found, idx, 0)] - unique[:, None, :]
     phi = np.arctan2(-bond[..., 0], bond[..., 1])
-    use = found & (dist <= max_distance)
+    return phi, found & (dist <= max_distance)
+
+
+def _psi(phi: np.ndarray, use: np.ndarray, n: int, k_wanted: int):
+    """Angle (degrees in ``[0, 360 / n)``, NaN where psi_n vanishes) and order ``|psi_n|`` per atom."""
     count = use.sum(axis=1)
-    # A missing bond counts as zero (divide by the bonds asked for, not found):
-    # otherwise an atom with one close neighbour scores order 1. On uniformly
-    # random points at a lattice's density, 60% (n=4) / 59% (n=6) reached
-    # order >= 0.5 that way, 7% / 1.1% this way.
+    # A missing bond counts as zero (divide by the bonds asked for, not found), or an
+    # atom with one close neighbour scores order 1 (docs/science.md, "psi_n: missing bonds").
     psi = np.where(use, np.exp(1j * n * phi), 0.0).sum(axis=1) / k_wanted
     period = 360.0 / n
     psi_order = np.minimum(np.abs(psi), 1.0)
     psi_angle = np.mod(np.rad2deg(np.angle(psi)) / n, period)
     psi_angle = np.where(psi_angle >= period, 0.0, psi_angle)  # mod can round up to the period
     psi_angle = np.where((count > 0) & (psi_order > 1e-12), psi_angle, np.nan)
-    angle[finite] = psi_angle[inverse]
-    order[finite] = np.where(count > 0, psi_order, 0.0)[inverse]
-    return angle, order
+    return psi_angle, np.where(count > 0, psi_order, 0.0)
 
 
 def angle_disagreement(angle_deg, psi_deg, n: int, order=None, *, min_order: float = MIN_ORDER):

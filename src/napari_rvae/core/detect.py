@@ -109,10 +109,28 @@ def estimate_feature_size(image) -> float:
         # Too thin to measure (the result is clipped to [0.7, min(h, w) / 8] below), and the
         # autocorrelation's lags would reach past the image: no overlap, division by zero.
         return _SIGMA_MIN
+    profile = _radial_autocorrelation(_central_crop(img))
+    spacing, floor = _neighbour_spacing(profile)
+    sigma = _column_sigma(profile, spacing, _central_peak_sigma(profile, floor))
+    return float(np.clip(sigma, _SIGMA_MIN, max(_SIGMA_MIN, min(h, w) / 8.0)))
+
+
+def _central_crop(img: np.ndarray) -> np.ndarray:
+    """The central crop of at most ``_SIZE_CROP`` px a side, float64, zero mean."""
+    h, w = img.shape
     ch, cw = min(h, _SIZE_CROP), min(w, _SIZE_CROP)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     crop = img[y0 : y0 + ch, x0 : x0 + cw].astype(np.float64)
     crop -= crop.mean()
+    return crop
+
+
+def _radial_autocorrelation(crop: np.ndarray) -> np.ndarray:
+    """Radial average of the crop's unbiased autocorrelation at lags ``0 .. max(4, side / 4)``.
+
+    Lag 0 is extrapolated from lags 1 and 2: white noise only adds there.
+    """
+    ch, cw = crop.shape
     # zero-pad to twice the size: the linear (not circular) autocorrelation
     f = np.fft.rfft2(crop, s=(2 * ch, 2 * cw))
     ac = np.fft.irfft2(f.real**2 + f.imag**2, s=(2 * ch, 2 * cw))
@@ -128,55 +146,63 @@ def estimate_feature_size(image) -> float:
     ok = rbin <= rmax
     counts = np.bincount(rbin[ok], minlength=rmax + 1)
     prof = np.bincount(rbin[ok], weights=sub[ok], minlength=rmax + 1) / np.maximum(counts, 1)
-    # white noise only adds to lag 0: replace it by extrapolation from lags 1, 2
     prof0 = 2 * prof[1] - prof[2] if prof[1] > prof[2] else prof[1]
     p = prof.copy()
     p[0] = max(prof0, prof[1])
+    return p
 
-    # first local minimum, then the highest maximum after it within 2x that radius
-    d = None
+
+def _neighbour_spacing(p: np.ndarray):
+    """The nearest-neighbour spacing (None where the profile shows none) and the profile's floor.
+
+    The spacing is the highest maximum after the first local minimum, within
+    about twice that lag, refined by a parabola; the floor is the profile at
+    that minimum (at the last lag where there is none).
+    """
+    rmax = len(p) - 1
     dp = np.diff(p)
     mins = np.flatnonzero((dp[:-1] < 0) & (dp[1:] >= 0)) + 1
-    if mins.size:
-        m = int(mins[0])
-        hi = min(rmax, max(3 * m, m + 3))
-        seg = p[m : hi + 1]
-        k = int(np.argmax(seg)) + m
-        if m < k < rmax and p[k] > p[m] + 0.05 * (p[0] - p[m]):
-            # parabolic refinement of the peak lag
-            den = p[k - 1] - 2 * p[k] + p[k + 1]
-            d = k + (0.5 * (p[k - 1] - p[k + 1]) / den if den < 0 else 0.0)
-            floor = p[m]
-        else:
-            floor = p[m]
-    else:
-        floor = p[-1]
+    if not mins.size:
+        return None, p[-1]
+    m = int(mins[0])
+    hi = min(rmax, max(3 * m, m + 3))
+    seg = p[m : hi + 1]
+    k = int(np.argmax(seg)) + m
+    if m < k < rmax and p[k] > p[m] + 0.05 * (p[0] - p[m]):
+        den = p[k - 1] - 2 * p[k] + p[k + 1]
+        return k + (0.5 * (p[k - 1] - p[k + 1]) / den if den < 0 else 0.0), p[m]
+    return None, p[m]
 
-    # half width at half maximum of the central peak above the floor
+
+def _central_peak_sigma(p: np.ndarray, floor):
+    """Column sigma from the half width at half maximum of the central peak above ``floor``, or None."""
     amp = p[0] - floor
-    sigma_w = None
-    if amp > 0:
-        half = floor + amp / 2
-        below = np.flatnonzero(p < half)
-        if below.size:
-            j = int(below[0])
-            # linear interpolation between j-1 and j
-            frac = (p[j - 1] - half) / (p[j - 1] - p[j])
-            hwhm = (j - 1) + frac
-            sigma_w = hwhm / (np.sqrt(2 * np.log(2)) * np.sqrt(2))
-    if d is not None:
-        fitted = _fit_width(p, d)
-        if fitted is not None:
-            sigma = float(np.clip(fitted, d / 12.0, d / 4.0))
-        elif sigma_w is not None:
-            sigma = float(np.clip(sigma_w, d / 12.0, d / 4.0))
-        else:
-            sigma = d / 5.0
-    elif sigma_w is not None:
-        sigma = sigma_w
-    else:
-        sigma = 2.0
-    return float(np.clip(sigma, _SIGMA_MIN, max(_SIGMA_MIN, min(h, w) / 8.0)))
+    if not amp > 0:
+        return None
+    half = floor + amp / 2
+    below = np.flatnonzero(p < half)
+    if not below.size:
+        return None
+    j = int(below[0])
+    # linear interpolation between j-1 and j
+    frac = (p[j - 1] - half) / (p[j - 1] - p[j])
+    hwhm = (j - 1) + frac
+    return hwhm / (np.sqrt(2 * np.log(2)) * np.sqrt(2))
+
+
+def _column_sigma(p: np.ndarray, spacing, sigma_w) -> float:
+    """The best sigma at hand: the ring fit, the central width, ``spacing / 5``, or 2 px.
+
+    With a spacing the result is clipped to ``[spacing / 12, spacing / 4]``.
+    """
+    if spacing is None:
+        return sigma_w if sigma_w is not None else 2.0
+    fitted = _fit_width(p, spacing)
+    if fitted is not None:
+        return float(np.clip(fitted, spacing / 12.0, spacing / 4.0))
+    if sigma_w is not None:
+        return float(np.clip(sigma_w, spacing / 12.0, spacing / 4.0))
+    return spacing / 5.0
 
 
 def _fit_width(prof: np.ndarray, d: float):
@@ -238,15 +264,7 @@ def _empty_frame() -> pd.DataFrame:
 
 
 def detect_atoms(
-    image,
-    *,
-    sigma=None,
-    min_distance=None,
-    threshold=0.1,
-    dark=False,
-    margin=0,
-    refine=True,
-    refine_method="com",
+    image, *, sigma=None, min_distance=None, threshold=0.1, dark=False, margin=0, refine=True, refine_method="com"
 ) -> pd.DataFrame:
     """Find atomic columns: local maxima of a difference-of-Gaussians filter.
 
@@ -259,8 +277,7 @@ def detect_atoms(
     image : array_like, shape (H, W)
         Atom-resolved image, any numeric dtype (views and slices are fine).
     sigma : float, optional
-        Gaussian sigma of the columns in px. Default:
-        :func:`estimate_feature_size`.
+        Gaussian sigma of the columns in px. Default: :func:`estimate_feature_size`.
     min_distance : int, optional
         Minimum distance between detected columns in px (square window of
         side ``2 * min_distance + 1``). Default: ``max(2, round(1.5 * sigma))``.
@@ -285,9 +302,9 @@ def detect_atoms(
     pandas.DataFrame
         Columns ``"y"``, ``"x"`` (float64 px, napari order) and
         ``"strength"`` (the filter response at the maximum: contrast above
-        the local background, in image intensity units), one row per column, sorted by ``y`` and then ``x``
-        (raster order), index ``0..N-1``. Empty (with those columns) for a
-        flat or pure-noise image.
+        the local background, in image intensity units), one row per column,
+        sorted by ``y`` and then ``x`` (raster order), index ``0..N-1``. Empty
+        (with those columns) for a flat or pure-noise image.
 
     Raises
     ------
@@ -306,64 +323,74 @@ def detect_atoms(
     >>> len(detect_atoms(np.ones((64, 64))))
     0
     """
-    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
-        raise InputError(f"The feature size sigma must be a positive number of pixels, not {sigma!r}.")
-    if min_distance is not None and not (np.isfinite(min_distance) and min_distance >= 1):
-        raise InputError(f"The minimum distance must be at least 1 px, not {min_distance!r}.")
-    if not (np.isfinite(threshold) and 0 <= threshold <= 1):
-        raise InputError(f"The threshold is relative to the image contrast and must be between 0 and 1, not {threshold!r}.")
-    if not (np.isfinite(margin) and margin >= 0):
-        raise InputError(f"The margin must be zero or a positive number of pixels, not {margin!r}.")
+    _check_detection_settings(sigma, min_distance, threshold, margin)
     img = _image(image)
     if img is None:
         return _empty_frame()
     if dark:
         img = -img
-    if sigma is None:
-        sigma = estimate_feature_size(img)
-    sigma = float(sigma)
-    if min_distance is None:
-        min_distance = max(2, int(round(1.5 * sigma)))
-    md = int(round(min_distance))
+    sigma = float(estimate_feature_size(img) if sigma is None else sigma)
+    # the window's half side in whole pixels; by default 1.5 sigma, at least 2
+    md = int(round(max(2, int(round(1.5 * sigma))) if min_distance is None else min_distance))
+    found = _strong_maxima(img, sigma, md, threshold)
+    if found is None:
+        return _empty_frame()
+    iy, ix, strength = found
+    pts = np.column_stack([iy, ix]).astype(np.float64)
+    if refine and pts.shape[0]:
+        pts = refine_positions(img, pts, sigma=sigma, method=refine_method)
+    if margin > 0:
+        pts, strength = _within_margin(pts, strength, img.shape, margin)
+    order = np.lexsort((pts[:, 1], pts[:, 0]))
+    return pd.DataFrame({"y": pts[order, 0], "x": pts[order, 1], "strength": strength[order]})
 
+
+def _check_detection_settings(sigma, min_distance, threshold, margin) -> None:
+    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
+        raise InputError(f"The feature size sigma must be a positive number of pixels, not {sigma!r}.")
+    if min_distance is not None and not (np.isfinite(min_distance) and min_distance >= 1):
+        raise InputError(f"The minimum distance must be at least 1 px, not {min_distance!r}.")
+    if not (np.isfinite(threshold) and 0 <= threshold <= 1):
+        raise InputError(
+            f"The threshold is relative to the image contrast and must be between 0 and 1, not {threshold!r}."
+        )
+    if not (np.isfinite(margin) and margin >= 0):
+        raise InputError(f"The margin must be zero or a positive number of pixels, not {margin!r}.")
+
+
+def _strong_maxima(img: np.ndarray, sigma: float, md: int, threshold: float):
+    """Integer rows, columns and responses of the filter's maxima that stand out, or None.
+
+    A maximum is the largest response within ``md`` px, stands ``_NOISE_K``
+    noise standard deviations above zero, reaches ``threshold`` of the 99th
+    percentile of the candidates and is the first of any tie.
+    """
     resp = _dog_response(img, sigma)
     noise = _noise_std(img) * _dog_gain(sigma)
     peak = float(resp.max())
     if not peak > 0:
-        return _empty_frame()
+        return None
     floor = max(_NOISE_K * noise, 1e-6 * peak)
-
     mx = ndi.maximum_filter(resp, size=2 * md + 1, mode="nearest")
     mask = resp == mx
-    del mx
+    del mx  # image-sized temporaries: freed as soon as they are used
     mask &= resp > np.float32(floor)
     iy, ix = np.nonzero(mask)
     del mask
     strength = resp[iy, ix].astype(np.float64)
     del resp
     if iy.size == 0:
-        return _empty_frame()
+        return None
     ref = float(np.percentile(strength, 99))
     keep = strength >= threshold * ref
-    iy, ix, strength = iy[keep], ix[keep], strength[keep]
-    iy, ix, strength = _suppress_ties(iy, ix, strength, md)
+    return _suppress_ties(iy[keep], ix[keep], strength[keep], md)
 
-    pts = np.column_stack([iy, ix]).astype(np.float64)
-    if refine and pts.shape[0]:
-        pts = refine_positions(img, pts, sigma=sigma, method=refine_method)
-    h, w = img.shape
-    if margin > 0:
-        ok = (
-            (pts[:, 0] >= margin)
-            & (pts[:, 0] <= h - 1 - margin)
-            & (pts[:, 1] >= margin)
-            & (pts[:, 1] <= w - 1 - margin)
-        )
-        pts, strength = pts[ok], strength[ok]
-    order = np.lexsort((pts[:, 1], pts[:, 0]))
-    return pd.DataFrame(
-        {"y": pts[order, 0], "x": pts[order, 1], "strength": strength[order]},
-    )
+
+def _within_margin(pts: np.ndarray, strength: np.ndarray, shape, margin: float):
+    """The points (and their strengths) at least ``margin`` px inside the image's pixel centres."""
+    h, w = shape
+    ok = (pts[:, 0] >= margin) & (pts[:, 0] <= h - 1 - margin) & (pts[:, 1] >= margin) & (pts[:, 1] <= w - 1 - margin)
+    return pts[ok], strength[ok]
 
 
 def _suppress_ties(iy, ix, strength, md):

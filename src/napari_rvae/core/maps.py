@@ -174,10 +174,20 @@ def angle_map(
         lut = np.append(angles, np.nan).astype(np.float32)  # index -1 reads the trailing NaN
         return lut[index]
 
-    # Normalised convolution of the unit vectors at period-scaled angles. The
-    # Gaussian is wide (about one atom spacing), so it runs on a grid a few
-    # times coarser and is interpolated back up: same map, a fraction of the time.
     sigma = float(smoothing) if smoothing else typical_spacing(centers)
+    out = _smoothed_angles((h, w), centers, angles, period, sigma)
+    out[empty] = np.nan
+    return out
+
+
+def _smoothed_angles(shape, centers: np.ndarray, angles: np.ndarray, period: float, sigma: float) -> np.ndarray:
+    """Gaussian-weighted circular mean of the angles at every pixel; NaN where it is undefined.
+
+    Normalised convolution of the unit vectors at period-scaled angles. The
+    Gaussian is wide (about one atom spacing), so it runs on a grid a few
+    times coarser and is interpolated back up: same map, a fraction of the time.
+    """
+    h, w = shape
     step = max(1, int(sigma // 3))
     ch, cw = -(-h // step), -(-w // step)
     iy = np.rint(centers[:, 0]).astype(np.int64) // step
@@ -195,8 +205,7 @@ def angle_map(
     cos, sin = planes
     out = np.mod(np.arctan2(sin, cos) * np.float32(period / (2 * np.pi)), np.float32(period)).astype(np.float32)
     # Where neighbours disagree completely the mean direction is undefined.
-    undefined = np.hypot(cos, sin) < 1e-6
-    out[empty | undefined] = np.nan
+    out[np.hypot(cos, sin) < 1e-6] = np.nan
     return out
 
 
@@ -272,7 +281,7 @@ def _hue_to_rgba(hue: np.ndarray, saturation: float = 0.85, value: float = 1.0) 
     # HSV -> RGB, vectorised: each channel is a clipped triangle wave of the hue.
     k = np.stack([(5 + h6) % 6, (3 + h6) % 6, (1 + h6) % 6], axis=-1)
     rgb = value - value * saturation * np.clip(np.minimum(k, 4 - k), 0, 1)
-    alpha = np.ones(rgb.shape[:-1] + (1,))
+    alpha = np.ones((*rgb.shape[:-1], 1))
     return np.concatenate([rgb, alpha], axis=-1).astype(np.float32)
 
 

@@ -117,7 +117,7 @@ def _check_points(points, shape) -> np.ndarray:
         pts = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError("The points must be numbers: an (N, 2) table of (y, x) pixel positions.") from None
-    if pts.ndim == 2 and pts.shape[0] == 0 or pts.size == 0:
+    if (pts.ndim == 2 and pts.shape[0] == 0) or pts.size == 0:
         raise InputError("There are no points: detect atoms or add points first.")
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise InputError(
@@ -304,74 +304,98 @@ def extract_patches(image, points, patch_size, *, edge="drop", normalize="none",
     >>> float(ps.patches.min()), float(ps.patches.max())
     (0.0, 1.0)
     """
+    _check_modes(edge, normalize)
+    img = _as_image_allow_constant(image)
+    p = _check_patch_size(patch_size, img.shape)
+    pts = _check_points(points, img.shape)
+    inside = _inside_mask(img.shape, pts, p)
+    kept, dropped = _kept_and_dropped(inside, edge)
+    centers = pts[kept]
+    out = np.empty((centers.shape[0], p, p), dtype=np.float32)
+    if edge == "drop":
+        _sample_interior(img, centers, np.arange(len(kept)), out)
+    else:
+        _sample_interior(img, centers, np.flatnonzero(inside), out)
+        _sample_edge(img, centers, np.flatnonzero(~inside), edge, cval, out)
+    _normalize(out, normalize)
+    return PatchSet(patches=out, centers=centers, kept=kept, dropped=dropped, patch_size=p)
+
+
+def _check_modes(edge: str, normalize: str) -> None:
     if edge not in EDGE_MODES:
         raise InputError(f"Unknown edge mode {edge!r}: use one of {', '.join(EDGE_MODES)}.")
     if normalize not in NORMALIZE_MODES:
         raise InputError(f"Unknown normalize mode {normalize!r}: use one of {', '.join(NORMALIZE_MODES)}.")
-    img = _as_image_allow_constant(image)
-    h, w = img.shape
-    p = _check_patch_size(patch_size, img.shape)
-    pts = _check_points(points, img.shape)
-    c = (p - 1) / 2.0
 
-    inside = _inside_mask(img.shape, pts, p)
+
+def _kept_and_dropped(inside: np.ndarray, edge: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (int64) of the points that get a patch and of those dropped at the edge."""
     if edge == "drop":
         kept = np.flatnonzero(inside)
         dropped = np.flatnonzero(~inside)
     else:
-        kept = np.arange(pts.shape[0])
+        kept = np.arange(inside.shape[0])
         dropped = np.empty(0, dtype=np.int64)
-    kept = kept.astype(np.int64)
-    dropped = dropped.astype(np.int64)
-    centers = pts[kept]
-    m = centers.shape[0]
-    out = np.empty((m, p, p), dtype=np.float32)
+    return kept.astype(np.int64), dropped.astype(np.int64)
 
-    # interior points: (P+1)^2 blocks straight from a strided view, no index arrays
-    interior = np.flatnonzero(inside[kept]) if edge != "drop" else np.arange(m)
+
+def _sample_interior(img: np.ndarray, centers: np.ndarray, interior: np.ndarray, out: np.ndarray) -> None:
+    """Patches ``out[interior]`` of points whose patch lies in the image.
+
+    ``(P + 1)^2`` blocks come straight from a strided view, with no index arrays.
+    """
+    h, w = img.shape
+    p = out.shape[1]
+    c = (p - 1) / 2.0
     windows = sliding_window_view(img, (p + 1, p + 1)) if min(h, w) > p else None
     for s in range(0, interior.size, _CHUNK):
         sel = interior[s : s + _CHUNK]
-        cy = centers[sel, 0]
-        cx = centers[sel, 1]
-        y0, fy = _corners(cy, c, h - p - 1)
-        x0, fx = _corners(cx, c, w - p - 1)
-        if windows is not None:
-            block = windows[y0, x0]
-        else:  # patch as large as the image: P + 1 rows do not fit, use clipped indices
-            block = _gather_mode(img, y0, x0, p, "nearest", 0.0)
+        y0, fy = _corners(centers[sel, 0], c, h - p - 1)
+        x0, fx = _corners(centers[sel, 1], c, w - p - 1)
+        # A patch as large as the image has no strided view (P + 1 rows do not fit): clipped indices.
+        block = windows[y0, x0] if windows is not None else _gather_mode(img, y0, x0, p, "nearest", 0.0)
         if _is_range(sel):  # always the case with edge="drop": blend in place
             _blend(block, fy, fx, out[sel[0] : sel[-1] + 1])
         else:
-            tmp = np.empty((sel.size, p, p), np.float32)
-            _blend(block, fy, fx, tmp)
-            out[sel] = tmp
+            _blend_into(block, fy, fx, out, sel)
 
-    # edge points (edge != "drop"): explicit index arrays with the edge mode
-    if edge != "drop":
-        border = np.flatnonzero(~inside)
-        if border.size:
-            fill = float(np.median(img)) if cval is None else float(cval)
-            for s in range(0, border.size, _CHUNK):
-                sel = border[s : s + _CHUNK]
-                start_y = centers[sel, 0] - c
-                start_x = centers[sel, 1] - c
-                y0 = np.floor(start_y)
-                x0 = np.floor(start_x)
-                fy = (start_y - y0).astype(np.float32)
-                fx = (start_x - x0).astype(np.float32)
-                block = _gather_mode(img, y0.astype(np.intp), x0.astype(np.intp), p, edge, fill)
-                tmp = np.empty((sel.size, p, p), np.float32)
-                _blend(block, fy, fx, tmp)
-                out[sel] = tmp
 
+def _sample_edge(img: np.ndarray, centers, border: np.ndarray, edge: str, cval, out: np.ndarray) -> None:
+    """Patches ``out[border]`` of points whose patch leaves the image, extended by ``edge``.
+
+    Explicit index arrays carry the edge mode; ``cval`` None pads with the image's median.
+    """
+    if not border.size:
+        return
+    p = out.shape[1]
+    c = (p - 1) / 2.0
+    fill = float(np.median(img)) if cval is None else float(cval)
+    for s in range(0, border.size, _CHUNK):
+        sel = border[s : s + _CHUNK]
+        start_y = centers[sel, 0] - c
+        start_x = centers[sel, 1] - c
+        y0 = np.floor(start_y)
+        x0 = np.floor(start_x)
+        fy = (start_y - y0).astype(np.float32)
+        fx = (start_x - x0).astype(np.float32)
+        block = _gather_mode(img, y0.astype(np.intp), x0.astype(np.intp), p, edge, fill)
+        _blend_into(block, fy, fx, out, sel)
+
+
+def _blend_into(block: np.ndarray, fy: np.ndarray, fx: np.ndarray, out: np.ndarray, sel: np.ndarray) -> None:
+    """``_blend`` into the scattered rows ``out[sel]`` (through a temporary)."""
+    tmp = np.empty((sel.size, *out.shape[1:]), np.float32)
+    _blend(block, fy, fx, tmp)
+    out[sel] = tmp
+
+
+def _normalize(out: np.ndarray, normalize: str) -> None:
+    """Normalise the stack in place (see ``extract_patches``' ``normalize``)."""
     if normalize == "patch":
-        for s in range(0, m, _CHUNK):
+        for s in range(0, out.shape[0], _CHUNK):
             _normalize_patchwise(out[s : s + _CHUNK])
-    elif normalize in ("global", "minmax") and m:
+    elif normalize in ("global", "minmax") and out.shape[0]:
         _normalize_stack(out, normalize)
-
-    return PatchSet(patches=out, centers=centers, kept=kept, dropped=dropped, patch_size=p)
 
 
 def _is_range(sel: np.ndarray) -> bool:

@@ -11,6 +11,7 @@ Pure core: no Qt, no napari.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ __all__ = [
 
 PLAIN_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TIFF_EXTENSIONS = (".tif", ".tiff")
-BUILTIN_EXTENSIONS = (".npy",) + PLAIN_IMAGE_EXTENSIONS + TIFF_EXTENSIONS
+BUILTIN_EXTENSIONS = (".npy", *PLAIN_IMAGE_EXTENSIONS, *TIFF_EXTENSIONS)
 # extension -> (rsciio submodule, format name)
 _ROSETTA = {
     ".dm3": ("digitalmicrograph", "Gatan DigitalMicrograph"),
@@ -330,6 +331,13 @@ def _read_rosetta(p: Path, ext: str) -> list[ImageData]:
     return out
 
 
+def _signal_name(stem: str, title: str, index: int, n_sig: int) -> str:
+    """The layer name of one signal: the file's stem, with the signal's title or number where it has one."""
+    if title and title != stem:
+        return f"{stem} - {title}"
+    return stem if n_sig == 1 else f"{stem} [{index}]"
+
+
 def _signal_title(sig: dict) -> str:
     md = sig.get("metadata") or {}
     general = md.get("General", {}) if isinstance(md, dict) else {}
@@ -375,10 +383,7 @@ def _from_rsciio_dict(p: Path, sig: dict, fmt: str, index: int, n_sig: int) -> I
     if len(units) >= 2 and units[-2] != units[-1]:
         unit = units[-1] or units[-2]
     title = _signal_title(sig)
-    if title and title != p.stem:
-        name = f"{p.stem} - {title}"
-    else:
-        name = p.stem if n_sig == 1 else f"{p.stem} [{index}]"
+    name = _signal_name(p.stem, title, index, n_sig)
     md = {
         "path": str(p),
         "format": fmt,
@@ -472,10 +477,8 @@ def write_tiff(path, image, pixel_size: float | None = None, unit: str | None = 
         tifffile.imwrite(tmp, arr, imagej=True, metadata=metadata, **kwargs)
         os.replace(tmp, p)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):  # the failure that got us here is the one to report
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     return p
 

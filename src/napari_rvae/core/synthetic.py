@@ -18,6 +18,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
+    "LatticeOptions",
     "SyntheticLattice",
     "make_lattice",
     "make_rotated_shapes",
@@ -146,58 +147,22 @@ def _bend(points, angle, shape, bend_deg: float):
     return bent, angle + np.rad2deg(alpha)
 
 
-def make_lattice(
-    shape=(512, 512),
-    spacing: float = 12.0,
-    grains=None,
-    *,
-    lattice: str = "square",
-    sigma: float = 1.8,
-    satellite_distance: float = 0.33,
-    satellite_amplitude: float = 0.45,
-    second_species: str = "sublattice",
-    second_fraction: float = 0.15,
-    second_amplitude: float = 1.5,
-    second_elongation: float = 1.6,
-    region_radius: float | None = None,
-    bend_deg: float = 0.0,
-    jitter: float = 0.3,
-    background: float = 0.1,
-    dose: float | None = 200.0,
-    noise_sigma: float = 0.03,
-    pixel_size: float = 0.25,
-    unit: str = "Å",
-    seed: int | None = 0,
-) -> SyntheticLattice:
-    """Make a synthetic atom-resolved polycrystal with known atom orientations.
+@dataclass(frozen=True)
+class LatticeOptions:
+    """How :func:`make_lattice` draws the lattice, its motif, its second species and its noise.
 
-    Each lattice site holds a *motif* that is not rotationally symmetric: the
-    main atom column (a Gaussian) plus a weaker "satellite" column at
-    ``satellite_distance * spacing`` along the grain orientation (a dumbbell).
-    Rotating a grain therefore rotates the content of the patch cut around each
-    atom, which is what the rVAE must recover. The space is split into Voronoi
-    grains around the seeds in ``grains``, each with its own orientation.
-
-    A second species, brighter and elongated along the grain orientation, sits
-    either on a checkerboard sublattice (``second_species="sublattice"``), in a
-    disk in the middle of the image (``"region"``), on a random
-    ``second_fraction`` of the sites (``"random"``) or nowhere (``"none"``).
+    Every field is a keyword of :func:`make_lattice`.
 
     Parameters
     ----------
-    shape : (int, int)
-        Image shape (H, W) in pixels.
-    spacing : float
-        Lattice constant in pixels.
-    grains : sequence of (y, x, angle_deg), optional
-        Grain seeds in pixel coordinates and their orientations (degrees CCW as
-        displayed). By default three grains at 0°, 30° and -55°.
     lattice : {"square", "hexagonal"}
     sigma : float
         Gaussian width of the main atom, pixels.
     satellite_distance, satellite_amplitude : float
         Position (in lattice constants) and relative brightness of the satellite.
     second_species : {"sublattice", "region", "random", "none"}
+        Where the second species sits: a checkerboard sublattice, a disk in the
+        middle of the image, a random ``second_fraction`` of the sites, nowhere.
     second_fraction : float
         Share of the sites that hold the second species with ``"random"``.
     second_amplitude, second_elongation : float
@@ -224,7 +189,56 @@ def make_lattice(
     pixel_size : float
         Calibration stored in the result (``unit`` per pixel).
     unit : str
+    """
+
+    lattice: str = "square"
+    sigma: float = 1.8
+    satellite_distance: float = 0.33
+    satellite_amplitude: float = 0.45
+    second_species: str | None = "sublattice"
+    second_fraction: float = 0.15
+    second_amplitude: float = 1.5
+    second_elongation: float = 1.6
+    region_radius: float | None = None
+    bend_deg: float = 0.0
+    jitter: float = 0.3
+    background: float = 0.1
+    dose: float | None = 200.0
+    noise_sigma: float = 0.03
+    pixel_size: float = 0.25
+    unit: str = "Å"
+
+
+def make_lattice(
+    shape=(512, 512), spacing: float = 12.0, grains=None, *, seed: int | None = 0, **options
+) -> SyntheticLattice:
+    """Make a synthetic atom-resolved polycrystal with known atom orientations.
+
+    Each lattice site holds a *motif* that is not rotationally symmetric: the
+    main atom column (a Gaussian) plus a weaker "satellite" column at
+    ``satellite_distance * spacing`` along the grain orientation (a dumbbell).
+    Rotating a grain therefore rotates the content of the patch cut around each
+    atom, which is what the rVAE must recover. The space is split into Voronoi
+    grains around the seeds in ``grains``, each with its own orientation. A
+    second species, brighter and elongated along the grain orientation, sits
+    where ``second_species`` says.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (H, W) in pixels.
+    spacing : float
+        Lattice constant in pixels.
+    grains : sequence of (y, x, angle_deg), optional
+        Grain seeds in pixel coordinates and their orientations (degrees CCW as
+        displayed). By default three grains at 0°, 30° and -55°.
     seed : int or None
+    **options
+        Any field of :class:`LatticeOptions`, by keyword: ``lattice``,
+        ``sigma``, ``satellite_distance``, ``satellite_amplitude``,
+        ``second_species``, ``second_fraction``, ``second_amplitude``,
+        ``second_elongation``, ``region_radius``, ``bend_deg``, ``jitter``,
+        ``background``, ``dose``, ``noise_sigma``, ``pixel_size``, ``unit``.
 
     Returns
     -------
@@ -238,26 +252,76 @@ def make_lattice(
     >>> bool(np.allclose(lat.angle_deg, 20.0))
     True
     """
+    opts = LatticeOptions(**options)
+    shape = _check_lattice_shape(shape)
+    _check_lattice_options(opts, spacing)
+    grains = _check_grains(grains, shape)
+    rng = np.random.default_rng(seed)
+    points, angle, grain, parity = _grain_sites(shape, spacing, grains, opts.lattice)
+    if len(grains) > 1 and len(points):
+        keep = _uncrowded_columns(points, grain, spacing)
+        points, angle, grain, parity = points[keep], angle[keep], grain[keep], parity[keep]
+    if opts.bend_deg:
+        points, angle = _bend(points, angle, shape, opts.bend_deg)
+    points = points + rng.normal(0.0, opts.jitter, size=points.shape) if opts.jitter > 0 else points
+    species = _second_species(opts, points, parity, shape, rng)
+    clean = opts.background + _render_motifs(shape, points, angle, species, spacing, opts)
+    noisy = _add_noise(clean, opts, rng)
+    inside = _in_raster_order(points, shape)
+    return SyntheticLattice(
+        image=np.asarray(noisy, dtype=np.float32),
+        points=points[inside],
+        angle_deg=wrap_angle(angle[inside]),
+        grain=grain[inside],
+        species=species[inside],
+        pixel_size=float(opts.pixel_size),
+        unit=str(opts.unit),
+        grains=grains,
+        spacing=float(spacing),
+        clean=np.asarray(clean, dtype=np.float32),
+    )
+
+
+def _check_lattice_shape(shape) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in shape)
     except (TypeError, ValueError):
         raise InputError(f"The lattice shape must be two integers (height, width), not {shape!r}.") from None
     if h < 8 or w < 8:
         raise InputError(f"The lattice image must be at least 8 x 8 pixels, not {h} x {w}.")
-    if not spacing > 2 * sigma:
+    return h, w
+
+
+def _check_lattice_options(opts: LatticeOptions, spacing: float) -> None:
+    if not spacing > 2 * opts.sigma:
         raise InputError(
-            f"The lattice spacing ({spacing} px) must be larger than twice the atom width ({sigma} px)."
+            f"The lattice spacing ({spacing} px) must be larger than twice the atom width ({opts.sigma} px)."
         )
-    if second_species not in ("sublattice", "region", "random", "none", None):
-        raise InputError(f"second_species must be 'sublattice', 'region', 'random' or 'none', not {second_species!r}.")
-    if second_species == "random" and not 0.0 <= second_fraction <= 1.0:
-        raise InputError(f"second_fraction must lie in [0, 1], not {second_fraction!r}.")
+    if opts.second_species not in ("sublattice", "region", "random", "none", None):
+        raise InputError(
+            f"second_species must be 'sublattice', 'region', 'random' or 'none', not {opts.second_species!r}."
+        )
+    if opts.second_species == "random" and not 0.0 <= opts.second_fraction <= 1.0:
+        raise InputError(f"second_fraction must lie in [0, 1], not {opts.second_fraction!r}.")
+
+
+def _check_grains(grains, shape) -> tuple:
+    """The grains as ``(y, x, angle_deg)`` float triples; the default three where None."""
     if grains is None:
-        grains = _default_grains((h, w))
+        grains = _default_grains(shape)
     grains = tuple((float(g[0]), float(g[1]), float(g[2])) for g in grains)
     if not grains:
         raise InputError("At least one grain (y, x, angle_deg) is needed.")
-    rng = np.random.default_rng(seed)
+    return grains
+
+
+def _grain_sites(shape, spacing: float, grains: tuple, lattice: str):
+    """Every grain's lattice sites inside its Voronoi cell (and a spacing beyond the image).
+
+    Returns the sites' ``(y, x)``, their grain's angle, their grain index and
+    their checkerboard parity (which sublattice they are on).
+    """
+    h, w = shape
     seeds = np.array([[g[0], g[1]] for g in grains])
     a1, a2 = _lattice_vectors(lattice)
     diag = float(np.hypot(h, w))
@@ -285,71 +349,72 @@ def make_lattice(
         ang.append(np.full(mine.sum(), gang))
         grn.append(np.full(mine.sum(), k))
         par.append(parity[mine])
-    points = np.concatenate(pts)
-    angle = np.concatenate(ang)
-    grain = np.concatenate(grn).astype(int)
-    parity = np.concatenate(par)
+    return np.concatenate(pts), np.concatenate(ang), np.concatenate(grn).astype(int), np.concatenate(par)
 
-    # At grain boundaries, drop columns that crowd a column of another grain.
-    if len(grains) > 1 and len(points):
-        from scipy.spatial import cKDTree
 
-        tree = cKDTree(points)
-        pairs = tree.query_pairs(0.7 * spacing, output_type="ndarray")
-        keep = np.ones(len(points), dtype=bool)
-        for p, q in pairs:
-            if keep[p] and keep[q] and grain[p] != grain[q]:
-                keep[q] = False
-        points, angle, grain, parity = points[keep], angle[keep], grain[keep], parity[keep]
+def _uncrowded_columns(points: np.ndarray, grain: np.ndarray, spacing: float) -> np.ndarray:
+    """Mask of the columns to keep: at grain boundaries, drop those that crowd a column of another grain."""
+    from scipy.spatial import cKDTree
 
-    if bend_deg:
-        points, angle = _bend(points, angle, (h, w), bend_deg)
-    points = points + rng.normal(0.0, jitter, size=points.shape) if jitter > 0 else points
-    if second_species == "sublattice":
-        species = parity.astype(int)
-    elif second_species == "region":
-        rad = region_radius if region_radius is not None else min(h, w) / 5.0
-        species = (np.hypot(points[:, 0] - h / 2.0, points[:, 1] - w / 2.0) < rad).astype(int)
-    elif second_species == "random":
-        species = (rng.random(len(points)) < second_fraction).astype(int)
-    else:
-        species = np.zeros(len(points), dtype=int)
+    tree = cKDTree(points)
+    pairs = tree.query_pairs(0.7 * spacing, output_type="ndarray")
+    keep = np.ones(len(points), dtype=bool)
+    for p, q in pairs:
+        if keep[p] and keep[q] and grain[p] != grain[q]:
+            keep[q] = False
+    return keep
 
-    # Motif: main column (species 1 brighter and elongated along the orientation)
-    # plus a satellite at satellite_distance * spacing along the orientation.
+
+def _second_species(opts: LatticeOptions, points, parity, shape, rng) -> np.ndarray:
+    """1 where a column is of the second species, else 0."""
+    if opts.second_species == "sublattice":
+        return parity.astype(int)
+    if opts.second_species == "region":
+        h, w = shape
+        rad = opts.region_radius if opts.region_radius is not None else min(h, w) / 5.0
+        return (np.hypot(points[:, 0] - h / 2.0, points[:, 1] - w / 2.0) < rad).astype(int)
+    if opts.second_species == "random":
+        return (rng.random(len(points)) < opts.second_fraction).astype(int)
+    return np.zeros(len(points), dtype=int)
+
+
+def _render_motifs(shape, points, angle, species, spacing: float, opts: LatticeOptions) -> np.ndarray:
+    """The noise-free motifs without background.
+
+    Main column (species 1 brighter and elongated along the orientation) plus a
+    satellite at ``satellite_distance * spacing`` along the orientation.
+    """
     n = len(points)
-    amps = np.where(species == 1, second_amplitude, 1.0)
-    sig_major = np.where(species == 1, sigma * second_elongation, sigma)
+    sigma = opts.sigma
+    amps = np.where(species == 1, opts.second_amplitude, 1.0)
+    sig_major = np.where(species == 1, sigma * opts.second_elongation, sigma)
     sig_minor = np.full(n, sigma)
     uy, ux = _direction(angle)
-    sat = points + satellite_distance * spacing * np.stack([uy, ux], axis=1)
+    sat = points + opts.satellite_distance * spacing * np.stack([uy, ux], axis=1)
     centers = np.concatenate([points, sat])
-    all_amps = np.concatenate([amps, np.full(n, satellite_amplitude)])
+    all_amps = np.concatenate([amps, np.full(n, opts.satellite_amplitude)])
     all_major = np.concatenate([sig_major, np.full(n, 0.8 * sigma)])
     all_minor = np.concatenate([sig_minor, np.full(n, 0.8 * sigma)])
     all_ang = np.concatenate([angle, angle])
-    clean = background + _render((h, w), centers, all_amps, all_major, all_minor, all_ang)
+    return _render(shape, centers, all_amps, all_major, all_minor, all_ang)
 
+
+def _add_noise(clean: np.ndarray, opts: LatticeOptions, rng) -> np.ndarray:
+    """Poisson shot noise at ``dose``, then additive Gaussian noise of ``noise_sigma``."""
     noisy = clean
-    if dose is not None and dose > 0:
-        noisy = rng.poisson(np.clip(clean, 0, None) * dose) / float(dose)
-    if noise_sigma and noise_sigma > 0:
-        noisy = noisy + rng.normal(0.0, noise_sigma, size=noisy.shape)
+    if opts.dose is not None and opts.dose > 0:
+        noisy = rng.poisson(np.clip(clean, 0, None) * opts.dose) / float(opts.dose)
+    if opts.noise_sigma and opts.noise_sigma > 0:
+        noisy = noisy + rng.normal(0.0, opts.noise_sigma, size=noisy.shape)
+    return noisy
 
+
+def _in_raster_order(points: np.ndarray, shape) -> np.ndarray:
+    """Indices of the columns within the image's pixel centres, sorted by y, then x."""
+    h, w = shape
     inimg = (points[:, 0] >= 0) & (points[:, 0] <= h - 1) & (points[:, 1] >= 0) & (points[:, 1] <= w - 1)
     order = np.lexsort((points[inimg, 1], points[inimg, 0]))
-    return SyntheticLattice(
-        image=np.asarray(noisy, dtype=np.float32),
-        points=points[inimg][order],
-        angle_deg=wrap_angle(angle[inimg][order]),
-        grain=grain[inimg][order],
-        species=species[inimg][order],
-        pixel_size=float(pixel_size),
-        unit=str(unit),
-        grains=grains,
-        spacing=float(spacing),
-        clean=np.asarray(clean, dtype=np.float32),
-    )
+    return np.flatnonzero(inimg)[order]
 
 
 def _glyph(size: int) -> np.ndarray:
