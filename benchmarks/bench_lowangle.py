@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from bench_real import MACHINE, circmean, estimate, wrap, write_docs
 from scipy.spatial import cKDTree
 
+from bench_real import MACHINE, circmean, estimate, wrap, write_docs
 from napari_rvae.core.synthetic import make_lattice
 
 TITLE = "## Synthetic small rotations: low-angle grains and bending (issue #17)"

@@ -109,7 +109,7 @@ def main(argv=None):
                  f"{len(ps):,} patches"))
     del ps
 
-    header = "| step | first call (s) | best of %d (s) | peak traced memory, MiB (tracemalloc) | result |" % args.repeat
+    header = f"| step | first call (s) | best of {args.repeat} (s) | peak traced memory, MiB (tracemalloc) | result |"
     lines = [header, "|---|---:|---:|---:|---|"] + ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines)
     print(table)

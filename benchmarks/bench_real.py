@@ -210,7 +210,6 @@ def pyroved_angles(image, pts, args) -> np.ndarray:
     angle in radians, 1-fold; NaN for points whose patch leaves the image.
     """
     from bench_speed import import_pyroved
-
     from napari_rvae.core.patches import extract_patches
 
     pv = import_pyroved()

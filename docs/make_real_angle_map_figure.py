@@ -13,10 +13,9 @@ from pathlib import Path
 from matplotlib.patches import Circle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_real import ANGLES, region_layouts  # noqa: E402
-from make_angle_map_figure import scan_and_angle_map  # noqa: E402
-
-from napari_rvae.core.readers import read_image_file  # noqa: E402
+from bench_real import ANGLES, region_layouts
+from make_angle_map_figure import scan_and_angle_map
+from napari_rvae.core.readers import read_image_file
 
 work = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/bench_real")
 run = work / "regions0-defaults"

@@ -8,7 +8,7 @@ try:
     from importlib.metadata import version as _version
 
     __version__ = _version("napari-rvae")
-except Exception:  # pragma: no cover - running from a source tree without install
+except Exception:  # noqa: BLE001  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
 __all__ = ["__version__"]

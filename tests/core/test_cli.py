@@ -186,7 +186,7 @@ def test_user_mistakes_give_one_clear_line_and_no_output(tmp_path, capsys, setup
         (d / "empty.csv").write_text("")
         (d / "bad.csv").write_text("a,b\n1,2\n")
         pd.DataFrame({"y": [10, 500], "x": [10, 10]}).to_csv(d / "out.csv", index=False)
-    code = run_cli(*[a.format(d=d) for a in args + ["--quiet"]])
+    code = run_cli(*[a.format(d=d) for a in [*args, "--quiet"]])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("napari-rvae: error:") and message in err, err

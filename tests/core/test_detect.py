@@ -72,7 +72,7 @@ def test_refined_positions_clean_within_tenth_pixel():
 def test_refine_positions_from_rough_start(method):
     truth = np.array([[20.3, 30.7], [40.5, 12.25], [55.9, 50.1]])
     img = render((72, 72), truth, 2.2, background=0.3)
-    start = np.rint(truth) + [[0.4, -0.4], [-0.5, 0.5], [0.3, 0.3]]
+    start = np.rint(truth) + np.array([[0.4, -0.4], [-0.5, 0.5], [0.3, 0.3]])
     out = refine_positions(img, start, sigma=2.0, method=method)  # sigma slightly off on purpose
     assert out.shape == (3, 2) and out.dtype == np.float64
     assert np.abs(out - truth).max() < 0.1

@@ -82,7 +82,7 @@ def test_drop_edges_exact():
     assert ps.kept.tolist() == [0, 1, 3, 5, 7]
     assert ps.kept.dtype == np.int64 and ps.dropped.dtype == np.int64
     assert edge_dropped_count(img.shape, pts, p) == 6
-    assert edge_dropped_count((3,) + img.shape, pts, p) == 6
+    assert edge_dropped_count((3, *img.shape), pts, p) == 6
     np.testing.assert_allclose(ps.patches, reference(img, pts[ps.kept], p), atol=1e-5)
     assert ps.summary() == "5 patches of 16 x 16; 6 points within 8 px of the edge dropped"
 

@@ -150,7 +150,7 @@ def test_truncated_tiff(tmp_path):
     p = write_tiff(tmp_path / "t.tif", np.random.default_rng(0).random((64, 64)), 1.0, "nm")
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 3])
-    with pytest.raises(InputError, match="t.tif"):
+    with pytest.raises(InputError, match=r"t\.tif"):
         read_image_file(p)
 
 

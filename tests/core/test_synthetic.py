@@ -109,7 +109,7 @@ def test_rotated_shapes_known_angles():
 def test_rotated_digits():
     p, a, d = make_rotated_digits(n=50, size=28, max_angle=45, seed=0)
     assert p.shape == (50, 28, 28) and p.dtype == np.float32
-    assert 0 <= p.min() and p.max() <= 1 and p.max() > 0.5
+    assert p.min() >= 0 and p.max() <= 1 and p.max() > 0.5
     assert np.all(np.abs(a) <= 45)
     assert d.shape == (50,) and set(d) <= set(range(10))
     # borders stay empty (the digit is padded before rotation)

@@ -150,7 +150,7 @@ def test_loading_never_runs_code(tmp_path):
 
     class Evil:
         def __reduce__(self):
-            return (exec, ("open(%r, 'w').write('pwned')" % str(tmp_path / "pwned"),))
+            return (exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('pwned')",))
 
     path = tmp_path / "evil.pt"
     with open(path, "wb") as fh:

@@ -30,7 +30,7 @@ def test_reader_corrupted_file_plain_message(tmp_path):
     p = tmp_path / "broken.tif"
     p.write_bytes(b"not a tiff at all" * 10)
     reader = get_reader(str(p))
-    with pytest.raises(InputError, match="Could not read .*broken.tif"):
+    with pytest.raises(InputError, match=r"Could not read .*broken\.tif"):
         reader(str(p))
 
 
@@ -63,7 +63,7 @@ def test_open_corrupted_file_in_viewer(make_napari_viewer, tmp_path):
     p = tmp_path / "broken.tif"
     p.write_bytes(b"not a tiff at all" * 10)
     viewer = make_napari_viewer()
-    with pytest.raises(Exception, match="Could not read .*broken.tif"):
+    with pytest.raises(Exception, match=r"Could not read .*broken\.tif"):
         viewer.open(str(p), plugin="napari-rvae")
     assert len(viewer.layers) == 0
 

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, fields
 from .errors import InputError
 
 
-
 @dataclass(frozen=True)
 class KindTraits:
     """What a model kind is made of; the one place that says so.
@@ -169,7 +168,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

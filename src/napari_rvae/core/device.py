@@ -19,7 +19,7 @@ def available_devices() -> list[str]:
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         names.append("mps")
-    return names + ["cpu"]
+    return [*names, "cpu"]
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:

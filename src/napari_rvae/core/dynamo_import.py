@@ -47,7 +47,7 @@ def import_dynamo_safely() -> None:
             sys.setdlopenflags(flags | deep)
             try:
                 import triton  # noqa: F401
-            except Exception:  # a broken triton: torch decides below whether it can do without
+            except Exception:  # noqa: BLE001 - a broken triton: torch decides below whether it can do without
                 pass
             finally:
                 sys.setdlopenflags(flags)

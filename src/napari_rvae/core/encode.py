@@ -93,7 +93,7 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
                 yb = F.one_hot(torch.as_tensor(labels[start : start + batch_size], device=dev), cfg.n_classes).float()
             try:
                 post = model.posterior(model.normalize(xb), yb)
-            except Exception as exc:  # noqa: BLE001 - out of memory: halve the batch; anything else re-raised
+            except Exception as exc:  # out of memory: halve the batch; anything else re-raised
                 if not is_out_of_memory(exc) or batch_size == 1:
                     raise
                 free_cached_memory(dev)

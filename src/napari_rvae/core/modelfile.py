@@ -69,7 +69,7 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
         raise InputError(f"Model file not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated or foreign files
         raise InputError(f"{path} is not a readable napari-rvae model file ({type(exc).__name__}).") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path} is not a napari-rvae model file.")
@@ -93,7 +93,7 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
         model.load_state_dict(state)
     except InputError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any mismatch of shapes, keys or types means a damaged file
         raise InputError(f"{path} is damaged: its contents do not match a napari-rvae model ({exc}).") from None
     model.to(device).eval()
     return model, extra

@@ -27,11 +27,11 @@ from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
 from .points_io import read_points_csv
 from .readers import read_first_image
-from .train import drive
 from .report import (  # the one builder of report.json (also the widget's)
     checks_report,
     training_report,
 )
+from .train import drive
 
 MODEL_FILE = "model.pt"
 POINTS_FILE = "points.csv"

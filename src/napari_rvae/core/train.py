@@ -238,7 +238,7 @@ def _new_model(raw: torch.Tensor, model_config: ModelConfig, seed: int, device) 
     try:
         model.fit_alignment(model.normalize(raw), seed=seed)
         return model, model_config, None
-    except Exception as exc:  # noqa: BLE001 - numerical trouble on unforeseen data must not end the run
+    except Exception as exc:  # numerical trouble on unforeseen data must not end the run
         log.debug("Coarse alignment failed; training the rVAE alone", exc_info=exc)
         model_config = replace(model_config, alignment="none")
         model = RVAE(model_config).to(device)
@@ -258,7 +258,7 @@ def _graph_targets(x_all, lab, model_config: ModelConfig, train_config: TrainCon
         found = graph_classes(central(x_all.reshape(n, p, -1), window), model_config.n_classes, labels=lab,
                               symmetry=1 if window else model_config.symmetry, seed=train_config.seed)
         return torch.as_tensor(found, device=x_all.device)
-    except Exception as exc:  # noqa: BLE001 - the class head can learn from the ELBO alone
+    except Exception as exc:  # the class head can learn from the ELBO alone
         notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
                      "the class head learned from the ELBO alone.")
         log.debug("graph_classes failed", exc_info=exc)
@@ -352,7 +352,7 @@ def _epoch(loop: _Loop, epoch: int, epochs: int, kl_scale: float, stop, device):
             loop.optim.zero_grad(set_to_none=True)
             loss.backward()
             loop.optim.step()
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
+        except Exception as exc:  # only out-of-memory is handled; the rest re-raised
             if not is_out_of_memory(exc):
                 raise
             loop.optim.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ each kind wins, so only its result is drawn.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -204,10 +205,8 @@ class ExplorerWidget(JobWidget):
         if layer is self._layer:
             return
         if self._layer is not None:
-            try:
+            with contextlib.suppress(TypeError, ValueError, RuntimeError):
                 self._layer.selected_data.events.items_changed.disconnect(self._viewer_selection_changed)
-            except (TypeError, ValueError, RuntimeError):
-                pass
         self._layer = layer
         self.reconstruction = None
         if layer is not None:

@@ -51,7 +51,7 @@ def _napari_unit(unit):
         import pint
 
         pint.get_application_registry().Unit(unit)
-    except Exception:  # pint raises several error types for unknown units
+    except Exception:  # noqa: BLE001 - pint raises several error types for unknown units
         return None
     return unit
 

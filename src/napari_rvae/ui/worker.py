@@ -40,6 +40,7 @@ Contract (what the widgets rely on)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -60,9 +61,9 @@ from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import result_maps
 from napari_rvae.core.image import as_image2d
+from napari_rvae.core.labels import class_codes
 from napari_rvae.core.latent import latent_manifold, reconstruct
 from napari_rvae.core.maps import typical_spacing
-from napari_rvae.core.labels import class_codes
 from napari_rvae.core.patches import extract_patches
 
 from .layers import full_resolution_data, points_in_image_pixels
@@ -361,10 +362,8 @@ class JobWidget(QWidget):
 
     def _unbind(self, job: Job) -> None:
         for signal in (self.destroyed, getattr(QApplication.instance(), "aboutToQuit", None)):
-            try:
+            with contextlib.suppress(TypeError, RuntimeError, AttributeError):
                 signal.disconnect(job.close)
-            except (TypeError, RuntimeError, AttributeError):
-                pass
 
     def close_jobs(self) -> None:
         """Close every job still running: none calls back any more."""
