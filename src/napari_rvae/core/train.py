@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
 
+from .align import CoarseAlignment
+from .angle_sd import calibrate_angle_sd
 from .config import SYMMETRY_AUTO, ModelConfig, TrainConfig
 from .decoder import resolve_compute_dtype
 from .device import resolve_device
@@ -40,7 +42,7 @@ from .memory import free_cached_memory, is_out_of_memory
 from .models import RVAE
 
 StopFlag = Callable[[], bool]
-# Patches that calibrate angle_sd after training (RVAE.calibrate_angle_sd): two encodings of them.
+# Patches that calibrate angle_sd after training (core/angle_sd.py): two encodings of them.
 CALIBRATION_PATCHES = 1000
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ class TrainResult:
                 "error": self.alignment_error,
                 "rotation_range": None,
             }
-        return self.model.alignment_summary()
+        return CoarseAlignment(self.model).summary()
 
     @property
     def patches_per_second(self) -> float:
@@ -261,7 +263,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         model.fit_normalization(raw)
         if model_config.coarse_alignment:
             try:
-                model.fit_alignment(model.normalize(raw), seed=train_config.seed)
+                CoarseAlignment(model).fit(model.normalize(raw), seed=train_config.seed)
             except Exception as exc:  # noqa: BLE001 - numerical trouble on unforeseen data must not end the run
                 alignment_error = f"{type(exc).__name__}: {exc}"
                 log.debug("Coarse alignment failed; training the rVAE alone", exc_info=exc)
@@ -298,7 +300,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
     calib_x = x_all[calib.to(x_all.device)].clone()
     # Science (#6): with coarse alignment the rVAE trains on patches turned by
     # their synchronised angle and only learns what is left (see core/align.py).
-    x_all = model.coarse_align(x_all, inplace=True)[0]
+    x_all = CoarseAlignment(model)(x_all, inplace=True)[0]
     n_cls = model_config.n_classes
     y_all = None
     if lab is not None:
@@ -378,7 +380,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         calib_y = None
         if model_config.class_input and y_all is not None:
             calib_y = F.one_hot(y_all[calib.to(y_all.device)], n_cls).to(calib_x.dtype)
-        model.calibrate_angle_sd(calib_x, calib_y, seed=train_config.seed)
+        calibrate_angle_sd(model, calib_x, calib_y, seed=train_config.seed)
     result.seconds = time.perf_counter() - t0
     return result
 
