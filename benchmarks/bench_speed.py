@@ -50,6 +50,7 @@ import types
 import numpy as np
 import torch
 
+from napari_rvae.core.align import CoarseAlignment
 from napari_rvae.core.circstats import circular_correlation
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.decoder import SpatialDecoder, bf16_is_fast
@@ -191,7 +192,7 @@ def bench_encode(n: int, device: str) -> dict:
     model = RVAE(cfg).to(device)
     model.fit_normalization(torch.as_tensor(x[:1000], device=device))
     # A full reference (2,000 patches), as training on 2,000 or more patches leaves.
-    model.fit_alignment(model.normalize(torch.as_tensor(x[:2000], device=device)))
+    CoarseAlignment(model).fit(model.normalize(torch.as_tensor(x[:2000], device=device)))
     model.eval()
     encode(model, x[:1000], device=device)  # warm-up
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Coarse alignment by angular synchronisation (core/align.py) and its place in the model."""
+"""Coarse alignment by angular synchronisation (core/align/) and its place in the model."""
 
 import json
 
@@ -11,6 +11,7 @@ from napari_rvae.core import ModelConfig, TrainConfig, encode, train
 from napari_rvae.core.align import (
     LIMITED_RANGE_BEYOND,
     LIMITED_RANGE_LOSS,
+    CoarseAlignment,
     angular_spectra,
     build_reference,
     coarse_angles,
@@ -251,7 +252,7 @@ def test_default_model_aligns_and_stores_its_reference(aligned_model, tmp_path):
     assert sign == 1 and err.mean() < 5, err.mean()
     # The decoder draws at angle + angle_residual; the residual is the rVAE's small correction.
     assert list(before.columns)[-1] == "angle_residual" and before["angle_residual"].abs().max() <= 180
-    summary = model.alignment_summary()
+    summary = CoarseAlignment(model).summary()
     assert summary["rotation_range"] == "full" and summary["reference_patches"] == len(x)
     path = save_model(model, tmp_path / "m.pt")
     again, _ = load_model(path)
@@ -274,7 +275,7 @@ def test_model_files_from_before_alignment_load_as_plain_rvae(aligned_model, tmp
     torch.save(payload, path)
     old, _ = load_model(path)
     assert old.config.alignment == "none" and not old.config.coarse_alignment
-    assert old.reference_window is None and old.alignment_summary() is None
+    assert CoarseAlignment(old).window is None and CoarseAlignment(old).summary() is None
     assert old.encoder.n_rotations == 16
     assert len(encode(old, np.stack([glyph(16)] * 2))) == 2
 
@@ -287,7 +288,7 @@ def test_model_files_with_two_range_statistics_still_load(aligned_model, tmp_pat
     payload["state_dict"]["ref_range_test"] = payload["state_dict"]["ref_range_test"][:2]
     torch.save(payload, path)
     old, _ = load_model(path)
-    assert old.alignment_summary()["range_test_beyond"] is None
+    assert CoarseAlignment(old).summary()["range_test_beyond"] is None
     np.testing.assert_allclose(encode(old, x)["angle"], encode(model, x)["angle"], atol=1e-3)
 
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from napari_rvae.core import align, eigen
+from napari_rvae.core import eigen
+from napari_rvae.core.align import stage
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.pipeline import run_train
 from napari_rvae.core.synthetic import make_rotated_shapes
@@ -78,7 +79,7 @@ def test_failed_alignment_continues_with_the_rvae_alone_and_says_so(monkeypatch,
     def broken(*args, **kwargs):
         raise np.linalg.LinAlgError("eigenvalues did not converge")
 
-    monkeypatch.setattr(align, "build_reference", broken)
+    monkeypatch.setattr(stage, "build_reference", broken)
     x, _ = make_rotated_shapes(80, 16, seed=0)
     np.save(tmp_path / "x.npy", x)
     said = []

@@ -8,7 +8,7 @@ import pytest
 
 import napari_rvae.core as core
 
-MODULES = sorted(f"napari_rvae.core.{m.name}" for m in pkgutil.iter_modules(core.__path__))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(core.__path__, "napari_rvae.core."))
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -707,7 +707,7 @@ def check_train_then_encode(case, encode_with):
 
 @profile(20)
 # Found: alignment of constant patches over the full circle raised ArpackError ("Starting vector is
-# zero") from spectral_clusters (core/align.py, spectral.py: fixed there since).
+# zero") from spectral_clusters (core/align/, spectral.py: fixed there since).
 @example(case={"stack": {"n": 5, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0, "range": "full"},
                "model": {**TINY_RVAE, "rotation_range": "full"}, "train": ONE_STEP}, encode_with="same")
 # Typical data at the size limit (small generated examples come first): 300 lattice patches.

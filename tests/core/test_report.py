@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from napari_rvae.core.align import CoarseAlignment
 from napari_rvae.core.analysis import analyse_iter, apply_model
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.errors import InputError
@@ -73,7 +74,7 @@ def test_run_train_report_keeps_every_key(tmp_path):
     assert set(written["files"]) >= {"model.pt", "points.csv", "report.json"}
     assert all((out / name).is_file() for name in written["files"])
     model, _ = load_model(out / "model.pt")
-    assert written["alignment"] == model.alignment_summary()  # the saved model's own summary
+    assert written["alignment"] == CoarseAlignment(model).summary()  # the saved model's own summary
     assert find_report(out / "model.pt") == written  # a CLI run's model finds its report
 
 

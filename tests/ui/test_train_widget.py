@@ -10,6 +10,7 @@ from napari.utils import progress
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 
+from napari_rvae.core.align import CoarseAlignment
 from napari_rvae.core.analysis import apply_model
 from napari_rvae.core.config import ModelConfig
 from napari_rvae.core.detect import detect_atoms
@@ -463,7 +464,7 @@ def test_saved_model_has_the_runs_report(make_napari_viewer, qtbot, lattice, tmp
     assert {k: report["train_config"][k] for k in ("epochs", "batch_size", "device")} == {
         "epochs": 3, "batch_size": 16, "device": "cpu"}
     assert report["device"] == "cpu"
-    assert report["alignment"] == widget.model.alignment_summary()
+    assert report["alignment"] == CoarseAlignment(widget.model).summary()
     assert report["epochs_run"] == 3 and report["stopped_early"] is False
     assert len(report["loss_per_epoch"]) == 3 and report["final_loss"] == report["loss_per_epoch"][-1]
     trained = len(run_points(viewer, "scan rvae").features)
@@ -513,12 +514,12 @@ def test_changing_the_labels_column_during_training_keeps_the_one_trained_on(
 
 
 def test_failed_alignment_is_said_in_the_status_line(make_napari_viewer, qtbot, lattice, monkeypatch, messages):
-    from napari_rvae.core import align
+    from napari_rvae.core.align import stage
 
     def broken(*args, **kwargs):
         raise FloatingPointError("the synchronised angles are not finite")
 
-    monkeypatch.setattr(align, "build_reference", broken)
+    monkeypatch.setattr(stage, "build_reference", broken)
     viewer = make_napari_viewer()
     add_inputs(viewer, lattice)
     _, widget = open_widget(viewer)

@@ -12,7 +12,7 @@ import pandas as pd
 
 # Fewer patches than this rarely synchronise into one consistent reference.
 FEW_PATCHES = 100
-# A median angle_sd (calibrated, core/models.RVAE.calibrate_angle_sd) above this share
+# A median angle_sd (calibrated, core/angle_sd.py) above this share
 # of the period: the map's colours are mostly noise. Measured medians on the MoS2 scan:
 # 0.2 (3-fold, period 120) to 1.8 degrees (6-fold, period 60).
 UNCERTAIN_SHARE = 0.1

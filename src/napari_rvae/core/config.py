@@ -70,7 +70,7 @@ class ModelConfig:
     0 is uniform over the circle (rotations of any size); larger values tie
     the latent angle to small rotations, as the article's rVAE does.
     ``alignment``: ``sync`` turns every patch first by a coarse angle from
-    angular synchronisation of the training patches (``core/align.py``; the
+    angular synchronisation of the training patches (``core/align/``; the
     synchronised reference is stored in the model), and the rVAE learns the
     content and the remaining small rotation; ``none`` is the plain rVAE;
     ``auto`` (default) is ``sync`` with the uniform angle prior (rotations of
@@ -81,7 +81,7 @@ class ModelConfig:
     any size (angle zero arbitrary, shared by patches that match under some
     rotation); ``auto``
     (default) tests which holds for 1-fold content and is ``full`` with
-    ``symmetry`` > 1 (``core/align.py``, step 4).
+    ``symmetry`` > 1 (``core/align/rotation_range.py``).
     ``encoder_rotations``: K rotated copies the encoder reads and pools
     equivariantly (see ``models.Encoder``); 1 is a plain MLP encoder; 0
     (default) picks 1 with coarse alignment or a tied angle prior, and 16

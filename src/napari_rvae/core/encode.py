@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .align import aligned_posterior
 from .errors import InputError
 from .labels import encoding_labels
 from .memory import free_cached_memory, is_out_of_memory
@@ -92,7 +93,7 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
             if cfg.class_input:
                 yb = F.one_hot(torch.as_tensor(labels[start : start + batch_size], device=dev), cfg.n_classes).float()
             try:
-                post = model.posterior(model.normalize(xb), yb)
+                post = aligned_posterior(model, model.normalize(xb), yb)
             except Exception as exc:  # out of memory: halve the batch; anything else re-raised
                 if not is_out_of_memory(exc) or batch_size == 1:
                     raise

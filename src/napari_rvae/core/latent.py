@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .align import aligned_posterior
 from .errors import InputError
 from .models import RVAE
 
@@ -57,7 +58,7 @@ def reconstruct(model: RVAE, patches, *, labels=None) -> np.ndarray:
     try:
         x = torch.as_tensor(np.ascontiguousarray(x_np), device=dev)
         y = _class_onehot(model, labels, len(x), dev) if cfg.class_input else None
-        post = model.posterior(model.normalize(x), y)
+        post = aligned_posterior(model, model.normalize(x), y)
         if cfg.class_latent:
             y = F.one_hot(post["class_prob"].argmax(-1), cfg.n_classes).float()
         angle = torch.rad2deg(post["decoder_angle"]) if cfg.pose_model else None

@@ -25,6 +25,7 @@ so a positive angle is a counter-clockwise rotation as displayed.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pyro
 import pyro.distributions as dist
@@ -32,24 +33,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import align
 from .config import ModelConfig
 from .decoder import SpatialDecoder
+from .rotation import disk, turn_back_grids, turn_vectors, unit_phase
 from .rotation_fold import rotated_first_layer, rotation_operator
 
-# The class head reads rotation-pooled features, which vary little between
-# patches, so its logits start near zero and Adam at lr 1e-3 takes hundreds of
-# steps to make them decisive; a gain on the head is a per-head learning rate.
-# Measured on rotated digits (ssrvae, 10 labels per digit, 1000 patches, 4
-# epochs), with the classifier term of core/train.py: labelled patches 12 %
-# right at gain 1, 74 % at gain 10 (docs/science.md).
+if TYPE_CHECKING:
+    from .align import CoarsePose
+
+# A per-head learning rate for the class head, whose logits start near zero: see docs/science.md#logit_gain
 LOGIT_GAIN = 10.0
 
-# With coarse alignment the rVAE's own rotation comes on top of the
-# synchronised angle, with a prior tied near zero like the reference rVAE's
-# (u ~ N((2, 0), I)). It is a preference, not a bound: on rotated digits the
-# rVAE still turns many patches far from their coarse angle, and lengths 4
-# and 8 measured the same (docs/science.md).
+# Prior length of the rotation vector on top of the coarse angle (tied near zero): see docs/science.md#residual_angle_prior
 RESIDUAL_ANGLE_PRIOR = 2.0
 
 
@@ -62,24 +57,6 @@ def _mlp(n_in: int, width: int, layers: int) -> nn.Sequential:
     for i in range(layers):
         mods += [nn.Linear(n_in if i == 0 else width, width), nn.Tanh()]
     return nn.Sequential(*mods)
-
-
-def rotation_grids(patch_size: int, n_rotations: int) -> torch.Tensor:
-    """Sampling grids (K, P, P, 2) that turn a patch by ``-2 pi k / K``, k = 0..K-1.
-
-    ``F.grid_sample(x, grid[k])`` undoes a counter-clockwise (as displayed)
-    rotation by ``2 pi k / K``; checked against ``skimage.transform.rotate``.
-    """
-    t = -2.0 * math.pi * torch.arange(n_rotations, dtype=torch.float32) / n_rotations
-    c, s = torch.cos(t), torch.sin(t)
-    zero = torch.zeros_like(t)
-    theta = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], -2)
-    return F.affine_grid(theta, (n_rotations, 1, patch_size, patch_size), align_corners=True)
-
-
-def disk_mask(patch_size: int) -> torch.Tensor:
-    """(P*P,) soft-edged disk: what any rotation of the patch keeps inside the frame."""
-    return align.disk(patch_size).reshape(-1)
 
 
 class Encoder(nn.Module):
@@ -133,10 +110,10 @@ class Encoder(nn.Module):
         k = self.n_rotations
         if k > 1:
             ang = 2.0 * math.pi * torch.arange(k, dtype=torch.float32) / k
-            self.register_buffer("grids", rotation_grids(patch_size, k), persistent=False)
-            self.register_buffer("mask", disk_mask(patch_size), persistent=False)
-            self.register_buffer("rot_phase", torch.stack([torch.cos(symmetry * ang), torch.sin(symmetry * ang)], -1), persistent=False)
-            self.register_buffer("shift_phase", torch.stack([torch.cos(ang), torch.sin(ang)], -1), persistent=False)
+            self.register_buffer("grids", turn_back_grids(ang, patch_size), persistent=False)
+            self.register_buffer("mask", disk(patch_size).reshape(-1), persistent=False)
+            self.register_buffer("rot_phase", unit_phase(symmetry * ang), persistent=False)
+            self.register_buffer("shift_phase", unit_phase(ang), persistent=False)
 
     def _init_pose(self, n_pose_scales: int) -> None:
         """Start with a confident pose: a long rotation vector and small pose spreads.
@@ -167,16 +144,10 @@ class Encoder(nn.Module):
             self.__dict__["_rot_op"] = op
         return op
 
-    @staticmethod
-    def _turn(v: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        """Rotate 2-vectors v (B, K, 2) by per-copy angles given as (K, 2) cos/sin."""
-        c, s = phase[:, 0], phase[:, 1]
-        return torch.stack([v[..., 0] * c - v[..., 1] * s, v[..., 0] * s + v[..., 1] * c], -1)
-
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None):
         k = self.n_rotations
         if k > 1:
-            # Speed (#7): the K rotated copies folded into the first layer, one GEMM (see rotation_fold).
+            # Speed: the K rotated copies folded into the first layer, one GEMM (see rotation_fold).
             pre = rotated_first_layer(self.body[0], x, cond, self._rotation_operator(), k)
             h = self.body[2:](torch.tanh(pre))  # (B, K, H)
         else:
@@ -197,8 +168,8 @@ class Encoder(nn.Module):
         e = self.equi(h)
         u, shift = e[..., 0:2], e[..., 2:4]
         if k > 1:
-            u = self._turn(u, self.rot_phase)
-            shift = self._turn(shift, self.shift_phase) if self.translation else shift
+            u = turn_vectors(u, self.rot_phase)
+            shift = turn_vectors(shift, self.shift_phase) if self.translation else shift
         parts_loc = [(w * u).sum(1)]
         parts_scale = [log_scale[:, 0:1].expand(-1, 2)]
         i = 1
@@ -209,11 +180,6 @@ class Encoder(nn.Module):
         parts_loc.append(z_loc)
         parts_scale.append(log_scale[:, i:])
         return torch.cat(parts_loc, -1), torch.exp(torch.cat(parts_scale, -1)), logits
-
-
-def _turn(v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Rotate 2-vectors (B, 2) counter-clockwise by angles (B,)."""
-    return Encoder._turn(v, torch.stack([torch.cos(theta), torch.sin(theta)], -1).to(v.dtype))
 
 
 def encoder_rotations(config: ModelConfig) -> int:
@@ -235,7 +201,9 @@ class RVAE(nn.Module):
     """Encoder + spatial decoder with Pyro ``model``/``guide`` for every kind.
 
     The module also carries the intensity normalisation learned from the
-    training patches, so encoding new patches uses exactly the same scaling.
+    training patches, so encoding new patches uses exactly the same scaling,
+    and the coarse alignment's reference (``ref_*`` buffers), which the
+    alignment stage fits and reads (:class:`~napari_rvae.core.align.CoarseAlignment`).
     """
 
     def __init__(self, config: ModelConfig):
@@ -265,7 +233,8 @@ class RVAE(nn.Module):
             self.decoder.coord.weight.mul_(4.0)
         self.register_buffer("norm_offset", torch.tensor(0.0))
         self.register_buffer("norm_scale", torch.tensor(1.0))
-        # Coarse alignment's synchronised reference (core/align.py): angular
+        # The coarse alignment's synchronised reference, stored here so that model
+        # files carry it; the stage (core/align/stage.py) fits and reads it. Angular
         # spectra as (real, imag) in float16 (a few MB), and their angles.
         # Empty until training fills them.
         self.register_buffer("ref_spectra", torch.zeros(0, 1, 1, 2, dtype=torch.float16))
@@ -276,7 +245,7 @@ class RVAE(nn.Module):
         self.register_buffer("ref_window", torch.tensor(math.pi))
         self.register_buffer("ref_range_test", torch.full((3,), float("nan")))
         # Factor that makes angle_sd cover about 68 % of an angle's own noise
-        # (calibrate_angle_sd); 1 until training measures it.
+        # (core/angle_sd.py); 1 until training measures it.
         self.register_buffer("angle_sd_scale", torch.tensor(1.0))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -285,111 +254,6 @@ class RVAE(nn.Module):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    # --- coarse alignment ---------------------------------------------------
-    def fit_alignment(self, x: torch.Tensor, *, seed: int = 0) -> None:
-        """Synchronise normalised training patches (B, P*P) into the stored reference."""
-        anchors = align.pick_anchors(x.shape[0], align.MAX_ANCHORS, seed=seed).to(x.device)
-        ref = align.build_reference(self._spectra(x[anchors]), symmetry=self.config.symmetry,
-                                    keep=align.REFERENCE_SIZE, rotation_range=self.config.rotation_range, seed=seed)
-        self.ref_spectra = torch.view_as_real(ref.spec).to(torch.float16)
-        self.ref_theta = ref.theta.float()
-        self.ref_window.fill_(math.pi if ref.window is None else ref.window)
-        self.ref_range_test.copy_(torch.tensor([ref.loss, ref.concentration, ref.beyond]))
-
-    @property
-    def reference_window(self) -> float | None:
-        """Half-width (radians) of the stored reference's rotation range; ``None``: the full circle."""
-        window = float(self.ref_window)
-        return None if window >= math.pi / self.config.symmetry else window
-
-    def alignment_summary(self) -> dict | None:
-        """How the coarse alignment measured angles (for reports); ``None`` without one."""
-        if not self.config.coarse_alignment or self.ref_theta.numel() == 0:
-            return None
-        window = self.reference_window
-        loss, concentration, beyond = (float(v) for v in self.ref_range_test)
-        if window is None:
-            text = ("Rotations of any size: the angle's zero is arbitrary (one for all patches that match "
-                    "each other under some rotation).")
-        else:
-            text = (f"Rotations within +/-{math.degrees(window):.0f} deg of a common upright: angles are measured "
-                    "from the mean pose of similar patches.")
-        return {
-            "description": text,
-            "rotation_range": "full" if window is None else "limited",
-            "window_deg": None if window is None else round(math.degrees(window), 3),
-            "range_test_loss": None if math.isnan(loss) else round(loss, 4),
-            "range_test_threshold": align.LIMITED_RANGE_LOSS,
-            "range_test_concentration": None if math.isnan(concentration) else round(concentration, 4),
-            "range_test_min_concentration": align.LIMITED_RANGE_CONCENTRATION,
-            "range_test_beyond": None if math.isnan(beyond) else round(beyond, 4),
-            "range_test_max_beyond": align.LIMITED_RANGE_BEYOND,
-            "reference_patches": int(self.ref_theta.numel()),
-        }
-
-    def _spectra(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.config.patch_size
-        return align.angular_spectra(x.reshape(-1, p, p).float(), self.config.symmetry)
-
-    def coarse_align(self, x: torch.Tensor, chunk: int = 4096, *, inplace: bool = False, spread: bool = False):
-        """``(turned patches (B, P*P), coarse angles (B,) in radians)``; ``(x, None)`` without alignment.
-
-        ``inplace`` overwrites ``x`` (training's own copy: saves its size in memory).
-        ``spread``: a third item, the angles' uncalibrated standard errors
-        (:func:`~napari_rvae.core.align.reference_angles`; ``None`` without alignment).
-        """
-        if not self.config.coarse_alignment or self.ref_theta.numel() == 0:
-            return (x, None, None) if spread else (x, None)
-        p, n = self.config.patch_size, self.config.symmetry
-        ref = torch.view_as_complex(self.ref_spectra.float().contiguous())
-        out, angles, errors = (x if inplace else torch.empty_like(x)), [], []
-        for s in range(0, x.shape[0], chunk):
-            part = x[s : s + chunk]
-            theta, error = align.reference_angles(self._spectra(part), ref, self.ref_theta, symmetry=n,
-                                                  window=self.reference_window, spread=True)
-            out[s : s + chunk] = align.rotate_patches(part.reshape(-1, p, p), theta.to(x.dtype)).reshape(part.shape)
-            angles.append(theta)
-            errors.append(error)
-        return (out, torch.cat(angles), torch.cat(errors)) if spread else (out, torch.cat(angles))
-
-    @torch.no_grad()
-    def calibrate_angle_sd(self, x: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> float:
-        """Scale ``angle_sd`` so that it covers about 68 % of the angle's own noise; returns the factor.
-
-        The noise is measured as issue #17's equivariance check does on a whole
-        image: each patch of ``x`` (normalised, (B, P*P); a sample of the
-        training patches) is turned by a random angle (10-40 % of the period,
-        either sense) and encoded again; ``d = angle(turned) - angle - turn``
-        should be 0. The factor is the 68th percentile of
-        ``|d| / sqrt(sd^2 + sd_turned^2)``, so that about 68 % of such
-        differences lie within their error bar. Measured on the MoS2 scan
-        (``benchmarks/bench_real.py``): the uncalibrated spread of the votes
-        was 2-4 times too large, the rVAE's own posterior spread 6-50 times
-        (docs/science.md).
-        """
-        if not self.config.pose_model or x.shape[0] < 2:
-            return float(self.angle_sd_scale)
-        p, period = self.config.patch_size, 2 * math.pi / self.config.symmetry
-        gen = torch.Generator().manual_seed(seed)
-        size = torch.rand(x.shape[0], generator=gen) * 0.3 + 0.1
-        sense = torch.where(torch.rand(x.shape[0], generator=gen) < 0.5, -1.0, 1.0)
-        turn = (size * sense * period).to(x.device, x.dtype)
-        # No disk: the corners a turn leaves empty lie outside the circle the angle reads,
-        # as with a turned image, where no patch has empty corners.
-        turned = align.rotate_patches(x.reshape(-1, p, p), -turn, mask=False).reshape(x.shape)
-        self.angle_sd_scale.fill_(1.0)
-        before, after = self.posterior(x, y), self.posterior(turned, y)
-        n = self.config.symmetry
-        d = torch.angle(torch.polar(torch.ones_like(turn), n * (after["angle"] - before["angle"] - turn))) / n
-        bar = torch.sqrt(before["angle_sd"] ** 2 + after["angle_sd"] ** 2)
-        ratio = (d.abs() / bar.clamp_min(1e-12)).float()
-        ratio = ratio[torch.isfinite(ratio)]
-        scale = float(torch.quantile(ratio, 0.68)) if ratio.numel() else 1.0
-        if not (math.isfinite(scale) and scale > 0):
-            scale = 1.0
-        self.angle_sd_scale.fill_(scale)
-        return scale
 
     # --- data scaling -------------------------------------------------------
     def fit_normalization(self, patches: torch.Tensor) -> None:
@@ -503,21 +367,19 @@ class RVAE(nn.Module):
 
     # --- deterministic views (no sampling, no training) -----------------------
     @torch.no_grad()
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None, *, aligned: bool = False) -> dict[str, torch.Tensor]:
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                  coarse: CoarsePose | None = None) -> dict[str, torch.Tensor]:
         """Posterior means and spreads for normalised, flattened patches.
 
-        With coarse alignment the patches are first turned by their coarse
-        angle (skip with ``aligned=True`` if they already were); the reported
-        angle, rotation vector and shift are then in the patch's own frame.
-        ``decoder_angle`` is the pose the decoder draws at; ``angle``, the
-        reported one, is the same without alignment and the coarse angle with
-        it (measured the more accurate, docs/science.md), the rVAE's own
+        ``coarse``: the pose the alignment stage turned ``x`` back by
+        (:func:`~napari_rvae.core.align.aligned_posterior` runs both); the
+        reported angle, rotation vector and shift are then in the patch's own
+        frame. ``decoder_angle`` is the pose the decoder draws at; ``angle``,
+        the reported one, is the same without alignment and the coarse angle
+        with it (measured the more accurate, docs/science.md), the rVAE's own
         remaining rotation then being ``residual_angle``.
         """
         cfg = self.config
-        coarse = coarse_error = None
-        if not aligned:
-            x, coarse, coarse_error = self.coarse_align(x, spread=True)
         loc, scale, logits = self.encoder(x, y if cfg.class_input else None)
         out: dict[str, torch.Tensor] = {}
         i = 0
@@ -536,12 +398,12 @@ class RVAE(nn.Module):
                 # Back to the patch's frame: the decoder draws T(R^-1 (c - shift)), so the
                 # patch's pose is the aligned one turned by the coarse angle.
                 out["residual_angle"] = out["angle"]
-                out["decoder_angle"] = out["angle"] + coarse
-                out["angle"] = coarse
-                out["angle_sd"] = coarse_error  # the reported angle's own spread, not the residual's
-                out["u"] = _turn(u, coarse * cfg.symmetry)
+                out["decoder_angle"] = out["angle"] + coarse.angle
+                out["angle"] = coarse.angle
+                out["angle_sd"] = coarse.angle_sd  # the reported angle's own spread, not the residual's
+                out["u"] = turn_vectors(u, unit_phase(coarse.angle * cfg.symmetry).to(u.dtype))
                 if "shift" in out:
-                    out["shift"] = _turn(out["shift"], coarse)
+                    out["shift"] = turn_vectors(out["shift"], unit_phase(coarse.angle).to(out["shift"].dtype))
         if "angle_sd" in out:
             out["angle_sd"] = out["angle_sd"] * self.angle_sd_scale
         out["z"], out["z_sd"] = loc[:, i:], scale[:, i:]

@@ -29,6 +29,8 @@ import pyro
 import torch
 import torch.nn.functional as F
 
+from .align import CoarseAlignment
+from .angle_sd import calibrate_angle_sd
 from .config import SYMMETRY_AUTO, ModelConfig, TrainConfig
 from .decoder import resolve_compute_dtype
 from .device import resolve_device
@@ -40,7 +42,7 @@ from .models import RVAE
 from .objective import Objective
 
 StopFlag = Callable[[], bool]
-# Patches that calibrate angle_sd after training (RVAE.calibrate_angle_sd): two encodings of them.
+# Patches that calibrate angle_sd after training (core/angle_sd.py): two encodings of them.
 CALIBRATION_PATCHES = 1000
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class TrainResult:
                 "error": self.alignment_error,
                 "rotation_range": None,
             }
-        return self.model.alignment_summary()
+        return CoarseAlignment(self.model).summary()
 
     @property
     def patches_per_second(self) -> float:
@@ -236,7 +238,7 @@ def _new_model(raw: torch.Tensor, model_config: ModelConfig, seed: int, device) 
     if not model_config.coarse_alignment:
         return model, model_config, None
     try:
-        model.fit_alignment(model.normalize(raw), seed=seed)
+        CoarseAlignment(model).fit(model.normalize(raw), seed=seed)
         return model, model_config, None
     except Exception as exc:  # numerical trouble on unforeseen data must not end the run
         log.debug("Coarse alignment failed; training the rVAE alone", exc_info=exc)
@@ -302,8 +304,8 @@ def _prepare(x_np, lab, model_config: ModelConfig, train_config: TrainConfig, mo
     calib = torch.randperm(n, generator=torch.Generator().manual_seed(train_config.seed))[:CALIBRATION_PATCHES]
     calib_x = x_all[calib.to(x_all.device)].clone()
     # With coarse alignment the rVAE trains on patches turned by their synchronised angle
-    # and only learns what is left (core/align.py).
-    x_all = model.coarse_align(x_all, inplace=True)[0]
+    # and only learns what is left (core/align/).
+    x_all = CoarseAlignment(model)(x_all, inplace=True)[0]
     labels = None if lab is None else torch.as_tensor(lab, device=device)
     if targets is None and labels is not None:
         targets = labels
@@ -419,12 +421,12 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
 
 
 def _calibrate(model: RVAE, data: _Prepared, seed: int) -> None:
-    """angle_sd's scale, from two encodings of the calibration patches (RVAE.calibrate_angle_sd)."""
+    """angle_sd's scale, from two encodings of the calibration patches (core/angle_sd.py)."""
     calib_y = None
     if data.config.class_input and data.labels is not None:
         calib_y = F.one_hot(data.labels[data.calibration.to(data.labels.device)], data.config.n_classes)
         calib_y = calib_y.to(data.calibration_x.dtype)
-    model.calibrate_angle_sd(data.calibration_x, calib_y, seed=seed)
+    calibrate_angle_sd(model, data.calibration_x, calib_y, seed=seed)
 
 
 def drive(iterator: Generator[Progress, None, object], callback=None):
