@@ -158,7 +158,7 @@ def test_a_small_grain_turned_beyond_the_window_is_not_merged():
     Measured: step 120.5 deg with the full circle; merged into the window before this test existed.
     """
     main = tuple((y, x, 0.0) for y in (90, 290) for x in (90, 290))
-    lat = make_lattice((384, 384), spacing=12, grains=main + ((50, 50, 120.0),), seed=1)
+    lat = make_lattice((384, 384), spacing=12, grains=(*main, (50, 50, 120.0)), seed=1)
     ps = extract_patches(lat.image, lat.points, 24)
     grain = lat.grain[ps.kept] == 4
     assert 0.03 < grain.mean() < 0.08

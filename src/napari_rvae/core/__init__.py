@@ -5,33 +5,27 @@ Pure numpy / torch / pyro / scikit-image. It never imports Qt or napari
 ``pyproject.toml`` check it), so the CLI, scripts and the widgets share it.
 """
 
-from importlib import import_module
+from .config import ModelConfig, TrainConfig
+from .device import available_devices, resolve_device
+from .encode import encode, result_columns
+from .errors import InputError
+from .modelfile import load_model, save_model
+from .models import RVAE
+from .train import Progress, TrainResult, train, train_iter
 
-# Loaded on first use, so that reading a setting (the CLI's choices, core.config) does not import torch.
-_WHERE = {
-    "ModelConfig": "config",
-    "TrainConfig": "config",
-    "available_devices": "device",
-    "resolve_device": "device",
-    "encode": "encode",
-    "result_columns": "encode",
-    "InputError": "errors",
-    "load_model": "modelfile",
-    "save_model": "modelfile",
-    "RVAE": "models",
-    "Progress": "train",
-    "TrainResult": "train",
-    "train": "train",
-    "train_iter": "train",
-}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "RVAE",
+    "InputError",
+    "ModelConfig",
+    "Progress",
+    "TrainConfig",
+    "TrainResult",
+    "available_devices",
+    "encode",
+    "load_model",
+    "resolve_device",
+    "result_columns",
+    "save_model",
+    "train",
+    "train_iter",
+]

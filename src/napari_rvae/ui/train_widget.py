@@ -44,6 +44,7 @@ from napari_rvae.core.config import (
 )
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
+from napari_rvae.core.labels import encoding_labels
 from napari_rvae.core.modelfile import load_model, save_model
 from napari_rvae.core.report import (
     analysis_report,
@@ -464,10 +465,8 @@ class TrainWidget(JobWidget):
             # Patches are cut at the model's own size, whatever the form says now.
             snap = self._snapshot(cfg.patch_size, cfg.kind, cfg.class_input)
             labels, names = snap.labels, snap.class_names
-            if labels is not None and labels.max(initial=-1) >= cfg.n_classes:
-                raise InputError(f"This model knows {cfg.n_classes} classes but the labels column has {len(names)}.")
-            if cfg.class_input and (labels < 0).any():
-                raise InputError(f"A crvae model needs a class for every point; {(labels < 0).sum()} have none.")
+            # Checked here too (as the core checks them), so a misfit is said before any work starts.
+            labels = encoding_labels(labels, cfg, len(snap.points))
         except InputError as err:
             show_warning(f"The model does not fit: {err}")
             return
