@@ -80,7 +80,9 @@ def angle_scores(pred, true, digits=None) -> dict:
     if digits is None:
         rho = abs(circular_correlation(pred, true))
     else:
-        rho = float(np.mean([abs(circular_correlation(pred[digits == d], true[digits == d])) for d in np.unique(digits)]))
+        rho = float(
+            np.mean([abs(circular_correlation(pred[digits == d], true[digits == d])) for d in np.unique(digits)])
+        )
     return {"corr": rho, "err": float(err.mean()), "median": float(np.median(err))}
 
 
@@ -98,12 +100,16 @@ def kmeans_ari(z, digits, seed=0) -> float:
 
 def fit(patches, cfg, epochs, labels=None, seed=0, threads=1, **train_kw):
     t = time.perf_counter()
-    res = train(patches, cfg, TrainConfig(epochs=epochs, seed=seed, device="cpu", threads=threads, **train_kw), labels=labels)
+    res = train(
+        patches, cfg, TrainConfig(epochs=epochs, seed=seed, device="cpu", threads=threads, **train_kw), labels=labels
+    )
     return res, time.perf_counter() - t
 
 
 def per_digit(pred, true, digits) -> str:
-    return " ".join(f"{d}:{abs(circular_correlation(pred[digits == d], true[digits == d])):.2f}" for d in np.unique(digits))
+    return " ".join(
+        f"{d}:{abs(circular_correlation(pred[digits == d], true[digits == d])):.2f}" for d in np.unique(digits)
+    )
 
 
 def _z(table):
@@ -165,8 +171,12 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2000, help="patches per data set")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--class-epochs", type=int, default=None, help="epochs for jrvae/ssrvae (default: --epochs)")
-    ap.add_argument("--part", choices=[*PARTS, "all", "none"], default="all",
-                    help="run one part (parts can run in parallel processes; --write gathers them)")
+    ap.add_argument(
+        "--part",
+        choices=[*PARTS, "all", "none"],
+        default="all",
+        help="run one part (parts can run in parallel processes; --write gathers them)",
+    )
     ap.add_argument("--budget-max", type=int, default=10000, help="largest set for --part budget")
     ap.add_argument("--results", default="/tmp/bench_article", help="folder for each part's rows (JSON)")
     ap.add_argument("--write", action="store_true", help="put the table of every part run so far into docs/science.md")
@@ -210,11 +220,21 @@ def _part_angles(n, ep, args, row):
     sp, sa = make_rotated_shapes(min(n, 1000), size=28, max_angle=180, seed=0)
     res, sec = fit(sp, ModelConfig(**base), ep)
     s = angle_scores(encode(res.model, sp)["angle"].to_numpy(), sa)
-    row(f"one glyph, +/-180 deg, {len(sp)} patches (one offset)", "rvae", f"corr {s['corr']:.3f}, err {s['err']:.1f} deg", sec)
+    row(
+        f"one glyph, +/-180 deg, {len(sp)} patches (one offset)",
+        "rvae",
+        f"corr {s['corr']:.3f}, err {s['err']:.1f} deg",
+        sec,
+    )
 
     res, sec = fit(sp, ModelConfig(alignment="none", **base), ep)
     s = angle_scores(encode(res.model, sp)["angle"].to_numpy(), sa)
-    row(f"one glyph, +/-180 deg, {len(sp)} patches (one offset), no alignment", "rvae", f"corr {s['corr']:.3f}, err {s['err']:.1f} deg", sec)
+    row(
+        f"one glyph, +/-180 deg, {len(sp)} patches (one offset), no alignment",
+        "rvae",
+        f"corr {s['corr']:.3f}, err {s['err']:.1f} deg",
+        sec,
+    )
 
     # --- digits +/-45: one offset ------------------------------------------------------------
     p45, a45, d45 = make_rotated_digits(n, size=28, max_angle=45, seed=0)
@@ -254,18 +274,27 @@ def _part_article(n, ep, args, row):
         if "angle" in table:
             s = angle_scores(table["angle"].to_numpy(), a, d)
             e180 = aligned_errors(table["angle"].to_numpy(), a, groups=d, period=180)[0].mean()
-            value = f"corr {s['corr']:.3f}, err {s['err']:.1f} deg (median {s['median']:.1f}, mod 180: {e180:.1f}); " + value
+            value = (
+                f"corr {s['corr']:.3f}, err {s['err']:.1f} deg (median {s['median']:.1f}, mod 180: {e180:.1f}); "
+                + value
+            )
             if label == "rVAE":
                 pose = angle_scores(table["angle"].to_numpy() + table["angle_residual"].to_numpy(), a, d)
-                value += (f"; per digit {per_digit(table['angle'].to_numpy(), a, d)}; decoder pose: corr "
-                          f"{pose['corr']:.3f}, err {pose['err']:.1f}")
+                value += (
+                    f"; per digit {per_digit(table['angle'].to_numpy(), a, d)}; decoder pose: corr "
+                    f"{pose['corr']:.3f}, err {pose['err']:.1f}"
+                )
         row(f"digits, +/-180 deg, {n} patches (per-digit offsets)", label, value, sec)
     t = time.perf_counter()
     sync = np.rad2deg(coarse_angles(p))
     sec = time.perf_counter() - t
     s = angle_scores(sync, a, d)
-    row(f"digits, +/-180 deg, {n} patches (per-digit offsets)", "sync only",
-        f"corr {s['corr']:.3f}, err {s['err']:.1f} deg (median {s['median']:.1f}); per digit {per_digit(sync, a, d)}", sec)
+    row(
+        f"digits, +/-180 deg, {n} patches (per-digit offsets)",
+        "sync only",
+        f"corr {s['corr']:.3f}, err {s['err']:.1f} deg (median {s['median']:.1f}); per digit {per_digit(sync, a, d)}",
+        sec,
+    )
     fig = figure("digits-180", tables, d, a, models)
     print(f"figure: {fig}")
 
@@ -284,16 +313,35 @@ def _part_classes(n, ep, args, row):
     for graph in (True, False):
         how = "graph targets (default)" if graph else "ELBO only"
         res, sec = fit(p, ModelConfig(kind="jrvae", **ccfg), cep, graph_targets=graph)
-        row(f"digits, +/-180 deg: classes, no labels ({cep} epochs), {how}", "jrvae", f"ARI {ari(d, encode(res.model, p)['class']):.3f}", sec)
+        row(
+            f"digits, +/-180 deg: classes, no labels ({cep} epochs), {how}",
+            "jrvae",
+            f"ARI {ari(d, encode(res.model, p)['class']):.3f}",
+            sec,
+        )
         res, sec = fit(p, ModelConfig(kind="ssrvae", **ccfg), cep, labels=few, graph_targets=graph)
         pred = encode(res.model, p)["class"].to_numpy()
-        row(f"digits, +/-180 deg: classes, 10 labels per digit ({cep} epochs), {how}", "ssrvae",
-            f"ARI {ari(d, pred):.3f} (unlabelled {ari(d[unl], pred[unl]):.3f}, {100 * (pred[unl] == d[unl]).mean():.0f} % right)", sec)
+        row(
+            f"digits, +/-180 deg: classes, 10 labels per digit ({cep} epochs), {how}",
+            "ssrvae",
+            f"ARI {ari(d, pred):.3f} (unlabelled {ari(d[unl], pred[unl]):.3f}, {100 * (pred[unl] == d[unl]).mean():.0f} % right)",
+            sec,
+        )
     t = time.perf_counter()
     found = graph_classes(p, 10)
-    row("digits, +/-180 deg: spectral clustering of the similarity graph alone", "graph", f"ARI {ari(d, found):.3f}", time.perf_counter() - t)
+    row(
+        "digits, +/-180 deg: spectral clustering of the similarity graph alone",
+        "graph",
+        f"ARI {ari(d, found):.3f}",
+        time.perf_counter() - t,
+    )
     res, sec = fit(p, ModelConfig(kind="vae", **base), ep)
-    row(f"digits, +/-180 deg: k-means (10) on the latents ({ep} epochs)", "vae", f"ARI {kmeans_ari(_z(encode(res.model, p)), d):.3f}", sec)
+    row(
+        f"digits, +/-180 deg: k-means (10) on the latents ({ep} epochs)",
+        "vae",
+        f"ARI {kmeans_ari(_z(encode(res.model, p)), d):.3f}",
+        sec,
+    )
 
 
 def _part_budget(n, ep, args, row):
@@ -336,9 +384,13 @@ def _part_ceiling(n, ep, args, row):
             wrong[m] = said[: len(m)] != 1
         best = a + 180.0 * wrong
         s = angle_scores(best, a, d)
-        row(f"digits, +/-180 deg, {size} patches (per-digit offsets), data seed {seed}: supervised ceiling",
-            "SVM", f"corr {s['corr']:.3f}, err {s['err']:.1f} deg; half-turns wrong {100 * wrong.mean():.1f} %; "
-            f"per digit {per_digit(best, a, d)}", time.perf_counter() - t)
+        row(
+            f"digits, +/-180 deg, {size} patches (per-digit offsets), data seed {seed}: supervised ceiling",
+            "SVM",
+            f"corr {s['corr']:.3f}, err {s['err']:.1f} deg; half-turns wrong {100 * wrong.mean():.1f} %; "
+            f"per digit {per_digit(best, a, d)}",
+            time.perf_counter() - t,
+        )
 
 
 def _markdown(rows, meta) -> str:

@@ -31,10 +31,20 @@ def lattice_atoms(n: int, size: int, seed: int = 0):
     yy, xx = np.meshgrid(g, g, indexing="ij")
     centers = np.stack([yy.ravel(), xx.ravel()], 1)[:n] + rng.normal(0, 0.3, (min(n, yy.size), 2))
     m = len(centers)
-    table = pd.DataFrame({"angle": rng.uniform(0, 360, m), "dx": rng.normal(0, 0.2, m), "dy": rng.normal(0, 0.2, m),
-                          "z0": rng.normal(size=m), "z1": rng.normal(size=m), "class": rng.integers(0, 2, m),
-                          "class_prob": rng.uniform(0.5, 1, m), "angle_sd": rng.uniform(0, 5, m),
-                          "z0_sd": rng.uniform(0, 1, m), "z1_sd": rng.uniform(0, 1, m)})
+    table = pd.DataFrame(
+        {
+            "angle": rng.uniform(0, 360, m),
+            "dx": rng.normal(0, 0.2, m),
+            "dy": rng.normal(0, 0.2, m),
+            "z0": rng.normal(size=m),
+            "z1": rng.normal(size=m),
+            "class": rng.integers(0, 2, m),
+            "class_prob": rng.uniform(0.5, 1, m),
+            "angle_sd": rng.uniform(0, 5, m),
+            "z0_sd": rng.uniform(0, 1, m),
+            "z1_sd": rng.uniform(0, 1, m),
+        }
+    )
     return centers.clip(0, size - 1), table
 
 
@@ -86,9 +96,18 @@ def main(argv=None):
         radius = typical_spacing(centers)
         index, t = timed(lambda: nearest_atom_index(shape, centers, radius))
         add("tessellation (nearest atom per pixel, EDT)", t)
-        add("angle map, nearest (from the tessellation)", timed(lambda: angle_map(shape, centers, table["angle"], index=index))[1])
-        add("class map (from the tessellation)", timed(lambda: class_map(shape, centers, table["class"], index=index))[1])
-        add("angle map, smooth (circular Gaussian mean)", timed(lambda: angle_map(shape, centers, table["angle"], mode="smooth", index=index))[1])
+        add(
+            "angle map, nearest (from the tessellation)",
+            timed(lambda: angle_map(shape, centers, table["angle"], index=index))[1],
+        )
+        add(
+            "class map (from the tessellation)",
+            timed(lambda: class_map(shape, centers, table["class"], index=index))[1],
+        )
+        add(
+            "angle map, smooth (circular Gaussian mean)",
+            timed(lambda: angle_map(shape, centers, table["angle"], mode="smooth", index=index))[1],
+        )
         add("orientation arrows", timed(lambda: orientation_vectors(centers, table["angle"]))[1])
 
         def run():
@@ -106,11 +125,16 @@ def main(argv=None):
         camera.center = (0, 500.0, 500.0)
         camera.zoom *= 1.5
         add("next frame after a pan and zoom (interactivity)", timed(frame)[1])
-        add("recolour the points by class", timed(lambda: setattr(pts, "face_color", np.tile([1.0, 0, 0, 1], (n, 1))))[1])
+        add(
+            "recolour the points by class",
+            timed(lambda: setattr(pts, "face_color", np.tile([1.0, 0, 0, 1], (n, 1))))[1],
+        )
     viewer.close()
 
     cpu = platform.processor() or platform.machine()
-    print(f"{n:,} atoms on {args.size} x {args.size} px, median of {args.repeat}; torch threads {torch.get_num_threads()}, {cpu}")
+    print(
+        f"{n:,} atoms on {args.size} x {args.size} px, median of {args.repeat}; torch threads {torch.get_num_threads()}, {cpu}"
+    )
     print()
     print("| step | seconds |")
     print("|---|---:|")

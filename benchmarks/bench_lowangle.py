@@ -86,14 +86,23 @@ def low_angle(kwargs, row, args, folder):
         d, _ = other[g].query(lat.points)
         mine = (lat.grain == g) & (d > args.patch_size / 2) & np.isfinite(angle)
         means.append(circmean(angle[mine], period))
-    errors = {f"{GRAINS[g][2] - GRAINS[0][2]:g}": float(wrap(means[g] - means[0] - (GRAINS[g][2] - GRAINS[0][2]), period))
-              for g in range(1, len(GRAINS))}
+    errors = {
+        f"{GRAINS[g][2] - GRAINS[0][2]:g}": float(wrap(means[g] - means[0] - (GRAINS[g][2] - GRAINS[0][2]), period))
+        for g in range(1, len(GRAINS))
+    }
     return {"errors": errors, "seconds": sec}
 
 
 def bent(kwargs, row, args, folder):
-    lat = make_lattice((192, 384), spacing=12.0, grains=[(96.0, 192.0, 0.0)], bend_deg=BEND, second_species="none",
-                       seed=args.seed, **kwargs)
+    lat = make_lattice(
+        (192, 384),
+        spacing=12.0,
+        grains=[(96.0, 192.0, 0.0)],
+        bend_deg=BEND,
+        second_species="none",
+        seed=args.seed,
+        **kwargs,
+    )
     points = pd.DataFrame(lat.points, columns=["y", "x"])
     angle, sec = run_estimator(row, lat.image, points, folder, args)
     period = row[2]
@@ -106,28 +115,47 @@ def bent(kwargs, row, args, folder):
     profile = [float(diff[which == b].mean()) for b in range(BINS) if (which == b).any()]
     unwrapped = lat.angle_deg[ok] + diff  # the estimate, unwrapped around the truth
     slope = float(np.polyfit(lat.angle_deg[ok], unwrapped, 1)[0])
-    return {"profile": profile, "profile_error": float(np.max(np.abs(profile))), "bend": slope * BEND,
-            "atoms": int(ok.sum()), "seconds": sec}
+    return {
+        "profile": profile,
+        "profile_error": float(np.max(np.abs(profile))),
+        "bend": slope * BEND,
+        "atoms": int(ok.sum()),
+        "seconds": sec,
+    }
 
 
 def markdown(res: dict, args, seconds: float, command: str) -> str:
     steps = [f"{g[2] - GRAINS[0][2]:g}" for g in GRAINS[1:]]
-    head = ["motif", "estimator", *[f"grains {s}° apart: error" for s in steps], "bent 10°: profile error",
-            "bent: measured bend", "time (s)"]
+    head = [
+        "motif",
+        "estimator",
+        *[f"grains {s}° apart: error" for s in steps],
+        "bent 10°: profile error",
+        "bent: measured bend",
+        "time (s)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for motif, rows in res.items():
         for label, r in rows.items():
             la, be = r["low_angle"], r["bent"]
-            cells = [motif, label, *[f"{la['errors'][s]:+.2f}" for s in steps], f"{be['profile_error']:.2f}",
-                     f"{be['bend']:.2f}", f"{la['seconds'] + be['seconds']:.0f}"]
+            cells = [
+                motif,
+                label,
+                *[f"{la['errors'][s]:+.2f}" for s in steps],
+                f"{be['profile_error']:.2f}",
+                f"{be['bend']:.2f}",
+                f"{la['seconds'] + be['seconds']:.0f}",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     today = _dt.date.today().isoformat()
-    note = (f"Measured {today} on a {MACHINE} (torch {torch.__version__}), {seconds / 60:.1f} min in all. "
-            f"Command: `{command}` ({args.epochs} epochs, patch {args.patch_size}, seed {args.seed}). "
-            "Low-angle: four grains at 10, 11, 12 and 15 deg, error of each grain's step from the first (degrees). "
-            f"Bent: orientation rising linearly by {BEND:g} deg across 384 px; profile error: largest of {BINS} "
-            "binned means of angle minus the true local orientation (offset removed); measured bend: fitted slope "
-            f"times {BEND:g}.")
+    note = (
+        f"Measured {today} on a {MACHINE} (torch {torch.__version__}), {seconds / 60:.1f} min in all. "
+        f"Command: `{command}` ({args.epochs} epochs, patch {args.patch_size}, seed {args.seed}). "
+        "Low-angle: four grains at 10, 11, 12 and 15 deg, error of each grain's step from the first (degrees). "
+        f"Bent: orientation rising linearly by {BEND:g} deg across 384 px; profile error: largest of {BINS} "
+        "binned means of angle minus the true local orientation (offset removed); measured bend: fitted slope "
+        f"times {BEND:g}."
+    )
     return "\n".join(lines) + "\n\n" + note
 
 
@@ -151,9 +179,12 @@ def main(argv=None):
             la = low_angle(kwargs, row, args, work / f"low-{slug}")
             be = bent(kwargs, row, args, work / f"bent-{slug}")
             res[motif][row[0]] = {"low_angle": la, "bent": be}
-            print(f"{motif} | {row[0]}: low-angle errors "
-                  + ", ".join(f"{s}: {e:+.2f}" for s, e in la["errors"].items())
-                  + f"; bent: profile error {be['profile_error']:.2f}, bend {be['bend']:.2f}", flush=True)
+            print(
+                f"{motif} | {row[0]}: low-angle errors "
+                + ", ".join(f"{s}: {e:+.2f}" for s, e in la["errors"].items())
+                + f"; bent: profile error {be['profile_error']:.2f}, bend {be['bend']:.2f}",
+                flush=True,
+            )
     seconds = time.perf_counter() - t0
     table_md = markdown(res, args, seconds, command)
     (work / "results.json").write_text(json.dumps({"args": vars(args), "seconds": seconds, **res}, indent=1))

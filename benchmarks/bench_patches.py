@@ -80,8 +80,13 @@ def main(argv=None):
 
     t, df = best_time(lambda: detect_atoms(image), args.repeat)
     rows.append(
-        (f"detect_atoms, {n}x{n} float32, {len(truth):,} columns (sigma estimated, refine com)",
-         f"{t[0]:.2f}", f"{t[1]:.2f}", "", f"{len(df):,} found, {_within(df, truth):.1%} within 0.5 px of a true column")
+        (
+            f"detect_atoms, {n}x{n} float32, {len(truth):,} columns (sigma estimated, refine com)",
+            f"{t[0]:.2f}",
+            f"{t[1]:.2f}",
+            "",
+            f"{len(df):,} found, {_within(df, truth):.1%} within 0.5 px of a true column",
+        )
     )
 
     rng = np.random.default_rng(0)
@@ -99,14 +104,27 @@ def main(argv=None):
         del ps
         mem, ps = peak_mb(lambda: extract_patches(image, pts, args.patch, normalize=normalize))
         rows.append(
-            (f"extract_patches, {args.points:,} points (atom positions, y-sorted), P={args.patch}, "
-             f"normalize={normalize}", f"{t[0]:.2f}", f"{t[1]:.2f}", f"{mem:.0f} (output {out_mb:.0f})", f"{len(ps):,} patches")
+            (
+                f"extract_patches, {args.points:,} points (atom positions, y-sorted), P={args.patch}, "
+                f"normalize={normalize}",
+                f"{t[0]:.2f}",
+                f"{t[1]:.2f}",
+                f"{mem:.0f} (output {out_mb:.0f})",
+                f"{len(ps):,} patches",
+            )
         )
         del ps
     shuffled = rng.permutation(pts)
     t, ps = best_time(lambda: extract_patches(image, shuffled, args.patch), args.repeat)
-    rows.append((f"extract_patches, same points in random order, P={args.patch}", f"{t[0]:.2f}", f"{t[1]:.2f}", "",
-                 f"{len(ps):,} patches"))
+    rows.append(
+        (
+            f"extract_patches, same points in random order, P={args.patch}",
+            f"{t[0]:.2f}",
+            f"{t[1]:.2f}",
+            "",
+            f"{len(ps):,} patches",
+        )
+    )
     del ps
 
     header = f"| step | first call (s) | best of {args.repeat} (s) | peak traced memory, MiB (tracemalloc) | result |"
@@ -115,8 +133,10 @@ def main(argv=None):
     print(table)
     if args.write:
         now = _dt.date.today().isoformat()
-        info = (f"{MACHINE} ({os.cpu_count()} logical CPUs, {platform.processor() or platform.machine()}, "
-                f"Python {platform.python_version()}, numpy {np.__version__})")
+        info = (
+            f"{MACHINE} ({os.cpu_count()} logical CPUs, {platform.processor() or platform.machine()}, "
+            f"Python {platform.python_version()}, numpy {np.__version__})"
+        )
         text = f"""# Benchmarks: atom detection and patch extraction
 
 Measured on {now} on the {info}, shared with other work at the time,

@@ -181,9 +181,23 @@ def estimate(est, image, points: pd.DataFrame, folder: Path, args) -> tuple[np.n
     img_path, pts_path, out = folder / "image.tif", folder / "points.csv", folder / "out"
     write_tiff(img_path, image)
     points[["y", "x"]].to_csv(pts_path, index=False)
-    cmd = [*_cli(), "train", str(img_path), "--points", str(pts_path), "--out", str(out),
-           "--epochs", str(args.epochs), "--patch-size", str(args.patch_size), "--seed", str(args.seed), "--quiet",
-           *cli_args]
+    cmd = [
+        *_cli(),
+        "train",
+        str(img_path),
+        "--points",
+        str(pts_path),
+        "--out",
+        str(out),
+        "--epochs",
+        str(args.epochs),
+        "--patch-size",
+        str(args.patch_size),
+        "--seed",
+        str(args.seed),
+        "--quiet",
+        *cli_args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -251,13 +265,14 @@ def region_layouts(shape, layout: str, radius: float, angles):
     cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
     d = min(cy, cx) - radius - 30.0  # disk and its source inside the inscribed circle, 30 px to spare
     if layout == "single":
-        spots = [(cy, cx)] + [(cy + sy * d / np.sqrt(2), cx + sx * d / np.sqrt(2))
-                              for sy, sx in [(-1, -1), (-1, 1), (1, 1), (1, -1)]]
+        spots = [(cy, cx)] + [
+            (cy + sy * d / np.sqrt(2), cx + sx * d / np.sqrt(2)) for sy, sx in [(-1, -1), (-1, 1), (1, 1), (1, -1)]
+        ]
         if len(angles) > len(spots):
             raise SystemExit(f"--layout single holds at most {len(spots)} regions")
         return [[(a, *spots[i]) for i, a in enumerate(angles)]]
     spots = [(cy - d / np.sqrt(2), cx - d / np.sqrt(2)), (cy + d / np.sqrt(2), cx + d / np.sqrt(2))]
-    return [[(a, *spots[i]) for i, a in enumerate(angles[k:k + 2])] for k in range(0, len(angles), 2)]
+    return [[(a, *spots[i]) for i, a in enumerate(angles[k : k + 2])] for k in range(0, len(angles), 2)]
 
 
 def compose_regions(image, regions, radius, order):
@@ -294,8 +309,10 @@ def part_regions(image, args, log):
         composed = compose_regions(image, regions, args.radius, args.order)
         points = detect_atoms(composed)[["y", "x"]].reset_index(drop=True)
         reference, sets = regions_sets(points, regions, args.radius, image.shape, margin)
-        log(f"regions image {i}: {len(points)} atoms; reference area {len(reference)}; "
-            + ", ".join(f"+{a:g}: {len(s)} of {n_in} in the disk" for (a, _, _), (s, n_in) in zip(regions, sets)))
+        log(
+            f"regions image {i}: {len(points)} atoms; reference area {len(reference)}; "
+            + ", ".join(f"+{a:g}: {len(s)} of {n_in} in the disk" for (a, _, _), (s, n_in) in zip(regions, sets))
+        )
         for (a, ry, rx), (s, n_in) in zip(regions, sets):
             counts[a] = (len(s), n_in)
             # the sample's own rotation of the region's source against the reference area, psi_6 on the unturned image
@@ -316,10 +333,20 @@ def part_regions(image, args, log):
                 rows[label]["turns"][a] = float(measured)
                 rows[label]["errors"][a] = float(wrap(measured - a, period))
                 rows[label]["spread"][a] = circstd(angle[s], period)
-            log(f"  {label}: " + ", ".join(f"+{a:g} -> {rows[label]['turns'][a]:+.2f} (error {rows[label]['errors'][a]:+.2f}, "
-                                             f"spread {rows[label]['spread'][a]:.1f})" for a, _, _ in regions)
-                + f"  [{sec:.0f} s]")
-    return {"rows": rows, "counts": {str(a): c for a, c in counts.items()}, "own_psi6": {str(a): float(v) for a, v in own.items()}}
+            log(
+                f"  {label}: "
+                + ", ".join(
+                    f"+{a:g} -> {rows[label]['turns'][a]:+.2f} (error {rows[label]['errors'][a]:+.2f}, "
+                    f"spread {rows[label]['spread'][a]:.1f})"
+                    for a, _, _ in regions
+                )
+                + f"  [{sec:.0f} s]"
+            )
+    return {
+        "rows": rows,
+        "counts": {str(a): c for a, c in counts.items()},
+        "own_psi6": {str(a): float(v) for a, v in own.items()},
+    }
 
 
 def compose_equivariance(image, angle, order):
@@ -329,7 +356,7 @@ def compose_equivariance(image, angle, order):
     side -= side % 2
     r0, c0 = (h - side) // 2, (w - side) // 2
     turned = turn(image, angle, order)
-    composed = np.hstack([image[r0:r0 + side, :], turned[r0:r0 + side, c0:c0 + side]])
+    composed = np.hstack([image[r0 : r0 + side, :], turned[r0 : r0 + side, c0 : c0 + side]])
     return composed, r0, c0, side
 
 
@@ -346,18 +373,32 @@ def equivariance_pairs(image, args, a):
     # the original half's atoms, in the original frame -> turned frame -> the copy's half
     where = turn_points(yx[left] + [r0, 0.0], a, image.shape) - [r0, c0 - w]
     dist, j = cKDTree(yx[right]).query(where)
-    ok_l = ((yx[left, 0] >= margin) & (yx[left, 0] <= side - 1 - margin)
-            & (yx[left, 1] >= margin) & (yx[left, 1] <= w - 1 - margin))
+    ok_l = (
+        (yx[left, 0] >= margin)
+        & (yx[left, 0] <= side - 1 - margin)
+        & (yx[left, 1] >= margin)
+        & (yx[left, 1] <= w - 1 - margin)
+    )
     match = right[np.minimum(j, len(right) - 1)]
-    ok_r = ((yx[match, 0] >= margin) & (yx[match, 0] <= side - 1 - margin)
-            & (yx[match, 1] >= w + margin) & (yx[match, 1] <= w + side - 1 - margin))
-    in_copy = ((where[:, 0] >= margin) & (where[:, 0] <= side - 1 - margin)
-               & (where[:, 1] >= w + margin) & (where[:, 1] <= w + side - 1 - margin))
+    ok_r = (
+        (yx[match, 0] >= margin)
+        & (yx[match, 0] <= side - 1 - margin)
+        & (yx[match, 1] >= w + margin)
+        & (yx[match, 1] <= w + side - 1 - margin)
+    )
+    in_copy = (
+        (where[:, 0] >= margin)
+        & (where[:, 0] <= side - 1 - margin)
+        & (where[:, 1] >= w + margin)
+        & (where[:, 1] <= w + side - 1 - margin)
+    )
     good = ok_l & ok_r & (dist < 0.25 * nn)
     orig, copy = left[good], match[good]
-    summary = (f"equivariance image {composed.shape}: {len(left)} + {len(right)} atoms; {int((ok_l & in_copy).sum())} "
-               f"original atoms whose counterpart lies inside the copy, {len(orig)} matched (nn distance {nn:.1f} px, "
-               f"match median {np.median(dist[good]):.2f} px)")
+    summary = (
+        f"equivariance image {composed.shape}: {len(left)} + {len(right)} atoms; {int((ok_l & in_copy).sum())} "
+        f"original atoms whose counterpart lies inside the copy, {len(orig)} matched (nn distance {nn:.1f} px, "
+        f"match median {np.median(dist[good]):.2f} px)"
+    )
     return composed, points, orig, copy, summary
 
 
@@ -375,13 +416,25 @@ def part_equivariance(image, args, log):
         diff = diff[fine]
         sd_pair = np.sqrt(sd[orig] ** 2 + sd[copy] ** 2)[fine]
         within = float(np.mean(np.abs(diff) <= sd_pair)) if np.isfinite(sd_pair).all() and len(diff) else None
-        rows[label] = {"symmetry": n, "mean": circmean(diff, period), "spread": circstd(diff, period), "within_sd": within,
-                       "median_sd": float(np.median(sd_pair)) if within is not None else None,
-                       "atoms": int(fine.sum()), "seconds": sec}
+        rows[label] = {
+            "symmetry": n,
+            "mean": circmean(diff, period),
+            "spread": circstd(diff, period),
+            "within_sd": within,
+            "median_sd": float(np.median(sd_pair)) if within is not None else None,
+            "atoms": int(fine.sum()),
+            "seconds": sec,
+        }
         r = rows[label]
-        log(f"  {label}: mean {r['mean']:+.2f}, spread {r['spread']:.2f}, "
-            + (f"within angle_sd {100 * within:.0f} % (median sd of the difference {r['median_sd']:.2f})" if within is not None else "no angle_sd")
-            + f", {r['atoms']} atoms  [{sec:.0f} s]")
+        log(
+            f"  {label}: mean {r['mean']:+.2f}, spread {r['spread']:.2f}, "
+            + (
+                f"within angle_sd {100 * within:.0f} % (median sd of the difference {r['median_sd']:.2f})"
+                if within is not None
+                else "no angle_sd"
+            )
+            + f", {r['atoms']} atoms  [{sec:.0f} s]"
+        )
     return {"rows": rows, "matched": int(len(orig)), "shape": list(composed.shape)}
 
 
@@ -409,23 +462,30 @@ def markdown(res: dict, args, seconds: float, command: str) -> str:
         if reg:
             r = reg["rows"][label]
             errs = [r["errors"][a] if a in r["errors"] else r["errors"][str(a)] for a in angles]
-            cells += [f"{e:+.2f}" for e in errs] + [f"{max(abs(e) for e in errs):.2f}",
-                                                    f"{np.median(list(r['spread'].values())):.1f}"]
+            cells += [f"{e:+.2f}" for e in errs] + [
+                f"{max(abs(e) for e in errs):.2f}",
+                f"{np.median(list(r['spread'].values())):.1f}",
+            ]
             sec += r["seconds"]
         if eq:
             r = eq["rows"][label]
-            cells += [f"{r['mean']:+.2f}", f"{r['spread']:.2f}",
-                      "n/a" if r["within_sd"] is None else f"{100 * r['within_sd']:.0f} % (sd {r['median_sd']:.2f})"]
+            cells += [
+                f"{r['mean']:+.2f}",
+                f"{r['spread']:.2f}",
+                "n/a" if r["within_sd"] is None else f"{100 * r['within_sd']:.0f} % (sd {r['median_sd']:.2f})",
+            ]
             sec += r["seconds"]
         cells.append(f"{sec:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     today = _dt.date.today().isoformat()
-    notes = [f"Measured {today} on a {MACHINE} (torch {torch.__version__}), {seconds / 60:.1f} min in all. "
-             f"Command: `{command}` ({args.epochs} epochs, patch {args.patch_size}, seed {args.seed}, "
-             f"spline order {args.order})."]
+    notes = [
+        f"Measured {today} on a {MACHINE} (torch {torch.__version__}), {seconds / 60:.1f} min in all. "
+        f"Command: `{command}` ({args.epochs} epochs, patch {args.patch_size}, seed {args.seed}, "
+        f"spline order {args.order})."
+    ]
     if reg:
         cnt = reg["counts"]
-        lay = ("all five disks in one image" if args.layout == "single" else "two disks per image")
+        lay = "all five disks in one image" if args.layout == "single" else "two disks per image"
         notes.append(
             f"Regions: the image turned by each angle (degrees, counter-clockwise as displayed) pasted back in disks of "
             f"radius {args.radius:g} px ({lay}); columns: measured turn minus the true one, wrapped into the period "
@@ -436,13 +496,16 @@ def markdown(res: dict, args, seconds: float, command: str) -> str:
             + ", ".join(f"+{float(a):g}: {c[0]} of {c[1]}" for a, c in cnt.items())
             + ". The sample's own rotation of each disk's source against the reference area (psi_6 on the unturned "
             "image), part of every row's error: "
-            + ", ".join(f"+{float(a):g}: {v:+.2f}" for a, v in reg["own_psi6"].items()) + " deg.")
+            + ", ".join(f"+{float(a):g}: {v:+.2f}" for a, v in reg["own_psi6"].items())
+            + " deg."
+        )
     if eq:
         notes.append(
             f"Equivariance: the image beside a copy turned by {args.equi_angle:g} deg ({eq['shape'][0]} x {eq['shape'][1]} px), "
             f"{eq['matched']} atoms matched; mean and spread (std) of angle(copy) - angle(original) - {args.equi_angle:g}; "
             "within angle_sd: share of atoms with |difference| <= sqrt(sd_original^2 + sd_copy^2) (68 % if calibrated), "
-            "with that bound's median.")
+            "with that bound's median."
+        )
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
 
 
@@ -468,14 +531,22 @@ def main(argv=None):
     ap.add_argument("--angles", type=float, nargs="+", default=list(ANGLES), help="turns of the regions (degrees)")
     ap.add_argument("--radius", type=float, default=150.0, help="radius of each pasted disk (px)")
     ap.add_argument("--equi-angle", type=float, default=EQUI_ANGLE, help="turn of the copy in the equivariance check")
-    ap.add_argument("--layout", choices=["single", "pairs"], default="single",
-                    help="single: every region in one image; pairs: two regions per image, as in issue #17")
+    ap.add_argument(
+        "--layout",
+        choices=["single", "pairs"],
+        default="single",
+        help="single: every region in one image; pairs: two regions per image, as in issue #17",
+    )
     ap.add_argument("--order", type=int, default=3, help="spline order of scipy.ndimage.rotate")
     ap.add_argument("--workdir", default="/tmp/bench_real", help="composed images, points, CLI outputs, results.json")
     ap.add_argument("--write-docs", action="store_true", help="put the table into docs/science.md")
-    ap.add_argument("--estimator", action="append", metavar="ARGS",
-                    help="instead of the default rows: the CLI's train arguments of one row (repeatable), e.g. "
-                         "'--symmetry 6 --rotation-range full'; 'psi6' for psi_6")
+    ap.add_argument(
+        "--estimator",
+        action="append",
+        metavar="ARGS",
+        help="instead of the default rows: the CLI's train arguments of one row (repeatable), e.g. "
+        "'--symmetry 6 --rotation-range full'; 'psi6' for psi_6",
+    )
     args = ap.parse_args(argv)
     if args.estimator:
         ESTIMATORS[:] = [custom_estimator(text) for text in args.estimator]
@@ -496,7 +567,9 @@ def main(argv=None):
         res[part] = globals()[f"part_{part}"](image, args, log)
     seconds = time.perf_counter() - t0
     table_md = markdown(res, args, seconds, command)
-    (Path(args.workdir) / "results.json").write_text(json.dumps({"args": vars(args), "seconds": seconds, **res}, indent=1, default=str))
+    (Path(args.workdir) / "results.json").write_text(
+        json.dumps({"args": vars(args), "seconds": seconds, **res}, indent=1, default=str)
+    )
     print()
     print(table_md)
     if args.write_docs:

@@ -98,8 +98,17 @@ def our_model(cfg: ModelConfig, x: np.ndarray, seed: int) -> RVAE:
 def our_epochs(x, angles, epochs, device, precision, seed=0):
     """Our training, one epoch per ``next()``; returns (final loss, |angle corr.|) at the end."""
     # encoder_rotations=1: the plain MLP encoder, the same as pyroVED's.
-    cfg = ModelConfig(kind="rvae", patch_size=SIZE, latent_dim=2, hidden_dim=WIDTH, hidden_layers=2,
-                      translation=True, encoder_rotations=1, likelihood="bernoulli", alignment="none")
+    cfg = ModelConfig(
+        kind="rvae",
+        patch_size=SIZE,
+        latent_dim=2,
+        hidden_dim=WIDTH,
+        hidden_layers=2,
+        translation=True,
+        encoder_rotations=1,
+        likelihood="bernoulli",
+        alignment="none",
+    )
     model = our_model(cfg, x, seed)
     tc = TrainConfig(epochs=epochs, batch_size=100, lr=1e-3, seed=seed, device=device, precision=precision)
     gen = train_iter(x, cfg, tc, model=model)
@@ -224,8 +233,9 @@ print(json.dumps(dict(n=n, steps=steps, peak_gb=kb * 1024 / 1e9, data_gb=x.nbyte
 
 
 def bench_memory(n: int, steps: int, device: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(n), str(steps), device],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, str(n), str(steps), device], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -238,9 +248,11 @@ def machine_line() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, bf16 native: {bf16_is_fast('cpu')}, "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return (
+        f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, bf16 native: {bf16_is_fast('cpu')}, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
 
 
 def main(argv=None) -> None:
@@ -265,8 +277,10 @@ def main(argv=None) -> None:
         runs = {"napari-rvae (auto: bfloat16 decoder)": [], "napari-rvae (float32)": [], "pyroVED iVAE r+t": []}
         ref_name = "pyroVED iVAE r+t"
         # Warm-up (one-time costs: oneDNN kernels, Pyro's first trace), untimed.
-        warm = {"a": our_epochs(x[:200], angles[:200], 1, args.device, "auto"),
-                "b": our_epochs(x[:200], angles[:200], 1, args.device, "float32")}
+        warm = {
+            "a": our_epochs(x[:200], angles[:200], 1, args.device, "auto"),
+            "b": our_epochs(x[:200], angles[:200], 1, args.device, "float32"),
+        }
         if pv is not None:
             warm["c"] = pyroved_epochs(pv, x[:200], angles[:200], 1, args.device)
         interleaved(warm)
@@ -277,9 +291,11 @@ def main(argv=None) -> None:
         if pv is not None:
             contenders[ref_name] = pyroved_epochs(pv, x, angles, args.epochs, args.device)
         runs = interleaved(contenders)
-        print(f"Training: {args.n} rotated digits {SIZE}x{SIZE} (+/-{args.max_angle:g} deg), batch 100, "
-              f"{args.epochs} epochs, epochs interleaved between the runs; median seconds per epoch; "
-              f"x pyroVED = median over epochs of the paired ratio (same epoch number)\n")
+        print(
+            f"Training: {args.n} rotated digits {SIZE}x{SIZE} (+/-{args.max_angle:g} deg), batch 100, "
+            f"{args.epochs} epochs, epochs interleaved between the runs; median seconds per epoch; "
+            f"x pyroVED = median over epochs of the paired ratio (same epoch number)\n"
+        )
         print("| run | s / epoch | CPU s / epoch | patches / s | x pyroVED | final loss | angle corr. |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         rates = {}
@@ -288,17 +304,23 @@ def main(argv=None) -> None:
             sec = float(np.median(r["wall"]))
             rates[name] = args.n / sec
             ratio = f"{np.median(np.array(ref['wall']) / np.array(r['wall'])):.2f}" if ref else "-"
-            print(f"| {name} | {sec:.2f} | {np.median(r['cpu']):.2f} | {rates[name]:.0f} | {ratio} | "
-                  f"{r['loss']:.1f} | {r['rho']:.3f} |")
+            print(
+                f"| {name} | {sec:.2f} | {np.median(r['cpu']):.2f} | {rates[name]:.0f} | {ratio} | "
+                f"{r['loss']:.1f} | {r['rho']:.3f} |"
+            )
         if not ref:
             print(f"| {ref_name} | not installed | | | | | |")
         macs = decoder_macs_per_patch()
         g32, g16 = matmul_gflops(torch.float32, args.device), matmul_gflops(torch.bfloat16, args.device)
-        print(f"\nDecoder multiply-adds per patch: {macs['forward'] / 1e6:.1f} M forward + "
-              f"{macs['backward'] / 1e6:.1f} M backward = {macs['total'] / 1e6:.1f} M "
-              f"({2 * macs['total'] / 1e9:.3f} GFLOP)")
-        print(f"Matmul rate on ({100 * SIZE * SIZE} x {WIDTH}) @ ({WIDTH} x {WIDTH}): "
-              f"float32 {g32:.0f} GFLOP/s, bfloat16 {g16:.0f} GFLOP/s\n")
+        print(
+            f"\nDecoder multiply-adds per patch: {macs['forward'] / 1e6:.1f} M forward + "
+            f"{macs['backward'] / 1e6:.1f} M backward = {macs['total'] / 1e6:.1f} M "
+            f"({2 * macs['total'] / 1e9:.3f} GFLOP)"
+        )
+        print(
+            f"Matmul rate on ({100 * SIZE * SIZE} x {WIDTH}) @ ({WIDTH} x {WIDTH}): "
+            f"float32 {g32:.0f} GFLOP/s, bfloat16 {g16:.0f} GFLOP/s\n"
+        )
         print("| run | decoder GFLOP/s | of float32 peak | of bfloat16 peak |")
         print("|---|---:|---:|---:|")
         for name, rate in rates.items():
@@ -307,12 +329,16 @@ def main(argv=None) -> None:
         print()
     if not args.skip_encode:
         r = bench_encode(n_enc, args.device)
-        print(f"Encoding {r['n']} patches 32x32 (default model, {r['encoder_rotations']} encoder rotations): "
-              f"{r['seconds']:.2f} s ({r['n'] / r['seconds']:.0f} patches/s)")
+        print(
+            f"Encoding {r['n']} patches 32x32 (default model, {r['encoder_rotations']} encoder rotations): "
+            f"{r['seconds']:.2f} s ({r['n'] / r['seconds']:.0f} patches/s)"
+        )
     if not args.skip_memory:
         r = bench_memory(n_mem, 3, args.device)
-        print(f"Peak RSS training on {r['n']} patches 32x32 ({r['steps']} steps, data {r['data_gb']:.2f} GB): "
-              f"{r['peak_gb']:.2f} GB")
+        print(
+            f"Peak RSS training on {r['n']} patches 32x32 ({r['steps']} steps, data {r['data_gb']:.2f} GB): "
+            f"{r['peak_gb']:.2f} GB"
+        )
 
 
 if __name__ == "__main__":

@@ -32,10 +32,12 @@ def scan_and_angle_map(scan, angle, period, titles, size=(10, 5)):
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "example")
-    fig, _ = scan_and_angle_map(read_image_file(folder / "lattice.tif")[0].data,
-                                read_image_file(folder / "run" / "angle_map.tif")[0].data, 360.0,
-                                ["synthetic polycrystal (grains at 0, 30, -55 deg)",
-                                 "angle of each atom (napari-rvae, 20 epochs)"])
+    fig, _ = scan_and_angle_map(
+        read_image_file(folder / "lattice.tif")[0].data,
+        read_image_file(folder / "run" / "angle_map.tif")[0].data,
+        360.0,
+        ["synthetic polycrystal (grains at 0, 30, -55 deg)", "angle of each atom (napari-rvae, 20 epochs)"],
+    )
     fig.tight_layout()
     out = Path(__file__).parent / "images" / "lattice-angle-map.png"
     fig.savefig(out)

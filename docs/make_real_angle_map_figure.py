@@ -24,11 +24,16 @@ report = json.loads((run / "out" / "report.json").read_text())
 args = json.loads((work / "results.json").read_text())["args"]
 regions = region_layouts(scan.shape, "single", args["radius"], ANGLES)[0]
 
-fig, axes = scan_and_angle_map(scan, read_image_file(run / "out" / "angle_map.tif")[0].data,
-                               360.0 / report["model_config"]["symmetry"],
-                               ["MoS2 HAADF (temul-toolkit), five disks turned and pasted back",
-                                f"angle map, CLI defaults ({report['symmetry']['chosen']}-fold, estimated)"],
-                               size=(11, 5.2))
+fig, axes = scan_and_angle_map(
+    scan,
+    read_image_file(run / "out" / "angle_map.tif")[0].data,
+    360.0 / report["model_config"]["symmetry"],
+    [
+        "MoS2 HAADF (temul-toolkit), five disks turned and pasted back",
+        f"angle map, CLI defaults ({report['symmetry']['chosen']}-fold, estimated)",
+    ],
+    size=(11, 5.2),
+)
 for ax in axes:
     for turn, y, x in regions:
         ax.add_patch(Circle((x, y), args["radius"], fill=False, color="white", lw=1))

@@ -92,8 +92,11 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``napari-rvae`` parser: one subparser per job, options in groups, defaults shown in ``--help``."""
-    p = argparse.ArgumentParser(prog="napari-rvae", description="Rotationally invariant VAEs for atom-resolved images.",
-                                formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="napari-rvae",
+        description="Rotationally invariant VAEs for atom-resolved images.",
+        formatter_class=_HelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"napari-rvae {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,encode,detect,sample}")
     _add_train_parser(sub)
@@ -105,12 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_patch_input(group) -> None:
     """The image (or patch stack) and its atom positions: what train and encode both read."""
-    group.add_argument("input", metavar="INPUT",
-                       help="2-D image (TIFF, PNG, .npy, microscopy formats) or an (N, P, P) patch stack")
-    group.add_argument("--points", metavar="POINTS.csv",
-                       help="atom positions: columns y,x in pixels (or napari's Points CSV)")
-    group.add_argument("--edge", choices=EDGE_MODES, default=None,
-                       help="points whose patch leaves the image: drop them (default, reported) or pad")
+    group.add_argument(
+        "input", metavar="INPUT", help="2-D image (TIFF, PNG, .npy, microscopy formats) or an (N, P, P) patch stack"
+    )
+    group.add_argument(
+        "--points", metavar="POINTS.csv", help="atom positions: columns y,x in pixels (or napari's Points CSV)"
+    )
+    group.add_argument(
+        "--edge",
+        choices=EDGE_MODES,
+        default=None,
+        help="points whose patch leaves the image: drop them (default, reported) or pad",
+    )
 
 
 def _add_quiet(group) -> None:
@@ -121,8 +130,12 @@ def _add_quiet(group) -> None:
 def _add_train_parser(sub) -> None:
     """``train``: options grouped as input, model, rotation, training, output."""
     model, training = ModelConfig(), TrainConfig()
-    t = sub.add_parser("train", help="train a model and encode every patch", formatter_class=_HelpFormatter,
-                       description="Train a model on the patches around the atoms and encode every patch.")
+    t = sub.add_parser(
+        "train",
+        help="train a model and encode every patch",
+        formatter_class=_HelpFormatter,
+        description="Train a model on the patches around the atoms and encode every patch.",
+    )
     inputs = t.add_argument_group("input")
     _add_patch_input(inputs)
     inputs.add_argument("--labels-col", default="label", help="points column holding classes (crvae, ssrvae)")
@@ -140,33 +153,60 @@ def _add_model_options(group, model: ModelConfig, training: TrainConfig) -> None
     group.add_argument("--model", default=model.kind, choices=MODEL_KINDS, help="model kind")
     group.add_argument("--patch-size", type=_positive_int, default=model.patch_size, help="patch side in pixels")
     group.add_argument("--latent-dim", type=_whole_number, default=model.latent_dim, help="content latents")
-    group.add_argument("--translation", action=argparse.BooleanOptionalAction, default=model.translation,
-                       help="infer a sub-pixel shift per patch")
+    group.add_argument(
+        "--translation",
+        action=argparse.BooleanOptionalAction,
+        default=model.translation,
+        help="infer a sub-pixel shift per patch",
+    )
     group.add_argument("--hidden-dim", type=_positive_int, default=model.hidden_dim, help="width of the hidden layers")
     group.add_argument("--hidden-layers", type=_positive_int, default=model.hidden_layers, help="hidden layers")
-    group.add_argument("--classes", type=_count, default=model.n_classes,
-                       help="number of classes (jrvae; crvae/ssrvae infer it)")
+    group.add_argument(
+        "--classes", type=_count, default=model.n_classes, help="number of classes (jrvae; crvae/ssrvae infer it)"
+    )
     group.add_argument("--likelihood", default=model.likelihood, choices=LIKELIHOODS, help="pixel likelihood")
-    group.add_argument("--class-window", type=_class_window, default=training.class_window, metavar="{auto,full,PX}",
-                       help="class models: the central square (pixels) whose similarity finds the classes; auto: "
-                            "4/3 of the atom spacing (the column, not its neighbours); full: the whole patch")
+    group.add_argument(
+        "--class-window",
+        type=_class_window,
+        default=training.class_window,
+        metavar="{auto,full,PX}",
+        help="class models: the central square (pixels) whose similarity finds the classes; auto: "
+        "4/3 of the atom spacing (the column, not its neighbours); full: the whole patch",
+    )
 
 
 def _add_rotation_options(group, model: ModelConfig) -> None:
     """Symmetry, angle prior and coarse alignment."""
-    group.add_argument("--symmetry", type=_symmetry, default=SYMMETRY_AUTO, metavar=_SYMMETRY_METAVAR,
-                       help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n. "
-                            "auto: estimated from the patches (report.json: symmetry)")
-    group.add_argument("--angle-prior", type=float, default=model.angle_prior,
-                       help="0: no prior on the angle; patches are aligned first (see --align, --rotation-range); "
-                            ">0, e.g. 2: the reference rVAE's prior tying each angle near 0, without alignment")
-    group.add_argument("--align", default=model.alignment, choices=ALIGNMENTS,
-                       help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0")
-    group.add_argument("--rotation-range", default=model.rotation_range, choices=ROTATION_RANGES,
-                       help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles "
-                            "measured from the mean pose of similar patches; full = any size, zero arbitrary per "
-                            "shape; auto tests which holds for 1-fold content, full with --symmetry > 1 "
-                            "(report.json: alignment)")
+    group.add_argument(
+        "--symmetry",
+        type=_symmetry,
+        default=SYMMETRY_AUTO,
+        metavar=_SYMMETRY_METAVAR,
+        help="n-fold rotational symmetry of the patches; angles are reported modulo 360/n. "
+        "auto: estimated from the patches (report.json: symmetry)",
+    )
+    group.add_argument(
+        "--angle-prior",
+        type=float,
+        default=model.angle_prior,
+        help="0: no prior on the angle; patches are aligned first (see --align, --rotation-range); "
+        ">0, e.g. 2: the reference rVAE's prior tying each angle near 0, without alignment",
+    )
+    group.add_argument(
+        "--align",
+        default=model.alignment,
+        choices=ALIGNMENTS,
+        help="coarse angles by angular synchronisation before the rVAE: auto = with --angle-prior 0",
+    )
+    group.add_argument(
+        "--rotation-range",
+        default=model.rotation_range,
+        choices=ROTATION_RANGES,
+        help="with alignment: limited = within +/-90 deg (/ symmetry) of a common upright, angles "
+        "measured from the mean pose of similar patches; full = any size, zero arbitrary per "
+        "shape; auto tests which holds for 1-fold content, full with --symmetry > 1 "
+        "(report.json: alignment)",
+    )
 
 
 def _add_training_options(group, training: TrainConfig) -> None:
@@ -176,14 +216,22 @@ def _add_training_options(group, training: TrainConfig) -> None:
     group.add_argument("--lr", type=float, default=training.lr, help="learning rate")
     group.add_argument("--device", default=training.device, help="auto, cpu, cuda, cuda:N or mps")
     group.add_argument("--seed", type=int, default=training.seed, help="random seed (same seed, same results)")
-    group.add_argument("--threads", type=_positive_int, default=training.threads,
-                       help="CPU threads for torch (default: torch's choice)")
+    group.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=training.threads,
+        help="CPU threads for torch (default: torch's choice)",
+    )
 
 
 def _add_encode_parser(sub) -> None:
     """``encode``: the input and the model file, the output folder."""
-    e = sub.add_parser("encode", help="encode patches with a trained model", formatter_class=_HelpFormatter,
-                       description="Encode the patches around the atoms with a model written by 'train'.")
+    e = sub.add_parser(
+        "encode",
+        help="encode patches with a trained model",
+        formatter_class=_HelpFormatter,
+        description="Encode the patches around the atoms with a model written by 'train'.",
+    )
     inputs = e.add_argument_group("input")
     _add_patch_input(inputs)
     inputs.add_argument("--labels-col", default=None, help="class column (crvae models only)")
@@ -204,17 +252,30 @@ def _detect_default(name: str):
 
 def _add_detect_parser(sub) -> None:
     """``detect``: the image, detection settings (defaults those of ``detect_atoms``), the output file."""
-    d = sub.add_parser("detect", help="find atoms (bright or dark features) in an image", formatter_class=_HelpFormatter,
-                       description="Find atom columns: local maxima of a difference-of-Gaussians filter.")
+    d = sub.add_parser(
+        "detect",
+        help="find atoms (bright or dark features) in an image",
+        formatter_class=_HelpFormatter,
+        description="Find atom columns: local maxima of a difference-of-Gaussians filter.",
+    )
     d.add_argument("input", metavar="IMAGE", help="2-D image (TIFF, PNG, .npy, microscopy formats)")
     find = d.add_argument_group("detection")
-    find.add_argument("--sigma", type=float, default=None,
-                      help="feature size in px (default: estimated from the image)")
-    find.add_argument("--min-distance", type=float, default=None,
-                      help="minimum distance between features in px (default: about 1.5 sigma, at least 2)")
-    find.add_argument("--threshold", type=float, default=_detect_default("threshold"), help="relative to the image's contrast, 0..1")
+    find.add_argument(
+        "--sigma", type=float, default=None, help="feature size in px (default: estimated from the image)"
+    )
+    find.add_argument(
+        "--min-distance",
+        type=float,
+        default=None,
+        help="minimum distance between features in px (default: about 1.5 sigma, at least 2)",
+    )
+    find.add_argument(
+        "--threshold", type=float, default=_detect_default("threshold"), help="relative to the image's contrast, 0..1"
+    )
     find.add_argument("--dark", action="store_true", help="find dark features instead of bright ones")
-    find.add_argument("--margin", type=float, default=_detect_default("margin"), help="ignore features this close to the border (px)")
+    find.add_argument(
+        "--margin", type=float, default=_detect_default("margin"), help="ignore features this close to the border (px)"
+    )
     find.add_argument("--no-refine", action="store_true", help="skip sub-pixel refinement")
     out = d.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="POINTS.csv", help="the positions found: columns y, x, strength")
@@ -223,10 +284,15 @@ def _add_detect_parser(sub) -> None:
 
 def _add_sample_parser(sub) -> None:
     """``sample``: which example data set, where, with which seed."""
-    s = sub.add_parser("sample", help="write the bundled example data (generated, no download)",
-                       formatter_class=_HelpFormatter, description="Write example data with known answers.")
-    s.add_argument("name", choices=["lattice", "digits"],
-                   help="lattice: synthetic polycrystal; digits: rotated digits stack")
+    s = sub.add_parser(
+        "sample",
+        help="write the bundled example data (generated, no download)",
+        formatter_class=_HelpFormatter,
+        description="Write example data with known answers.",
+    )
+    s.add_argument(
+        "name", choices=["lattice", "digits"], help="lattice: synthetic polycrystal; digits: rotated digits stack"
+    )
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     _add_quiet(s)
@@ -245,8 +311,15 @@ class _ProgressBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=progress.epochs * progress.steps_per_epoch, unit="step", file=sys.stderr,
-                            dynamic_ncols=True, leave=True, mininterval=0.5, disable=None)
+            self.bar = tqdm(
+                total=progress.epochs * progress.steps_per_epoch,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+                mininterval=0.5,
+                disable=None,
+            )
         done = (progress.epoch - 1) * progress.steps_per_epoch + progress.step
         self.bar.update(done - self.bar.n)
         self.bar.set_postfix_str(f"epoch {progress.epoch}/{progress.epochs} loss {progress.loss:.4g}")
@@ -277,7 +350,12 @@ def _cmd_train(args, say) -> int:
         rotation_range=args.rotation_range,
     )
     train_config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, threads=args.threads,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
         class_window=args.class_window,
     )
     bar = _ProgressBar(args.quiet)
@@ -285,15 +363,25 @@ def _cmd_train(args, say) -> int:
     try:
         with _first_interrupt_stops(stop, say):
             report = run_train(
-                args.input, args.out, model_config=model_config, train_config=train_config, points_path=args.points,
-                labels_col=args.labels_col, edge=args.edge or "drop", on_progress=bar, say=say, stop=stop,
+                args.input,
+                args.out,
+                model_config=model_config,
+                train_config=train_config,
+                points_path=args.points,
+                labels_col=args.labels_col,
+                edge=args.edge or "drop",
+                on_progress=bar,
+                say=say,
+                stop=stop,
             )
     finally:
         bar.close()
     sym = report["symmetry"]
     if sym.get("source") == "estimated":
-        say(f"Symmetry: {sym['chosen']}-fold, estimated from the patches. {sym['reason']} "
-            "Choose another with --symmetry.")
+        say(
+            f"Symmetry: {sym['chosen']}-fold, estimated from the patches. {sym['reason']} "
+            "Choose another with --symmetry."
+        )
     loss = "no epoch finished" if report["final_loss"] is None else f"final loss {report['final_loss']:.4g}"
     how = "stopped early after" if report["stopped_early"] else "for"
     say(
@@ -328,8 +416,9 @@ def _first_interrupt_stops(stop: threading.Event, say):
 def _cmd_encode(args, say) -> int:
     from .core.pipeline import run_encode
 
-    report = run_encode(args.input, args.model, args.out, points_path=args.points, labels_col=args.labels_col,
-                        edge=args.edge, say=say)
+    report = run_encode(
+        args.input, args.model, args.out, points_path=args.points, labels_col=args.labels_col, edge=args.edge, say=say
+    )
     say(f"Encoded {report['n_patches']} patches in {report['seconds']['encode']:.1f} s. Results in {args.out}")
     return 0
 
@@ -346,8 +435,15 @@ def _cmd_detect(args, say) -> int:
     image, img_notes = as_image2d(data.data, name=f"image {Path(args.input).name}")
     for note in notes + img_notes:
         say(note)
-    found = detect_atoms(image, sigma=args.sigma, min_distance=args.min_distance, threshold=args.threshold,
-                         dark=args.dark, margin=args.margin, refine=not args.no_refine)
+    found = detect_atoms(
+        image,
+        sigma=args.sigma,
+        min_distance=args.min_distance,
+        threshold=args.threshold,
+        dark=args.dark,
+        margin=args.margin,
+        refine=not args.no_refine,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(found, out)
@@ -374,16 +470,26 @@ def _cmd_sample(args, say) -> int:
         lat = make_lattice(seed=args.seed)
         write_tiff(out / "lattice.tif", lat.image, pixel_size=lat.pixel_size, unit=lat.unit)
         truth = pd.DataFrame(
-            {"y": lat.points[:, 0], "x": lat.points[:, 1], "angle_true": lat.angle_deg, "grain": lat.grain, "species": lat.species}
+            {
+                "y": lat.points[:, 0],
+                "x": lat.points[:, 1],
+                "angle_true": lat.angle_deg,
+                "grain": lat.grain,
+                "species": lat.species,
+            }
         )
         write_csv_atomic(truth, out / "lattice_points.csv")
-        say(f"Wrote {out / 'lattice.tif'} ({lat.image.shape[0]} x {lat.image.shape[1]}, {lat.pixel_size} {lat.unit}/px) "
-            f"and {out / 'lattice_points.csv'} ({len(truth)} atoms with their true grain angles).")
+        say(
+            f"Wrote {out / 'lattice.tif'} ({lat.image.shape[0]} x {lat.image.shape[1]}, {lat.pixel_size} {lat.unit}/px) "
+            f"and {out / 'lattice_points.csv'} ({len(truth)} atoms with their true grain angles)."
+        )
     else:
         patches, angles, digits = make_rotated_digits(seed=args.seed)
         np.save(out / "digits.npy", patches)
-        write_csv_atomic(pd.DataFrame({"index": np.arange(len(patches)), "angle_true": angles, "digit": digits}),
-                         out / "digits_truth.csv")
+        write_csv_atomic(
+            pd.DataFrame({"index": np.arange(len(patches)), "angle_true": angles, "digit": digits}),
+            out / "digits_truth.csv",
+        )
         say(f"Wrote {out / 'digits.npy'} ({patches.shape[0]} patches of {patches.shape[1]} px) and digits_truth.csv.")
     return 0
 
@@ -400,7 +506,9 @@ def main(argv=None) -> int:
     from .core.errors import InputError
 
     try:
-        return {"train": _cmd_train, "encode": _cmd_encode, "detect": _cmd_detect, "sample": _cmd_sample}[args.command](args, say)
+        return {"train": _cmd_train, "encode": _cmd_encode, "detect": _cmd_detect, "sample": _cmd_sample}[args.command](
+            args, say
+        )
     except InputError as exc:
         print(f"napari-rvae: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

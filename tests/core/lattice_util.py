@@ -55,8 +55,9 @@ def render(shape, points, sigma, *, amplitude=1.0, background=0.1, noise=0.0, se
     return img.astype(dtype)
 
 
-def make_lattice(shape=(256, 256), spacing=12.0, sigma=2.0, *, kind="hex", noise=0.0, seed=0, angle=0.3,
-                 jitter=0.0, border=0.0, **kw):
+def make_lattice(
+    shape=(256, 256), spacing=12.0, sigma=2.0, *, kind="hex", noise=0.0, seed=0, angle=0.3, jitter=0.0, border=0.0, **kw
+):
     """(image, true positions): a noisy lattice image and its column positions."""
     pts = lattice_positions(shape, spacing, kind=kind, angle=angle, jitter=jitter, border=border, seed=seed)
     return render(shape, pts, sigma, noise=noise, seed=seed + 1, **kw), pts

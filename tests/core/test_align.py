@@ -78,7 +78,9 @@ def test_coarse_angles_respect_symmetry():
     cross = (np.exp(-(yy**2) / 4) * (np.abs(xx) < 9) + np.exp(-(xx**2) / 4) * (np.abs(yy) < 9)).clip(0, 1)
     cross = cross + 0.6 * np.exp(-((yy - 5) ** 2 + (xx - 5) ** 2) / 3)  # off-axis blobs: no mirror ambiguity
     cross = cross + 0.6 * np.exp(-((yy + 5) ** 2 + (xx + 5) ** 2) / 3)
-    cross = cross + 0.6 * np.exp(-((yy - 5) ** 2 + (xx + 5) ** 2) / 3) + 0.6 * np.exp(-((yy + 5) ** 2 + (xx - 5) ** 2) / 3)
+    cross = (
+        cross + 0.6 * np.exp(-((yy - 5) ** 2 + (xx + 5) ** 2) / 3) + 0.6 * np.exp(-((yy + 5) ** 2 + (xx - 5) ** 2) / 3)
+    )
     turns = np.random.default_rng(1).uniform(-180, 180, 120)
     stack = np.stack([rotate(cross, a, order=1) for a in turns]).astype(np.float32)
     est = np.rad2deg(coarse_angles(stack, symmetry=4))
@@ -187,8 +189,16 @@ def test_two_species_share_one_zero_over_the_full_circle():
 
     def species_offsets(theta):
         d = np.exp(1j * (np.asarray(theta) - true))
-        return np.array([abs(np.angle(d[(grain == g) & (species == 1)].mean() / d[(grain == g) & (species == 0)].mean(),
-                                      deg=True)) for g in np.unique(grain)])
+        return np.array(
+            [
+                abs(
+                    np.angle(
+                        d[(grain == g) & (species == 1)].mean() / d[(grain == g) & (species == 0)].mean(), deg=True
+                    )
+                )
+                for g in np.unique(grain)
+            ]
+        )
 
     idx, rel, score = rotation_neighbours(angular_spectra(torch.as_tensor(ps.patches)), 10, 64)
     assert np.median(species_offsets(synchronize(idx, rel, score))) > 15  # the problem
@@ -225,8 +235,15 @@ def test_limited_range_respects_symmetry():
 def test_lattice_regions_turned_beyond_the_window_are_not_compressed():
     """6-fold lattice, three regions 0 / 12 / 25 deg: the coarse angles keep the turns (issue #17: 1.7 and -0.6)."""
     grains = [(60, 60, 0.0), (60, 180, 12.0), (180, 120, 25.0)]
-    lat = make_lattice((240, 240), spacing=12, grains=grains, lattice="hexagonal", seed=0, second_species="none",
-                       satellite_amplitude=0.0)
+    lat = make_lattice(
+        (240, 240),
+        spacing=12,
+        grains=grains,
+        lattice="hexagonal",
+        seed=0,
+        second_species="none",
+        satellite_amplitude=0.0,
+    )
     ps = extract_patches(lat.image, lat.points, 24)
     est = np.rad2deg(coarse_angles(ps.patches, symmetry=6))
     grain = lat.grain[ps.kept]
@@ -239,7 +256,9 @@ def test_lattice_regions_turned_beyond_the_window_are_not_compressed():
 @pytest.fixture(scope="module")
 def aligned_model():
     x, true = make_rotated_shapes(300, 16, seed=2)
-    result = train(x, ModelConfig(patch_size=16, hidden_dim=64), TrainConfig(epochs=6, batch_size=50, lr=3e-3, device="cpu"))
+    result = train(
+        x, ModelConfig(patch_size=16, hidden_dim=64), TrainConfig(epochs=6, batch_size=50, lr=3e-3, device="cpu")
+    )
     return x, true, result.model
 
 
@@ -263,8 +282,11 @@ def test_default_model_aligns_and_stores_its_reference(aligned_model, tmp_path):
 
 def test_model_files_from_before_alignment_load_as_plain_rvae(aligned_model, tmp_path):
     """A file without the ``alignment`` key is a plain rVAE (it has no reference)."""
-    model = train(np.stack([glyph(16)] * 20), ModelConfig(patch_size=16, hidden_dim=16, alignment="none"),
-                  TrainConfig(epochs=1, device="cpu")).model
+    model = train(
+        np.stack([glyph(16)] * 20),
+        ModelConfig(patch_size=16, hidden_dim=16, alignment="none"),
+        TrainConfig(epochs=1, device="cpu"),
+    ).model
     path = save_model(model, tmp_path / "old.pt")
     payload = torch.load(path, weights_only=True)
     cfg = json.loads(payload["config"])

@@ -66,8 +66,12 @@ def _degenerate_sets():
 def test_degenerate_data_give_finite_angles_and_a_complete_folder(name, tmp_path):
     x = _degenerate_sets()[name]
     np.save(tmp_path / "x.npy", x)
-    report = run_train(tmp_path / "x.npy", tmp_path / "run", model_config=ModelConfig(patch_size=16, hidden_dim=16),
-                       train_config=TrainConfig(epochs=1, batch_size=20, device="cpu"))
+    report = run_train(
+        tmp_path / "x.npy",
+        tmp_path / "run",
+        model_config=ModelConfig(patch_size=16, hidden_dim=16),
+        train_config=TrainConfig(epochs=1, batch_size=20, device="cpu"),
+    )
     table = pd.read_csv(tmp_path / "run" / "points.csv")
     assert len(table) == len(x)
     assert np.isfinite(table.to_numpy(dtype=float)).all(), table.describe()
@@ -83,8 +87,13 @@ def test_failed_alignment_continues_with_the_rvae_alone_and_says_so(monkeypatch,
     x, _ = make_rotated_shapes(80, 16, seed=0)
     np.save(tmp_path / "x.npy", x)
     said = []
-    report = run_train(tmp_path / "x.npy", tmp_path / "run", model_config=ModelConfig(patch_size=16, hidden_dim=16),
-                       train_config=TrainConfig(epochs=1, batch_size=40, device="cpu"), say=said.append)
+    report = run_train(
+        tmp_path / "x.npy",
+        tmp_path / "run",
+        model_config=ModelConfig(patch_size=16, hidden_dim=16),
+        train_config=TrainConfig(epochs=1, batch_size=40, device="cpu"),
+        say=said.append,
+    )
     assert report["alignment"]["status"] == "failed" and "LinAlgError" in report["alignment"]["error"]
     assert report["model_config"]["alignment"] == "none"
     assert any("alignment failed" in s for s in said)
@@ -97,8 +106,12 @@ def test_one_shape_over_the_full_circle_with_the_cli_defaults(tmp_path):
     """Issue #19's crash case: 2,000 patches of one glyph at every angle."""
     x, true = make_rotated_shapes(2000, 28, seed=0)
     np.save(tmp_path / "glyph.npy", x)
-    report = run_train(tmp_path / "glyph.npy", tmp_path / "run", model_config=ModelConfig(patch_size=28),
-                       train_config=TrainConfig(epochs=1, device="cpu"))
+    report = run_train(
+        tmp_path / "glyph.npy",
+        tmp_path / "run",
+        model_config=ModelConfig(patch_size=28),
+        train_config=TrainConfig(epochs=1, device="cpu"),
+    )
     assert report["alignment"]["rotation_range"] == "full"
     est = pd.read_csv(tmp_path / "run" / "points.csv")["angle"].to_numpy()
     err = np.angle(np.exp(1j * np.deg2rad(est - true)))

@@ -10,8 +10,9 @@ def table(n=500, sd=0.5, flagged=0.0, order=0.9):
     rng = np.random.default_rng(0)
     flags = np.zeros(n, bool)
     flags[: int(flagged * n)] = True
-    return pd.DataFrame({"angle": rng.uniform(0, 60, n), "angle_sd": np.full(n, sd), "psi_order": order,
-                         "angle_psi_flag": flags})
+    return pd.DataFrame(
+        {"angle": rng.uniform(0, 60, n), "angle_sd": np.full(n, sd), "psi_order": order, "angle_psi_flag": flags}
+    )
 
 
 def test_a_clean_run_has_nothing_to_say():
@@ -19,8 +20,9 @@ def test_a_clean_run_has_nothing_to_say():
 
 
 def test_each_doubt_is_said_once_with_its_numbers():
-    found = angle_warnings(table(n=FEW_PATCHES - 1, sd=7.5, flagged=0.3), 6,
-                           {"chosen": 1, "source": "estimated", "alternatives": [2]})
+    found = angle_warnings(
+        table(n=FEW_PATCHES - 1, sd=7.5, flagged=0.3), 6, {"chosen": 1, "source": "estimated", "alternatives": [2]}
+    )
     heads = [w.split(":")[0] for w in found]
     assert heads == ["Few patches", "Uncertain angles", "Symmetry ambiguous", "Lattice check"]
     assert "7.5 deg" in found[1] and "2-fold" in found[2] and "29%" in found[3]  # 29 of 99 atoms

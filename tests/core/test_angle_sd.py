@@ -21,11 +21,21 @@ def turned_copies(x, turn_deg):
 
 @pytest.mark.parametrize("align", ["auto", "none"])
 def test_angle_sd_covers_about_two_thirds_of_the_noise_under_a_turn(align):
-    lat = make_lattice((256, 256), spacing=12, grains=[(128, 128, 10.0)], lattice="hexagonal",
-                       satellite_amplitude=0.0, second_species="none", seed=3)
+    lat = make_lattice(
+        (256, 256),
+        spacing=12,
+        grains=[(128, 128, 10.0)],
+        lattice="hexagonal",
+        satellite_amplitude=0.0,
+        second_species="none",
+        seed=3,
+    )
     x = extract_patches(lat.image, lat.points, 24).patches
-    result = train(x, ModelConfig(patch_size=24, hidden_dim=32, symmetry=6, alignment=align),
-                   TrainConfig(epochs=2, batch_size=64, device="cpu", seed=0))
+    result = train(
+        x,
+        ModelConfig(patch_size=24, hidden_dim=32, symmetry=6, alignment=align),
+        TrainConfig(epochs=2, batch_size=64, device="cpu", seed=0),
+    )
     scale = float(result.model.angle_sd_scale)
     assert math.isfinite(scale) and scale > 0 and scale != 1.0
     # Turns the calibration did not draw: another seed, from the same range (6-24 deg either way).

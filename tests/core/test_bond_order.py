@@ -75,8 +75,9 @@ def test_polycrystal_grains_match_their_known_angles(kind):
     angle, order = bond_orientation(lat.points, n)
     assert np.median(order) > 0.95
     step = 2 * np.pi / period
-    grain_psi = np.array([np.angle(np.nanmean(np.exp(1j * step * angle[lat.grain == g]))) / step
-                          for g in range(len(lat.grains))])
+    grain_psi = np.array(
+        [np.angle(np.nanmean(np.exp(1j * step * angle[lat.grain == g]))) / step for g in range(len(lat.grains))]
+    )
     truth = np.array([g[2] for g in lat.grains])
     gaps = wrap_angle((grain_psi - truth) * 360 / period) * period / 360
     offset = np.angle(np.exp(1j * step * gaps).mean()) / step
@@ -93,7 +94,9 @@ def test_one_atom_two_atoms_and_empty():
     angle, order = bond_orientation([[10.0, 10.0], [10.0, 22.0]], 4)
     np.testing.assert_allclose(angle, 0.0, atol=1e-9)
     np.testing.assert_allclose(order, 0.25)
-    angle, _ = bond_orientation([[10.0, 10.0], [10.0 - 12 * np.sin(np.deg2rad(70)), 10.0 + 12 * np.cos(np.deg2rad(70))]], 6)
+    angle, _ = bond_orientation(
+        [[10.0, 10.0], [10.0 - 12 * np.sin(np.deg2rad(70)), 10.0 + 12 * np.cos(np.deg2rad(70))]], 6
+    )
     np.testing.assert_allclose(angle, 10.0)  # 70 modulo 60
 
 
@@ -125,7 +128,14 @@ def test_non_finite_rows_and_bad_arguments():
     angle, order = bond_orientation(np.concatenate([[[np.nan, 3.0]], points]), 4)
     assert np.isnan(angle[0]) and order[0] == 0
     np.testing.assert_array_equal(order[1:], bond_orientation(points, 4)[1])
-    bad_arguments = ({"n": 0}, {"n": 2.5}, {"n": None}, {"n": "4"}, {"n": 4, "neighbours": 0}, {"n": 4, "max_distance": -1.0})
+    bad_arguments = (
+        {"n": 0},
+        {"n": 2.5},
+        {"n": None},
+        {"n": "4"},
+        {"n": 4, "neighbours": 0},
+        {"n": 4, "max_distance": -1.0},
+    )
     for bad in bad_arguments:
         with pytest.raises(InputError):
             bond_orientation(points, **bad)
@@ -169,8 +179,13 @@ def fake_inputs(with_calibration=True, image_input=True):
     else:
         table = pd.DataFrame({"index": np.arange(len(points)), "note": "a"})
     encoded = pd.DataFrame({"angle": np.full(len(points), 50.0), "dx": 0.0, "dy": 0.0, "z0": 0.0})
-    inputs = Inputs(np.zeros((len(points), 8, 8), np.float32), table, image=np.zeros((400, 400)) if image_input else None,
-                    pixel_size=0.5 if with_calibration else None, unit="nm" if with_calibration else None)
+    inputs = Inputs(
+        np.zeros((len(points), 8, 8), np.float32),
+        table,
+        image=np.zeros((400, 400)) if image_input else None,
+        pixel_size=0.5 if with_calibration else None,
+        unit="nm" if with_calibration else None,
+    )
     return inputs, encoded
 
 
@@ -238,10 +253,32 @@ def test_cli_train_and_encode_write_the_lattice_check(tmp_path):
     lat = make_lattice((128, 128), lattice="square", seed=0)
     write_tiff(tmp_path / "scan.tif", lat.image, pixel_size=0.25, unit="Å")
     pd.DataFrame({"y": lat.points[:, 0], "x": lat.points[:, 1], "label": lat.species}).to_csv(
-        tmp_path / "points.csv", index=False)
+        tmp_path / "points.csv", index=False
+    )
     args = [str(tmp_path / "scan.tif"), "--points", str(tmp_path / "points.csv"), "--quiet"]
-    assert main(["train", *args, "--out", str(tmp_path / "run"), "--epochs", "1", "--hidden-dim", "16",
-                 "--patch-size", "16", "--symmetry", "4", "--batch-size", "64", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *args,
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "1",
+                "--hidden-dim",
+                "16",
+                "--patch-size",
+                "16",
+                "--symmetry",
+                "4",
+                "--batch-size",
+                "64",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert main(["encode", *args, "--model", str(tmp_path / "run" / "model.pt"), "--out", str(tmp_path / "enc")]) == 0
     for folder in ("run", "enc"):
         table = pd.read_csv(tmp_path / folder / "points.csv")

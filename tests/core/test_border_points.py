@@ -45,9 +45,27 @@ def test_cli_keeps_a_polycrystal_whose_positions_use_the_other_pixel_convention(
     pd.DataFrame({"y": pts[:, 0], "x": pts[:, 1]}).to_csv(tmp_path / "points.csv", index=False)
     inputs = load_inputs(tmp_path / "scan.tif", points_path=tmp_path / "points.csv", patch_size=16)
     assert {0, 1} <= set(inputs.dropped)
-    code = main(["train", str(tmp_path / "scan.tif"), "--points", str(tmp_path / "points.csv"), "--out",
-                 str(tmp_path / "run"), "--patch-size", "16", "--hidden-dim", "16", "--epochs", "1", "--device", "cpu",
-                 "--edge", "reflect", "--quiet"])
+    code = main(
+        [
+            "train",
+            str(tmp_path / "scan.tif"),
+            "--points",
+            str(tmp_path / "points.csv"),
+            "--out",
+            str(tmp_path / "run"),
+            "--patch-size",
+            "16",
+            "--hidden-dim",
+            "16",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--edge",
+            "reflect",
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     table = pd.read_csv(tmp_path / "run" / "points.csv")
     assert len(table) == len(pts) and np.isfinite(table["angle"]).all()

@@ -60,7 +60,22 @@ def test_train_on_image_with_points_writes_the_contract(image_and_points, tmp_pa
 
     # encode with the saved model: same rows, same columns
     out2 = tmp_path / "enc"
-    assert run_cli("encode", image, "--model", out / "model.pt", "--points", points, "--out", out2, "--edge", "reflect", "--quiet") == 0
+    assert (
+        run_cli(
+            "encode",
+            image,
+            "--model",
+            out / "model.pt",
+            "--points",
+            points,
+            "--out",
+            out2,
+            "--edge",
+            "reflect",
+            "--quiet",
+        )
+        == 0
+    )
     enc = pd.read_csv(out2 / "points.csv")
     np.testing.assert_allclose(enc["angle"], table["angle"], atol=1e-3)
 
@@ -82,15 +97,30 @@ def test_symmetry_is_estimated_by_default_and_reported(image_and_points, tmp_pat
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("align, rotation_range, has_reference", [
-    ("auto", "auto", True), ("auto", "full", True), ("none", "auto", False)])
+@pytest.mark.parametrize(
+    "align, rotation_range, has_reference", [("auto", "auto", True), ("auto", "full", True), ("none", "auto", False)]
+)
 def test_align_option_reaches_the_model(image_and_points, tmp_path, align, rotation_range, has_reference):
     from napari_rvae.core.modelfile import load_model
 
     image, points, _ = image_and_points
     out = tmp_path / "run"
-    assert run_cli("train", image, "--points", points, "--out", out, "--align", align,
-                   "--rotation-range", rotation_range, *FAST) == 0
+    assert (
+        run_cli(
+            "train",
+            image,
+            "--points",
+            points,
+            "--out",
+            out,
+            "--align",
+            align,
+            "--rotation-range",
+            rotation_range,
+            *FAST,
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["model_config"]["alignment"] == align
     assert report["model_config"]["rotation_range"] == rotation_range
@@ -108,9 +138,11 @@ def test_align_option_reaches_the_model(image_and_points, tmp_path, align, rotat
         assert summary["rotation_range"] == "full" and summary["range_test_loss"] is None
     else:
         assert 0.0 <= summary["range_test_loss"] <= 1.0
-        passed = (summary["range_test_loss"] <= summary["range_test_threshold"]
-                  and summary["range_test_beyond"] <= summary["range_test_max_beyond"]
-                  and summary["range_test_concentration"] >= summary["range_test_min_concentration"])
+        passed = (
+            summary["range_test_loss"] <= summary["range_test_threshold"]
+            and summary["range_test_beyond"] <= summary["range_test_max_beyond"]
+            and summary["range_test_concentration"] >= summary["range_test_min_concentration"]
+        )
         assert (summary["rotation_range"] == "limited") == passed
 
 
@@ -147,7 +179,9 @@ def test_patch_stack_input(tmp_path):
 def test_crvae_trains_on_labels_column(image_and_points, tmp_path):
     image, points, n = image_and_points
     out = tmp_path / "run"
-    assert run_cli("train", image, "--points", points, "--out", out, "--model", "crvae", "--edge", "reflect", *FAST) == 0
+    assert (
+        run_cli("train", image, "--points", points, "--out", out, "--model", "crvae", "--edge", "reflect", *FAST) == 0
+    )
     table = pd.read_csv(out / "points.csv")
     assert (table["class"] == table["label"]).all()
 
@@ -165,8 +199,16 @@ def test_crvae_trains_on_labels_column(image_and_points, tmp_path):
         ("img", ["train", "{d}/img.npy", "--points", "{d}/p.csv", "--out", "{d}/o", "--patch-size", "4"], "too small"),
         ("img", ["train", "{d}/img.npy", "--points", "{d}/p.csv", "--out", "{d}/o", "--patch-size", "200"], "patch"),
         ("img", ["train", "{d}/img.npy", "--points", "{d}/p.csv", "--out", "{d}/o", "--latent-dim", "0"], "at least 1"),
-        ("img", ["train", "{d}/img.npy", "--points", "{d}/p.csv", "--out", "{d}/o", "--device", "warp9"], "Unknown device"),
-        ("img", ["encode", "{d}/img.npy", "--points", "{d}/p.csv", "--model", "{d}/p.csv", "--out", "{d}/o"], "model file"),
+        (
+            "img",
+            ["train", "{d}/img.npy", "--points", "{d}/p.csv", "--out", "{d}/o", "--device", "warp9"],
+            "Unknown device",
+        ),
+        (
+            "img",
+            ["encode", "{d}/img.npy", "--points", "{d}/p.csv", "--model", "{d}/p.csv", "--out", "{d}/o"],
+            "model file",
+        ),
     ],
 )
 def test_user_mistakes_give_one_clear_line_and_no_output(tmp_path, capsys, setup, args, message):

@@ -79,8 +79,16 @@ def test_broadcasts_over_enumerated_classes(decoder):
 def test_state_dict_keys_are_stable(decoder):
     # Model files saved before the fast path must still load.
     assert set(decoder.state_dict()) == {
-        "coord.weight", "latent.weight", "latent.bias", "cls.weight",
-        "hidden.0.weight", "hidden.0.bias", "hidden.1.weight", "hidden.1.bias", "out.weight", "out.bias",
+        "coord.weight",
+        "latent.weight",
+        "latent.bias",
+        "cls.weight",
+        "hidden.0.weight",
+        "hidden.0.bias",
+        "hidden.1.weight",
+        "hidden.1.bias",
+        "out.weight",
+        "out.bias",
     }
 
 

@@ -37,18 +37,27 @@ def small_gpu(monkeypatch):
 
 def test_training_halves_the_batch_until_it_fits(small_gpu):
     x, _ = make_rotated_shapes(100, 16, seed=0)
-    result = train(x, ModelConfig(patch_size=16, hidden_dim=16, alignment="none"),
-                   TrainConfig(epochs=2, batch_size=64, device="cpu"))
+    result = train(
+        x,
+        ModelConfig(patch_size=16, hidden_dim=16, alignment="none"),
+        TrainConfig(epochs=2, batch_size=64, device="cpu"),
+    )
     assert len(result.history) == 2 and np.isfinite(result.history).all()
     assert max(n for n in small_gpu[3:]) <= FITS  # 64 -> 32 -> 16, then every step fits
     assert [n for n in result.notes if "ran out of memory with batches of 64" in n]
     assert [n for n in result.notes if "batches of 32; training went on with batches of 16" in n]
 
 
-@pytest.mark.parametrize("error, expected", [
-    (RuntimeError("MPS backend out of memory (MPS allocated: 18 GB)"), (InputError, "even with one patch per batch")),
-    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), (RuntimeError, "shapes cannot be multiplied")),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (
+            RuntimeError("MPS backend out of memory (MPS allocated: 18 GB)"),
+            (InputError, "even with one patch per batch"),
+        ),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), (RuntimeError, "shapes cannot be multiplied")),
+    ],
+)
 def test_memory_that_never_fits_says_so_and_other_errors_stay_errors(monkeypatch, error, expected):
     def loss(self, *args, **kwargs):
         raise error

@@ -40,7 +40,12 @@ def test_training_survives_a_global_llvm_loaded_first():
     llvm = _mesa_llvm()
     if llvm is None:
         pytest.skip("no system libLLVM (Mesa's OpenGL drivers bring one)")
-    run = subprocess.run([sys.executable, "-c", CHILD, llvm], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, llvm],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stderr[-3000:]}"
     assert "trained 1" in run.stdout

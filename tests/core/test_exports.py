@@ -20,8 +20,21 @@ from napari_rvae.core.synthetic import make_lattice
 ROTATION = 40.0  # the second grain's orientation relative to the first
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # One thread: on a shared 2-core machine two spinning torch threads run several times slower.
-SMALL = ["--hidden-dim", "32", "--patch-size", "16", "--quiet", "--device", "cpu", "--lr", "3e-3", "--batch-size", "32",
-         "--threads", "1"]
+SMALL = [
+    "--hidden-dim",
+    "32",
+    "--patch-size",
+    "16",
+    "--quiet",
+    "--device",
+    "cpu",
+    "--lr",
+    "3e-3",
+    "--batch-size",
+    "32",
+    "--threads",
+    "1",
+]
 
 
 def circular_diff(a, b, period=360.0):
@@ -33,9 +46,13 @@ def circular_diff(a, b, period=360.0):
 def two_grains(tmp_path_factory):
     """A 96 x 192 lattice: left grain at 0 deg, right grain at +40 deg; TIFF at 0.25 nm/px + points.csv."""
     d = tmp_path_factory.mktemp("grains")
-    lat = make_lattice((96, 192), spacing=12, grains=((48, 48, 0.0), (48, 144, ROTATION)), second_species="none", seed=0)
+    lat = make_lattice(
+        (96, 192), spacing=12, grains=((48, 48, 0.0), (48, 144, ROTATION)), second_species="none", seed=0
+    )
     write_tiff(d / "scan.tif", lat.image, pixel_size=0.25, unit="nm")
-    pd.DataFrame({"y": lat.points[:, 0], "x": lat.points[:, 1], "grain": lat.grain}).to_csv(d / "points.csv", index=False)
+    pd.DataFrame({"y": lat.points[:, 0], "x": lat.points[:, 1], "grain": lat.grain}).to_csv(
+        d / "points.csv", index=False
+    )
     return d, lat
 
 
@@ -44,8 +61,22 @@ def trained_run(two_grains):
     """A real 60-epoch rVAE training through the CLI (a few seconds)."""
     d, lat = two_grains
     out = d / "run"
-    assert main(["train", str(d / "scan.tif"), "--points", str(d / "points.csv"), "--out", str(out),
-                 "--epochs", "60", *SMALL]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(d / "scan.tif"),
+                "--points",
+                str(d / "points.csv"),
+                "--out",
+                str(out),
+                "--epochs",
+                "60",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     return out, lat
 
 
@@ -85,8 +116,28 @@ def test_angle_map_regions_differ_by_the_applied_rotation(trained_run):
 def test_class_model_writes_a_class_map_and_encode_writes_the_same_files(two_grains, tmp_path):
     d, _ = two_grains
     out = tmp_path / "jr"
-    assert main(["train", str(d / "scan.tif"), "--out", str(out), "--points", str(d / "points.csv"), "--model", "jrvae",
-                 "--classes", "2", "--symmetry", "2", "--epochs", "2", *SMALL]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(d / "scan.tif"),
+                "--out",
+                str(out),
+                "--points",
+                str(d / "points.csv"),
+                "--model",
+                "jrvae",
+                "--classes",
+                "2",
+                "--symmetry",
+                "2",
+                "--epochs",
+                "2",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert {"angle_map.tif", "class_map.tif", "latent.png"} <= set(report["files"])
     cmap = read_image_file(out / "class_map.tif")[0]
@@ -98,10 +149,30 @@ def test_class_model_writes_a_class_map_and_encode_writes_the_same_files(two_gra
     assert np.nanmax(amap) < 180  # two-fold symmetry: the map wraps at 180 deg
 
     enc = tmp_path / "enc"
-    assert main(["encode", str(d / "scan.tif"), "--model", str(out / "model.pt"), "--points", str(d / "points.csv"),
-                 "--out", str(enc), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(d / "scan.tif"),
+                "--model",
+                str(out / "model.pt"),
+                "--points",
+                str(d / "points.csv"),
+                "--out",
+                str(enc),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((enc / "report.json").read_text())["files"] == [
-        "points.csv", "angle_map.tif", "class_map.tif", "psi_map.tif", "latent.png", "report.json"]
+        "points.csv",
+        "angle_map.tif",
+        "class_map.tif",
+        "psi_map.tif",
+        "latent.png",
+        "report.json",
+    ]
     np.testing.assert_array_equal(read_image_file(enc / "class_map.tif")[0].data, cmap.data)
 
 
@@ -110,7 +181,12 @@ def test_patch_stack_input_gets_the_figure_but_no_maps(tmp_path, glyph_stack):
     np.save(tmp_path / "stack.npy", patches[:64])
     out = tmp_path / "stack"
     assert main(["train", str(tmp_path / "stack.npy"), "--out", str(out), "--epochs", "1", *SMALL]) == 0
-    assert json.loads((out / "report.json").read_text())["files"] == ["model.pt", "points.csv", "latent.png", "report.json"]
+    assert json.loads((out / "report.json").read_text())["files"] == [
+        "model.pt",
+        "points.csv",
+        "latent.png",
+        "report.json",
+    ]
 
 
 def test_manifold_decodes_at_the_chosen_angle():
@@ -122,7 +198,7 @@ def test_manifold_decodes_at_the_chosen_angle():
     # Each tile is the upright tile turned 90 deg counter-clockwise (as displayed).
     for r in range(5):
         for c in range(5):
-            tile = np.s_[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16]
+            tile = np.s_[r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16]
             np.testing.assert_allclose(turned[tile], np.rot90(upright[tile]), atol=1e-5)
     assert np.abs(turned - upright).max() > 1e-3
     # Rows run from high to low y values: the top-left tile decodes (lo_x, hi_y).

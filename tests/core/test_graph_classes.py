@@ -60,7 +60,9 @@ def test_graph_finds_digits_without_labels(digits):
 def test_jrvae_learns_the_graph_classes(digits):
     """jrvae, no labels, 2 epochs: measured ARI 0.62 (seeds 0/1 of the data: 0.62/0.61; 0.15 before graph targets)."""
     x, _, d = digits
-    result = train(x, ModelConfig(kind="jrvae", patch_size=28, n_classes=10), TrainConfig(epochs=2, batch_size=50, seed=0))
+    result = train(
+        x, ModelConfig(kind="jrvae", patch_size=28, n_classes=10), TrainConfig(epochs=2, batch_size=50, seed=0)
+    )
     pred = encode(result.model, x)["class"].to_numpy()
     assert adjusted_rand_score(d, pred) > 0.45
     assert len(np.unique(pred)) >= 8  # no collapse into a few classes

@@ -19,8 +19,25 @@ def _start_training(tmp_path):
     x, _ = make_rotated_shapes(200, 16, seed=0)
     np.save(tmp_path / "shapes.npy", x)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "napari_rvae.cli", "train", str(tmp_path / "shapes.npy"), "--out", str(out),
-           "--epochs", "5000", "--batch-size", "10", "--hidden-dim", "16", "--patch-size", "16", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_rvae.cli",
+        "train",
+        str(tmp_path / "shapes.npy"),
+        "--out",
+        str(out),
+        "--epochs",
+        "5000",
+        "--batch-size",
+        "10",
+        "--hidden-dim",
+        "16",
+        "--patch-size",
+        "16",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # The staging folder appears once the run has started (after the handler is installed).
     deadline = time.monotonic() + 120

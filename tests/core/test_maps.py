@@ -52,7 +52,11 @@ def test_angles_wrap_at_the_period(period):
     centers = np.array([[5.0, 5.0], [5.0, 15.0], [5.0, 25.0]])
     angles = np.array([period + 10, -10.0, 2 * period + 1])
     amap = maps.angle_map((10, 30), centers, angles, period=period, radius=6)
-    assert amap[5, 5] == pytest.approx(10) and amap[5, 15] == pytest.approx(period - 10) and amap[5, 25] == pytest.approx(1)
+    assert (
+        amap[5, 5] == pytest.approx(10)
+        and amap[5, 15] == pytest.approx(period - 10)
+        and amap[5, 25] == pytest.approx(1)
+    )
     assert np.nanmax(amap) < period
 
 

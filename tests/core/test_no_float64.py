@@ -45,8 +45,13 @@ def test_train_and_encode_make_no_float64_tensor(tmp_path, kind, extra):
     pd.DataFrame({"y": lat.points[:, 0], "x": lat.points[:, 1]}).to_csv(points, index=False)
     cfg = ModelConfig(kind=kind, patch_size=16, hidden_dim=16, **extra)
     with NoFloat64():
-        report = run_train(path, tmp_path / "run", points_path=points, model_config=cfg,
-                           train_config=TrainConfig(epochs=1, batch_size=32, device="cpu"))
+        report = run_train(
+            path,
+            tmp_path / "run",
+            points_path=points,
+            model_config=cfg,
+            train_config=TrainConfig(epochs=1, batch_size=32, device="cpu"),
+        )
         run_encode(path, tmp_path / "run" / "model.pt", tmp_path / "enc", points_path=points)
     # The run survives failed alignment steps by design: they must not have failed here.
     assert report["alignment"].get("status") != "failed", report["alignment"]

@@ -191,8 +191,11 @@ POINT_MODES = ("inside", "truth", "integer", "near_edge", "outside", "nan", "emp
 
 @st.composite
 def point_specs(draw, max_n=3000, modes=POINT_MODES):
-    return {"mode": draw(st.sampled_from(modes)), "n": draw(rarely(st.integers(1, max_n), st.integers(1, 5))),
-            "seed": draw(st.integers(0, 2**16))}
+    return {
+        "mode": draw(st.sampled_from(modes)),
+        "n": draw(rarely(st.integers(1, max_n), st.integers(1, 5))),
+        "seed": draw(st.integers(0, 2**16)),
+    }
 
 
 def make_points(spec, shape, truth=None) -> np.ndarray:
@@ -448,15 +451,35 @@ def detect_options(draw):
         "refine_method": draw(st.sampled_from(["com", "gaussian"])),
     }
     if draw(rarely(st.just(False), st.just(True), one_in=10)):
-        key, bad = draw(st.sampled_from([("sigma", 0.0), ("sigma", -1.0), ("sigma", math.nan), ("sigma", math.inf),
-                                         ("min_distance", 0.5), ("min_distance", math.nan), ("threshold", -0.1),
-                                         ("threshold", 1.5), ("threshold", math.nan), ("margin", -1.0)]))
+        key, bad = draw(
+            st.sampled_from(
+                [
+                    ("sigma", 0.0),
+                    ("sigma", -1.0),
+                    ("sigma", math.nan),
+                    ("sigma", math.inf),
+                    ("min_distance", 0.5),
+                    ("min_distance", math.nan),
+                    ("threshold", -0.1),
+                    ("threshold", 1.5),
+                    ("threshold", math.nan),
+                    ("margin", -1.0),
+                ]
+            )
+        )
         opts[key] = bad
     return opts
 
 
-DEFAULT_DETECT = {"sigma": None, "min_distance": None, "threshold": 0.1, "dark": False, "margin": 0, "refine": True,
-                  "refine_method": "com"}
+DEFAULT_DETECT = {
+    "sigma": None,
+    "min_distance": None,
+    "threshold": 0.1,
+    "dark": False,
+    "margin": 0,
+    "refine": True,
+    "refine_method": "com",
+}
 
 
 @profile(60)
@@ -465,8 +488,18 @@ DEFAULT_DETECT = {"sigma": None, "min_distance": None, "threshold": 0.1, "dark":
 @example(spec={"shape": (24, 2), "kind": "noise", "dtype": "uint8", "seed": 0, "range": "full"}, opts=DEFAULT_DETECT)
 # Found: float64 values beyond float32's range overflowed to inf in as_image2d (RuntimeWarning) and
 # were silently replaced by the median. Fixed in core/image.py: a clear InputError.
-@example(spec={"shape": (32, 32), "kind": "noise", "dtype": "float64", "seed": 0, "scale": 1e39, "offset": -0.5,
-               "nan_outside": False}, opts=DEFAULT_DETECT)
+@example(
+    spec={
+        "shape": (32, 32),
+        "kind": "noise",
+        "dtype": "float64",
+        "seed": 0,
+        "scale": 1e39,
+        "offset": -0.5,
+        "nan_outside": False,
+    },
+    opts=DEFAULT_DETECT,
+)
 @given(spec=image_specs(), opts=detect_options())
 def test_detect_atoms_gives_finite_points_or_input_error(spec, opts):
     image, _ = make_image(spec)
@@ -476,11 +509,20 @@ def test_detect_atoms_gives_finite_points_or_input_error(spec, opts):
 
 
 @profile(20)
-@example(spec={"shape": (24, 2), "kind": "noise", "dtype": "uint8", "seed": 0, "range": "full"}, sigma=None,
-         threshold="0.1", dark=False, fmt="npy")  # the detect.py division by zero above, through the CLI
-@given(spec=image_specs(max_side=96), sigma=rarely(st.none(), st.floats(0.5, 6.0), one_in=3),
-       threshold=rarely(st.just("0.1"), st.sampled_from(["0", "0.5", "1", "2", "nan"]), one_in=4), dark=st.booleans(),
-       fmt=st.sampled_from(["npy", "tif", "png"]))
+@example(
+    spec={"shape": (24, 2), "kind": "noise", "dtype": "uint8", "seed": 0, "range": "full"},
+    sigma=None,
+    threshold="0.1",
+    dark=False,
+    fmt="npy",
+)  # the detect.py division by zero above, through the CLI
+@given(
+    spec=image_specs(max_side=96),
+    sigma=rarely(st.none(), st.floats(0.5, 6.0), one_in=3),
+    threshold=rarely(st.just("0.1"), st.sampled_from(["0", "0.5", "1", "2", "nan"]), one_in=4),
+    dark=st.booleans(),
+    fmt=st.sampled_from(["npy", "tif", "png"]),
+)
 def test_cli_detect_writes_finite_csv_or_one_line_error(spec, sigma, threshold, dark, fmt):
     image, _ = make_image(spec)
     with tempfile.TemporaryDirectory() as tmp:
@@ -536,15 +578,49 @@ def check_extract_patches(spec, patch_size, points, edge, normalize):
 # Found: a float32 image whose values near float32's maximum partly overflowed (inf pixels): the
 # median that replaces them was taken in float32 and overflowed to inf itself (RuntimeWarning).
 # Fixed in core/image.py (median in float64).
-@example(case=({"shape": (24, 24), "kind": "noise", "dtype": "float32", "seed": 0, "scale": 1e39, "offset": 0.0,
-                "nan_outside": False}, 8), points=ONE_POINT, edge="drop", normalize="none")
+@example(
+    case=(
+        {
+            "shape": (24, 24),
+            "kind": "noise",
+            "dtype": "float32",
+            "seed": 0,
+            "scale": 1e39,
+            "offset": 0.0,
+            "nan_outside": False,
+        },
+        8,
+    ),
+    points=ONE_POINT,
+    edge="drop",
+    normalize="none",
+)
 # Found (in a first version of the core/image.py fix above): its InputError said "divide it by a
 # constant", and patches.py (like detect.py) takes any InputError mentioning "constant" for a
 # constant image: it then cast the image itself (RuntimeWarning, inf). The word is gone.
-@example(case=({"shape": (24, 24), "kind": "constant", "dtype": "float64", "seed": 0, "scale": 1e39, "offset": 0.0,
-                "nan_outside": False}, 8), points=ONE_POINT, edge="drop", normalize="none")
-@given(case=patch_cases(), points=point_specs(), edge=st.sampled_from(["drop", "reflect", "constant", "nearest"]),
-       normalize=st.sampled_from(["none", "patch", "global", "minmax"]))
+@example(
+    case=(
+        {
+            "shape": (24, 24),
+            "kind": "constant",
+            "dtype": "float64",
+            "seed": 0,
+            "scale": 1e39,
+            "offset": 0.0,
+            "nan_outside": False,
+        },
+        8,
+    ),
+    points=ONE_POINT,
+    edge="drop",
+    normalize="none",
+)
+@given(
+    case=patch_cases(),
+    points=point_specs(),
+    edge=st.sampled_from(["drop", "reflect", "constant", "nearest"]),
+    normalize=st.sampled_from(["none", "patch", "global", "minmax"]),
+)
 def test_extract_patches_gives_finite_patches_or_input_error(case, points, edge, normalize):
     check_extract_patches(*case, points, edge, normalize)
 
@@ -558,8 +634,9 @@ STACK_KINDS = ("constant", "noise", "blob", "binary", "glyphs", "spots", "identi
 @st.composite
 def stack_specs(draw, max_n=300):
     # A third each of tiny, small and large stacks (hypothesis alone favours the smallest counts).
-    n = draw(st.sampled_from(range(3)).flatmap(
-        lambda i: (st.integers(1, 5), st.integers(6, 60), st.integers(61, max_n))[i]))
+    n = draw(
+        st.sampled_from(range(3)).flatmap(lambda i: (st.integers(1, 5), st.integers(6, 60), st.integers(61, max_n))[i])
+    )
     spec = {
         "n": n,
         "p": draw(st.integers(8, 16)),
@@ -607,8 +684,11 @@ def make_stack(spec) -> np.ndarray:
         side = 4 * p
         truth = lattice_positions((side, side), p / 2.5, kind="hex", angle=0.3, seed=spec["seed"])
         delta = np.zeros((side, side))
-        np.add.at(delta, (np.rint(truth[:, 0]).astype(int).clip(0, side - 1),
-                          np.rint(truth[:, 1]).astype(int).clip(0, side - 1)), 1.0)
+        np.add.at(
+            delta,
+            (np.rint(truth[:, 0]).astype(int).clip(0, side - 1), np.rint(truth[:, 1]).astype(int).clip(0, side - 1)),
+            1.0,
+        )
         img = ndi.gaussian_filter(delta, p / 12)
         pts = rng.uniform(p / 2, side - 1 - p / 2, (n, 2))
         u = extract_patches(img / img.max(), pts, p).patches.astype(np.float64)
@@ -658,9 +738,19 @@ def train_cases(draw):
     return {"stack": stack, "model": model, "train": train_settings}
 
 
-TINY_RVAE = {"kind": "rvae", "latent_dim": 1, "hidden_dim": 8, "hidden_layers": 1, "translation": False, "symmetry": 1,
-             "likelihood": "bernoulli", "angle_prior": 0.0, "alignment": "auto", "rotation_range": "auto",
-             "n_classes": 0}
+TINY_RVAE = {
+    "kind": "rvae",
+    "latent_dim": 1,
+    "hidden_dim": 8,
+    "hidden_layers": 1,
+    "translation": False,
+    "symmetry": 1,
+    "likelihood": "bernoulli",
+    "angle_prior": 0.0,
+    "alignment": "auto",
+    "rotation_range": "auto",
+    "n_classes": 0,
+}
 ONE_STEP = {"epochs": 1, "batch_size": 1, "lr": 0.001, "device": "cpu", "seed": 0}
 
 ENCODE_WITH = ("same", "rescaled", "other_size", "empty", "nan", "huge")
@@ -708,12 +798,23 @@ def check_train_then_encode(case, encode_with):
 @profile(20)
 # Found: alignment of constant patches over the full circle raised ArpackError ("Starting vector is
 # zero") from spectral_clusters (core/align/, spectral.py: fixed there since).
-@example(case={"stack": {"n": 5, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0, "range": "full"},
-               "model": {**TINY_RVAE, "rotation_range": "full"}, "train": ONE_STEP}, encode_with="same")
+@example(
+    case={
+        "stack": {"n": 5, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0, "range": "full"},
+        "model": {**TINY_RVAE, "rotation_range": "full"},
+        "train": ONE_STEP,
+    },
+    encode_with="same",
+)
 # Typical data at the size limit (small generated examples come first): 300 lattice patches.
-@example(case={"stack": {"n": 300, "p": 16, "kind": "spots", "dtype": "uint16", "seed": 1, "range": "full"},
-               "model": {**TINY_RVAE, "latent_dim": 2, "hidden_dim": 16, "translation": True, "symmetry": 2},
-               "train": {**ONE_STEP, "batch_size": 100}}, encode_with="rescaled")
+@example(
+    case={
+        "stack": {"n": 300, "p": 16, "kind": "spots", "dtype": "uint16", "seed": 1, "range": "full"},
+        "model": {**TINY_RVAE, "latent_dim": 2, "hidden_dim": 16, "translation": True, "symmetry": 2},
+        "train": {**ONE_STEP, "batch_size": 100},
+    },
+    encode_with="rescaled",
+)
 @given(case=train_cases(), encode_with=st.sampled_from(ENCODE_WITH))
 def test_train_then_encode_gives_finite_table_or_input_error(case, encode_with):
     check_train_then_encode(case, encode_with)
@@ -762,8 +863,9 @@ def write_job_inputs(d: Path, job) -> tuple[Path, Path | None]:
     mode = job["points"]
     if mode == "detect":
         return src, None
-    pts = make_points({"mode": mode if mode != "napari" else "inside", "n": job["n_points"], "seed": job["seed"]},
-                      image.shape, truth)
+    pts = make_points(
+        {"mode": mode if mode != "napari" else "inside", "n": job["n_points"], "seed": job["seed"]}, image.shape, truth
+    )
     if len(pts) == 0:
         pts = make_points({"mode": "inside", "n": job["n_points"], "seed": job["seed"]}, image.shape)
     # Two classes; ssrvae (semi-supervised) gets every third label blank.
@@ -780,11 +882,30 @@ def write_job_inputs(d: Path, job) -> tuple[Path, Path | None]:
     return src, d / "points.csv"
 
 
-TYPICAL_JOB = {"image": {"shape": (80, 80), "kind": "lattice", "dtype": "float32", "seed": 3, "spacing": 6.0,
-                         "sigma": 1.5, "angle": 0.4, "noise": 0.05, "scale": 1e-30, "offset": -0.5,
-                         "nan_outside": True},
-               "points": "detect", "n_points": 300, "fmt": "tif", "kind": "rvae", "patch_size": 12, "hidden_dim": 16,
-               "edge": "reflect", "symmetry": 4, "seed": 1}
+TYPICAL_JOB = {
+    "image": {
+        "shape": (80, 80),
+        "kind": "lattice",
+        "dtype": "float32",
+        "seed": 3,
+        "spacing": 6.0,
+        "sigma": 1.5,
+        "angle": 0.4,
+        "noise": 0.05,
+        "scale": 1e-30,
+        "offset": -0.5,
+        "nan_outside": True,
+    },
+    "points": "detect",
+    "n_points": 300,
+    "fmt": "tif",
+    "kind": "rvae",
+    "patch_size": 12,
+    "hidden_dim": 16,
+    "edge": "reflect",
+    "symmetry": 4,
+    "seed": 1,
+}
 
 
 @profile(10)
@@ -797,12 +918,18 @@ def test_run_train_and_run_encode_write_complete_folders_or_input_error(job):
         d = Path(tmp)
         src, points = write_job_inputs(d, job)
         n_classes = 2 if job["kind"] in ("crvae", "jrvae", "ssrvae") else 0
-        mc = ModelConfig(kind=job["kind"], patch_size=job["patch_size"], hidden_dim=job["hidden_dim"],
-                         symmetry=job["symmetry"], n_classes=n_classes)
+        mc = ModelConfig(
+            kind=job["kind"],
+            patch_size=job["patch_size"],
+            hidden_dim=job["hidden_dim"],
+            symmetry=job["symmetry"],
+            n_classes=n_classes,
+        )
         tc = TrainConfig(epochs=1, batch_size=64, device="cpu", seed=job["seed"])
         out = d / "run"
-        report, err = outcome(run_train, src, out, model_config=mc, train_config=tc, points_path=points,
-                              edge=job["edge"])
+        report, err = outcome(
+            run_train, src, out, model_config=mc, train_config=tc, points_path=points, edge=job["edge"]
+        )
         if err is not None:
             assert_nothing_written(out)
             return
@@ -821,10 +948,36 @@ def check_cli_train_then_encode(job, lr, translation, classes):
         d = Path(tmp)
         src, points = write_job_inputs(d, job)
         out = d / "run"
-        argv = ["train", src, "--out", out, "--model", job["kind"], "--patch-size", job["patch_size"],
-                "--hidden-dim", job["hidden_dim"], "--epochs", 1, "--batch-size", 64, "--lr", lr,
-                "--symmetry", job["symmetry"], "--edge", job["edge"], "--device", "cpu", "--seed", job["seed"],
-                "--translation" if translation else "--no-translation", "--classes", classes, "--quiet"]
+        argv = [
+            "train",
+            src,
+            "--out",
+            out,
+            "--model",
+            job["kind"],
+            "--patch-size",
+            job["patch_size"],
+            "--hidden-dim",
+            job["hidden_dim"],
+            "--epochs",
+            1,
+            "--batch-size",
+            64,
+            "--lr",
+            lr,
+            "--symmetry",
+            job["symmetry"],
+            "--edge",
+            job["edge"],
+            "--device",
+            "cpu",
+            "--seed",
+            job["seed"],
+            "--translation" if translation else "--no-translation",
+            "--classes",
+            classes,
+            "--quiet",
+        ]
         argv += ["--points", points] if points is not None else []
         code, stderr = run_cli(argv)
         if code != 0:
@@ -844,10 +997,18 @@ def check_cli_train_then_encode(job, lr, translation, classes):
 
 
 @profile(10)
-@example(job={**TYPICAL_JOB, "points": "truth", "fmt": "npy", "kind": "jrvae", "edge": "drop"}, lr="1e-2",
-         translation=False, classes=2)
-@given(job=job_specs(), lr=rarely(st.sampled_from(["1e-3", "1e-2"]), st.sampled_from(["0", "nan", "inf"]), one_in=8),
-       translation=st.booleans(), classes=rarely(st.just(2), st.sampled_from([0, 3])))
+@example(
+    job={**TYPICAL_JOB, "points": "truth", "fmt": "npy", "kind": "jrvae", "edge": "drop"},
+    lr="1e-2",
+    translation=False,
+    classes=2,
+)
+@given(
+    job=job_specs(),
+    lr=rarely(st.sampled_from(["1e-3", "1e-2"]), st.sampled_from(["0", "nan", "inf"]), one_in=8),
+    translation=st.booleans(),
+    classes=rarely(st.just(2), st.sampled_from([0, 3])),
+)
 def test_cli_train_and_encode_exit_0_with_complete_folders_or_2_with_one_line(job, lr, translation, classes):
     check_cli_train_then_encode(job, lr, translation, classes)
 
@@ -866,63 +1027,196 @@ def _fixed_bug(bug: str, where: str, what: str, check, *args, raises=None):
 
 
 FIXED_BUGS = [
-    _fixed_bug("A", "core/patches.py", "minmax-normalised patches reach 1.0000001 (float32 rounding)",
-               check_extract_patches, {"shape": (64, 56), "kind": "noise", "dtype": "uint16", "seed": 1041,
-                                       "range": "full"}, 35, {"mode": "inside", "n": 1202, "seed": 65536}, "drop",
-               "minmax"),
-    _fixed_bug("C", "core/patches.py", "an image whose finite pixels are equal, with NaN pixels, gives NaN patches",
-               check_extract_patches, {"shape": (24, 24), "kind": "lattice", "dtype": "float32", "seed": 0,
-                                       "spacing": 5.0, "sigma": 1.0, "angle": 1.0, "noise": 0.0, "scale": 255.0,
-                                       "offset": 1e7, "nan_outside": True}, 8, ONE_POINT, "drop", "none"),
-    _fixed_bug("D", "core/patches.py", "'global' on a 1e30-scale image: float32 sum of squares overflows, all zeros",
-               check_extract_patches, {**NOISE_F32, "scale": 1e30}, 16, ONE_POINT, "drop", "global",
-               raises=(AssertionError, RuntimeWarning)),
-    _fixed_bug("E", "core/patches.py", "'patch' on a 1e-30-scale image: taken for constant, left unscaled",
-               check_extract_patches, {**NOISE_F32, "scale": 1e-30}, 16, ONE_POINT, "drop", "patch"),
-    _fixed_bug("F", "core/patches.py", "'minmax' on a 1e-40-scale (subnormal) image: 1 / range overflows, NaN",
-               check_extract_patches, {**NOISE_F32, "scale": 1e-40}, 16, ONE_POINT, "drop", "minmax",
-               raises=(AssertionError, RuntimeWarning)),
-    _fixed_bug("B", "core/encode.py", "encode() returns NaN rows for NaN patches instead of an InputError",
-               check_train_then_encode, {"stack": {"n": 1, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0,
-                                                   "range": "full"}, "model": TINY_RVAE, "train": ONE_STEP}, "nan"),
-    _fixed_bug("B", "core/encode.py", "encode() takes float64 patches beyond float32's range: overflow, NaN rows",
-               check_train_then_encode, {"stack": {"n": 20, "p": 8, "kind": "noise", "dtype": "float32", "seed": 0,
-                                                   "scale": 1.0, "offset": 0.0},
-                                         "model": {**TINY_RVAE, "likelihood": "gaussian"}, "train": ONE_STEP}, "huge",
-               raises=(AssertionError, RuntimeWarning)),
-    _fixed_bug("B", "core/encode.py", "encode() takes float64 patches beyond float32's range: overflow",
-               check_train_then_encode, {"stack": {"n": 1, "p": 8, "kind": "constant", "dtype": "float32", "seed": 0,
-                                                   "scale": 1e30, "offset": 0.0},
-                                         "model": TINY_RVAE, "train": ONE_STEP}, "rescaled",
-               raises=(AssertionError, RuntimeWarning)),
-    _fixed_bug("L", "core/models.py", "a Gaussian model trained on constant patches encodes far-off patches as NaN",
-               check_train_then_encode, {"stack": {"n": 1, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0,
-                                                   "range": "full"},
-                                         "model": {**TINY_RVAE, "likelihood": "gaussian"}, "train": ONE_STEP},
-               "rescaled"),
-    _fixed_bug("G", "core/encode.py", "a crvae model cannot encode an empty stack",
-               check_train_then_encode, {"stack": {"n": 1, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0,
-                                                   "range": "full"},
-                                         "model": {**TINY_RVAE, "kind": "crvae", "n_classes": 2}, "train": ONE_STEP},
-               "empty", raises=ValueError),
-    _fixed_bug("I", "core/config.py", "TrainConfig accepts lr=inf; one optimiser step makes every result NaN",
-               check_train_then_encode, {"stack": {"n": 20, "p": 8, "kind": "noise", "dtype": "float32", "seed": 0,
-                                                   "scale": 1.0, "offset": 0.0},
-                                         "model": TINY_RVAE, "train": {**ONE_STEP, "batch_size": 20, "lr": math.inf}},
-               "same"),
-    _fixed_bug("I", "core/config.py", "napari-rvae train --lr inf exits 0 with NaN in points.csv",
-               check_cli_train_then_encode, {"image": {"shape": (48, 48), "kind": "lattice", "dtype": "float32",
-                                                       "seed": 0, "spacing": 8.0, "sigma": 1.5, "angle": 0.3,
-                                                       "noise": 0.05, "scale": 1.0, "offset": 0.0,
-                                                       "nan_outside": False},
-                                             "points": "truth", "n_points": 300, "fmt": "npy", "kind": "rvae",
-                                             "patch_size": 8, "hidden_dim": 8, "edge": "reflect", "symmetry": 1,
-                                             "seed": 0}, "inf", True, 2),
-    _fixed_bug("J", "core/train.py", "float64 patches beyond float32's range pass the NaN/inf check, then overflow",
-               check_train_then_encode, {"stack": {"n": 20, "p": 8, "kind": "noise", "dtype": "float64", "seed": 0,
-                                                   "scale": 1e39, "offset": 0.0},
-                                         "model": TINY_RVAE, "train": ONE_STEP},
-               "same", raises=(ArpackError, ValueError, AssertionError, RuntimeWarning)),
+    _fixed_bug(
+        "A",
+        "core/patches.py",
+        "minmax-normalised patches reach 1.0000001 (float32 rounding)",
+        check_extract_patches,
+        {"shape": (64, 56), "kind": "noise", "dtype": "uint16", "seed": 1041, "range": "full"},
+        35,
+        {"mode": "inside", "n": 1202, "seed": 65536},
+        "drop",
+        "minmax",
+    ),
+    _fixed_bug(
+        "C",
+        "core/patches.py",
+        "an image whose finite pixels are equal, with NaN pixels, gives NaN patches",
+        check_extract_patches,
+        {
+            "shape": (24, 24),
+            "kind": "lattice",
+            "dtype": "float32",
+            "seed": 0,
+            "spacing": 5.0,
+            "sigma": 1.0,
+            "angle": 1.0,
+            "noise": 0.0,
+            "scale": 255.0,
+            "offset": 1e7,
+            "nan_outside": True,
+        },
+        8,
+        ONE_POINT,
+        "drop",
+        "none",
+    ),
+    _fixed_bug(
+        "D",
+        "core/patches.py",
+        "'global' on a 1e30-scale image: float32 sum of squares overflows, all zeros",
+        check_extract_patches,
+        {**NOISE_F32, "scale": 1e30},
+        16,
+        ONE_POINT,
+        "drop",
+        "global",
+        raises=(AssertionError, RuntimeWarning),
+    ),
+    _fixed_bug(
+        "E",
+        "core/patches.py",
+        "'patch' on a 1e-30-scale image: taken for constant, left unscaled",
+        check_extract_patches,
+        {**NOISE_F32, "scale": 1e-30},
+        16,
+        ONE_POINT,
+        "drop",
+        "patch",
+    ),
+    _fixed_bug(
+        "F",
+        "core/patches.py",
+        "'minmax' on a 1e-40-scale (subnormal) image: 1 / range overflows, NaN",
+        check_extract_patches,
+        {**NOISE_F32, "scale": 1e-40},
+        16,
+        ONE_POINT,
+        "drop",
+        "minmax",
+        raises=(AssertionError, RuntimeWarning),
+    ),
+    _fixed_bug(
+        "B",
+        "core/encode.py",
+        "encode() returns NaN rows for NaN patches instead of an InputError",
+        check_train_then_encode,
+        {
+            "stack": {"n": 1, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0, "range": "full"},
+            "model": TINY_RVAE,
+            "train": ONE_STEP,
+        },
+        "nan",
+    ),
+    _fixed_bug(
+        "B",
+        "core/encode.py",
+        "encode() takes float64 patches beyond float32's range: overflow, NaN rows",
+        check_train_then_encode,
+        {
+            "stack": {"n": 20, "p": 8, "kind": "noise", "dtype": "float32", "seed": 0, "scale": 1.0, "offset": 0.0},
+            "model": {**TINY_RVAE, "likelihood": "gaussian"},
+            "train": ONE_STEP,
+        },
+        "huge",
+        raises=(AssertionError, RuntimeWarning),
+    ),
+    _fixed_bug(
+        "B",
+        "core/encode.py",
+        "encode() takes float64 patches beyond float32's range: overflow",
+        check_train_then_encode,
+        {
+            "stack": {"n": 1, "p": 8, "kind": "constant", "dtype": "float32", "seed": 0, "scale": 1e30, "offset": 0.0},
+            "model": TINY_RVAE,
+            "train": ONE_STEP,
+        },
+        "rescaled",
+        raises=(AssertionError, RuntimeWarning),
+    ),
+    _fixed_bug(
+        "L",
+        "core/models.py",
+        "a Gaussian model trained on constant patches encodes far-off patches as NaN",
+        check_train_then_encode,
+        {
+            "stack": {"n": 1, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0, "range": "full"},
+            "model": {**TINY_RVAE, "likelihood": "gaussian"},
+            "train": ONE_STEP,
+        },
+        "rescaled",
+    ),
+    _fixed_bug(
+        "G",
+        "core/encode.py",
+        "a crvae model cannot encode an empty stack",
+        check_train_then_encode,
+        {
+            "stack": {"n": 1, "p": 8, "kind": "constant", "dtype": "uint8", "seed": 0, "range": "full"},
+            "model": {**TINY_RVAE, "kind": "crvae", "n_classes": 2},
+            "train": ONE_STEP,
+        },
+        "empty",
+        raises=ValueError,
+    ),
+    _fixed_bug(
+        "I",
+        "core/config.py",
+        "TrainConfig accepts lr=inf; one optimiser step makes every result NaN",
+        check_train_then_encode,
+        {
+            "stack": {"n": 20, "p": 8, "kind": "noise", "dtype": "float32", "seed": 0, "scale": 1.0, "offset": 0.0},
+            "model": TINY_RVAE,
+            "train": {**ONE_STEP, "batch_size": 20, "lr": math.inf},
+        },
+        "same",
+    ),
+    _fixed_bug(
+        "I",
+        "core/config.py",
+        "napari-rvae train --lr inf exits 0 with NaN in points.csv",
+        check_cli_train_then_encode,
+        {
+            "image": {
+                "shape": (48, 48),
+                "kind": "lattice",
+                "dtype": "float32",
+                "seed": 0,
+                "spacing": 8.0,
+                "sigma": 1.5,
+                "angle": 0.3,
+                "noise": 0.05,
+                "scale": 1.0,
+                "offset": 0.0,
+                "nan_outside": False,
+            },
+            "points": "truth",
+            "n_points": 300,
+            "fmt": "npy",
+            "kind": "rvae",
+            "patch_size": 8,
+            "hidden_dim": 8,
+            "edge": "reflect",
+            "symmetry": 1,
+            "seed": 0,
+        },
+        "inf",
+        True,
+        2,
+    ),
+    _fixed_bug(
+        "J",
+        "core/train.py",
+        "float64 patches beyond float32's range pass the NaN/inf check, then overflow",
+        check_train_then_encode,
+        {
+            "stack": {"n": 20, "p": 8, "kind": "noise", "dtype": "float64", "seed": 0, "scale": 1e39, "offset": 0.0},
+            "model": TINY_RVAE,
+            "train": ONE_STEP,
+        },
+        "same",
+        raises=(ArpackError, ValueError, AssertionError, RuntimeWarning),
+    ),
 ]
 
 

@@ -26,9 +26,27 @@ from tests.core.test_cli import gaussian_lattice
 
 # report.json's keys as scripts know them: new keys may be added, none of these renamed or dropped.
 CLI_REPORT_KEYS = {
-    "command", "input", "points", "model_config", "train_config", "device", "alignment", "n_points",
-    "n_patches", "dropped_rows", "epochs_run", "stopped_early", "loss_per_epoch", "final_loss", "seconds",
-    "patches_per_second", "class_names", "pixel_size", "unit", "notes", "files",
+    "command",
+    "input",
+    "points",
+    "model_config",
+    "train_config",
+    "device",
+    "alignment",
+    "n_points",
+    "n_patches",
+    "dropped_rows",
+    "epochs_run",
+    "stopped_early",
+    "loss_per_epoch",
+    "final_loss",
+    "seconds",
+    "patches_per_second",
+    "class_names",
+    "pixel_size",
+    "unit",
+    "notes",
+    "files",
 }
 # The keys that name files: a napari run names its layers instead.
 CLI_SOURCE_KEYS = {"input", "points"}
@@ -52,8 +70,9 @@ def test_run_train_report_keeps_every_key(tmp_path):
     tifffile.imwrite(tmp_path / "scan.tif", img)
     pd.DataFrame({"y": pts[:, 0], "x": pts[:, 1]}).to_csv(tmp_path / "points.csv", index=False)
     out = tmp_path / "run"
-    report = run_train(tmp_path / "scan.tif", out, model_config=MODEL, train_config=TRAIN,
-                       points_path=tmp_path / "points.csv")
+    report = run_train(
+        tmp_path / "scan.tif", out, model_config=MODEL, train_config=TRAIN, points_path=tmp_path / "points.csv"
+    )
 
     written = json.loads((out / "report.json").read_text())
     assert written == json.loads(json.dumps(report))
@@ -137,9 +156,19 @@ def test_stopped_run_reports_partial_epochs(glyph_stack):
     patches = glyph_stack[0][:60]
     steps = iter(range(10**6))
     # Stop after 3 steps of 10 per epoch (batch 6): inside the first epoch.
-    result = run(train_iter(patches, MODEL, TrainConfig(epochs=5, batch_size=6, device="cpu"),
-                            stop=lambda: next(steps) >= 3))
-    report = training_report(result, MODEL, TRAIN, command="train", sources={}, n_points=60, n_patches=60,
-                             dropped_rows=[], seconds={"extract": 0.0, "encode": 0.0, "total": 1.0})
+    result = run(
+        train_iter(patches, MODEL, TrainConfig(epochs=5, batch_size=6, device="cpu"), stop=lambda: next(steps) >= 3)
+    )
+    report = training_report(
+        result,
+        MODEL,
+        TRAIN,
+        command="train",
+        sources={},
+        n_points=60,
+        n_patches=60,
+        dropped_rows=[],
+        seconds={"extract": 0.0, "encode": 0.0, "total": 1.0},
+    )
     assert report["stopped_early"] is True and 0 < report["epochs_run"] < 1
     assert len(report["loss_per_epoch"]) == 1 and report["final_loss"] == report["loss_per_epoch"][0]

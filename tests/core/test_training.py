@@ -40,7 +40,12 @@ def test_rvae_latent_angle_tracks_rotation(trained, glyph_stack):
 def test_progress_is_reported_and_loss_falls(glyph_stack):
     patches, _ = glyph_stack
     seen = []
-    result = train(patches[:100], ModelConfig(patch_size=16, hidden_dim=32), TrainConfig(epochs=4, batch_size=50), callback=seen.append)
+    result = train(
+        patches[:100],
+        ModelConfig(patch_size=16, hidden_dim=32),
+        TrainConfig(epochs=4, batch_size=50),
+        callback=seen.append,
+    )
     assert [p.epoch for p in seen if p.epoch_done] == [1, 2, 3, 4]
     assert result.epochs_run == 4 and len(result.history) == 4
     assert result.history[-1] < result.history[0]
@@ -59,7 +64,9 @@ def test_same_seed_same_result(glyph_stack):
 def test_stop_flag_keeps_partial_model(glyph_stack):
     patches, _ = glyph_stack
     stop = threading.Event()
-    gen = train_iter(patches, ModelConfig(patch_size=16, hidden_dim=32), TrainConfig(epochs=50, batch_size=50), stop=stop)
+    gen = train_iter(
+        patches, ModelConfig(patch_size=16, hidden_dim=32), TrainConfig(epochs=50, batch_size=50), stop=stop
+    )
     first = next(gen)
     stop.set()
     reports = [first]
@@ -95,7 +102,9 @@ def test_encode_columns(trained, glyph_stack):
 
 def test_vae_has_no_pose_columns(glyph_stack):
     patches, _ = glyph_stack
-    result = train(patches[:60], ModelConfig(kind="vae", patch_size=16, hidden_dim=32), TrainConfig(epochs=1, batch_size=30))
+    result = train(
+        patches[:60], ModelConfig(kind="vae", patch_size=16, hidden_dim=32), TrainConfig(epochs=1, batch_size=30)
+    )
     assert list(encode(result.model, patches[:5]).columns) == ["z0", "z1", "z0_sd", "z1_sd"]
 
 
@@ -124,7 +133,9 @@ def test_model_file_round_trip(trained, glyph_stack, tmp_path):
     path = save_model(trained.model, tmp_path / "m.pt", extra={"note": "x"})
     model, extra = load_model(path)
     assert extra == {"note": "x"} and model.config == trained.model.config
-    np.testing.assert_allclose(encode(model, patches[:30]).to_numpy(), encode(trained.model, patches[:30]).to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        encode(model, patches[:30]).to_numpy(), encode(trained.model, patches[:30]).to_numpy(), atol=1e-5
+    )
 
 
 def test_bad_model_files_are_refused(tmp_path, trained):
@@ -197,8 +208,12 @@ def test_threads_setting_is_put_back():
     try:
         x = np.random.default_rng(0).random((20, 16, 16)).astype(np.float32)
         seen = []
-        train(x, ModelConfig(patch_size=16, hidden_dim=16), TrainConfig(epochs=1, threads=1),
-              callback=lambda p: seen.append(torch.get_num_threads()))
+        train(
+            x,
+            ModelConfig(patch_size=16, hidden_dim=16),
+            TrainConfig(epochs=1, threads=1),
+            callback=lambda p: seen.append(torch.get_num_threads()),
+        )
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
     finally:

@@ -17,7 +17,9 @@ SCALE, TRANSLATE = (0.5, 0.5), (10.0, 20.0)  # a non-unit pixel size and an offs
 @cache
 def two_grains():
     """A 96 x 192 lattice: grain 0 (left) at 0 deg, grain 1 (right) at +40 deg."""
-    return make_lattice((96, 192), spacing=12, grains=((48, 48, 0.0), (48, 144, ROTATION)), second_species="none", seed=0)
+    return make_lattice(
+        (96, 192), spacing=12, grains=((48, 48, 0.0), (48, 144, ROTATION)), second_species="none", seed=0
+    )
 
 
 def _drain(gen):
@@ -32,16 +34,29 @@ def _drain(gen):
 def trained_rvae():
     """A real 60-epoch rVAE training on the lattice's ~100 patches (a few seconds)."""
     lat = two_grains()
-    return _drain(analyse_iter(lat.image, lat.points, ModelConfig(patch_size=16, hidden_dim=32),
-                               TrainConfig(epochs=60, batch_size=32, lr=3e-3, device="cpu", threads=1)))
+    return _drain(
+        analyse_iter(
+            lat.image,
+            lat.points,
+            ModelConfig(patch_size=16, hidden_dim=32),
+            TrainConfig(epochs=60, batch_size=32, lr=3e-3, device="cpu", threads=1),
+        )
+    )
 
 
 @cache
 def trained_crvae():
     """A class model (classes = grains) after a 2-epoch training: its class column is the grain."""
     lat = two_grains()
-    analysis = _drain(analyse_iter(lat.image, lat.points, ModelConfig(kind="crvae", n_classes=2, patch_size=16, hidden_dim=32),
-                                   TrainConfig(epochs=2, batch_size=32, device="cpu", threads=1), labels=lat.grain))
+    analysis = _drain(
+        analyse_iter(
+            lat.image,
+            lat.points,
+            ModelConfig(kind="crvae", n_classes=2, patch_size=16, hidden_dim=32),
+            TrainConfig(epochs=2, batch_size=32, device="cpu", threads=1),
+            labels=lat.grain,
+        )
+    )
     return analysis
 
 
@@ -57,8 +72,13 @@ def add_source(viewer, with_units=True):
     lat = two_grains()
     units = {"units": ("nm", "nm")} if with_units else {}
     img = viewer.add_image(lat.image.copy(), name="scan", scale=SCALE, translate=TRANSLATE, **units)
-    pts = viewer.add_points(lat.points * np.asarray(SCALE) + np.asarray(TRANSLATE), name="atoms", scale=(1, 1),
-                            features={"grain": lat.grain, "note": ["user"] * len(lat.points)}, **units)
+    pts = viewer.add_points(
+        lat.points * np.asarray(SCALE) + np.asarray(TRANSLATE),
+        name="atoms",
+        scale=(1, 1),
+        features={"grain": lat.grain, "note": ["user"] * len(lat.points)},
+        **units,
+    )
     return img, pts
 
 

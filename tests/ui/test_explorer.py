@@ -70,8 +70,11 @@ def test_selection_in_the_scatter_selects_atoms_in_the_viewer(make_napari_viewer
     assert 0 < len(expected) < len(xy)
     got = set(res.selected_data)
     # Points right on the box's edge may fall either way (pixel rounding of the drag).
-    on_edge = {i for i in got ^ expected
-               if min(abs(xy[i, 0] - x0), abs(xy[i, 0] - x1), abs(xy[i, 1] - y0), abs(xy[i, 1] - y1)) < 0.02 * np.ptp(xy)}
+    on_edge = {
+        i
+        for i in got ^ expected
+        if min(abs(xy[i, 0] - x0), abs(xy[i, 0] - x1), abs(xy[i, 1] - y0), abs(xy[i, 1] - y1)) < 0.02 * np.ptp(xy)
+    }
     assert got ^ expected <= on_edge and len(got) > 0
     np.testing.assert_allclose(np.sort(widget.highlighted(), axis=0), np.sort(xy[sorted(got)], axis=0))
 
@@ -100,7 +103,9 @@ def test_manifold_is_decoded_at_the_chosen_angle_and_can_become_a_layer(make_nap
     with_results(viewer)
     widget = open_explorer(viewer)
     widget.grid_spin.setValue(5)
-    qtbot.waitUntil(lambda: widget.manifold_image is not None and widget.manifold_image.shape == (80, 80), timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: widget.manifold_image is not None and widget.manifold_image.shape == (80, 80), timeout=WAIT_MS
+    )
     upright = widget.manifold_image
     assert widget.angle_slider.maximum() == 359
     widget.angle_slider.setValue(90)

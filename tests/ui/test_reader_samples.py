@@ -20,7 +20,7 @@ def test_get_reader_layer_tuples(tmp_path):
     p = write_tiff(tmp_path / "cal.tif", np.random.default_rng(0).random((16, 20)), pixel_size=0.3, unit="Å")
     reader = get_reader(str(p))
     assert callable(reader)
-    (data, kwargs, kind), = reader(str(p))
+    ((data, kwargs, kind),) = reader(str(p))
     assert kind == "image" and data.shape == (16, 20)
     assert kwargs["name"] == "cal" and kwargs["scale"] == pytest.approx((0.3, 0.3))
     assert kwargs["metadata"]["unit"] == "Å" and kwargs["units"] == ("Å", "Å")

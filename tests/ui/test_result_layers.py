@@ -134,7 +134,9 @@ def test_symmetry_wraps_the_map_and_the_colours(make_napari_viewer):
     colors, grain = roles["points"].face_color, roles["points"].features["grain"].to_numpy()
     # 89 and 1 deg look alike on a 90 deg colour wheel (they would be far apart on a 360 deg one).
     assert np.abs(colors[grain == 0][0] - colors[grain == 1][0]).max() < 0.2
-    smooth = show_results(viewer, analysis, image_layer=img, points_layer=pts, run_name="four", symmetry=4, map_mode="smooth")
+    smooth = show_results(
+        viewer, analysis, image_layer=img, points_layer=pts, run_name="four", symmetry=4, map_mode="smooth"
+    )
     sm = by_role(smooth)["angle_map"].data[40:56, 88:104]  # across the boundary: near 0/90, never near 45
     assert np.nanmin(np.minimum(sm, 90 - sm)) < 2 and np.nanmax(np.minimum(sm, 90 - sm)) < 2
 
@@ -168,8 +170,17 @@ def test_maps_made_by_the_worker_are_drawn_as_they_are(make_napari_viewer):
     analysis = trained_rvae()
     results = job_results(analysis, img.data.shape)
     assert set(results.maps) == {"angle_map", "psi_map"} and results.psi_period == 90.0  # a square lattice
-    layers = by_role(show_results(viewer, analysis, image_layer=img, points_layer=pts, run_name="given",
-                                  maps=results.maps, radius=results.radius))
+    layers = by_role(
+        show_results(
+            viewer,
+            analysis,
+            image_layer=img,
+            points_layer=pts,
+            run_name="given",
+            maps=results.maps,
+            radius=results.radius,
+        )
+    )
     assert layers["angle_map"].data is results.maps["angle_map"]
     assert results_meta(layers["angle_map"])["radius"] == results.radius
     # The same maps show_results makes by itself.

@@ -95,13 +95,17 @@ def assert_untouched(viewer, layer, data, name):
     assert list(getattr(layer, "features", {})) == []
 
 
-def test_train_through_manifest_keeps_inputs_and_viewer_responsive(make_napari_viewer, qtbot, lattice, tmp_path, messages):
+def test_train_through_manifest_keeps_inputs_and_viewer_responsive(
+    make_napari_viewer, qtbot, lattice, tmp_path, messages
+):
     viewer = make_napari_viewer()
     img, pts = add_inputs(viewer, lattice, scale=(0.5, 0.5), translate=(3.0, -2.0))
     img_before, pts_before = img.data.copy(), pts.data.copy()
     _, widget = open_widget(viewer)
     assert widget.image_combo.currentText() == "scan" and widget.points_combo.currentText() == "atoms"
-    assert widget.form.device.itemText(0) == "auto" and "cpu" in [widget.form.device.itemText(i) for i in range(widget.form.device.count())]
+    assert widget.form.device.itemText(0) == "auto" and "cpu" in [
+        widget.form.device.itemText(i) for i in range(widget.form.device.count())
+    ]
     assert not widget.save_button.isEnabled() and not widget.apply_button.isEnabled()
     assert widget.form.symmetry.currentText() == "auto"  # estimated from the patches unless chosen
     small_run(widget, epochs=4)
@@ -306,17 +310,33 @@ def test_rotations_choice_sets_prior_and_alignment(make_napari_viewer):
     for i in range(form.rotations.count()):
         form.rotations.setCurrentIndex(i)
         model, _ = form.configs()
-        seen[form.rotations.currentText()] = (model.angle_prior, model.coarse_alignment,
-                                              model.rotation_range if model.coarse_alignment else "-")
-    assert sorted(seen.values()) == [(0.0, False, "-"), (0.0, True, "auto"), (0.0, True, "full"),
-                                     (0.0, True, "limited"), (2.0, False, "-")]
-    for config in (ModelConfig(angle_prior=2.0), ModelConfig(alignment="none"), ModelConfig(),
-                   ModelConfig(rotation_range="limited"), ModelConfig(rotation_range="full")):
+        seen[form.rotations.currentText()] = (
+            model.angle_prior,
+            model.coarse_alignment,
+            model.rotation_range if model.coarse_alignment else "-",
+        )
+    assert sorted(seen.values()) == [
+        (0.0, False, "-"),
+        (0.0, True, "auto"),
+        (0.0, True, "full"),
+        (0.0, True, "limited"),
+        (2.0, False, "-"),
+    ]
+    for config in (
+        ModelConfig(angle_prior=2.0),
+        ModelConfig(alignment="none"),
+        ModelConfig(),
+        ModelConfig(rotation_range="limited"),
+        ModelConfig(rotation_range="full"),
+    ):
         form.rotations.setCurrentIndex(0 if config.angle_prior else 3)
         form.show_model(config)
         model, _ = form.configs()
         assert (model.angle_prior, model.coarse_alignment, model.rotation_range) == (
-            config.angle_prior, config.coarse_alignment, config.rotation_range)
+            config.angle_prior,
+            config.coarse_alignment,
+            config.rotation_range,
+        )
     form.kind.setCurrentText("vae")
     assert not form.rotations.isEnabled()
 
@@ -462,7 +482,10 @@ def test_saved_model_has_the_runs_report(make_napari_viewer, qtbot, lattice, tmp
     assert report["model_config"] == widget.model.config.to_dict()
     assert report["model_config"]["patch_size"] == 16 and report["model_config"]["hidden_dim"] == 32
     assert {k: report["train_config"][k] for k in ("epochs", "batch_size", "device")} == {
-        "epochs": 3, "batch_size": 16, "device": "cpu"}
+        "epochs": 3,
+        "batch_size": 16,
+        "device": "cpu",
+    }
     assert report["device"] == "cpu"
     assert report["alignment"] == CoarseAlignment(widget.model).summary()
     assert report["epochs_run"] == 3 and report["stopped_early"] is False

@@ -112,8 +112,9 @@ def analyse_iter(
     ps = _cut(image, points_yx, model_config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
     t_extract = time.perf_counter() - t_start
-    analysis = yield from train_patches_iter(ps.patches, ps.centers, model_config, train_config,
-                                             labels=kept_labels, stop=stop)
+    analysis = yield from train_patches_iter(
+        ps.patches, ps.centers, model_config, train_config, labels=kept_labels, stop=stop
+    )
     return _with_cut(analysis, ps, t_extract)
 
 

@@ -46,25 +46,33 @@ def angle_warnings(table: pd.DataFrame, symmetry: int, how: dict | None = None) 
     period = 360.0 / int(symmetry)
     n = int(np.isfinite(table["angle"].to_numpy(dtype=float)).sum())
     if n < FEW_PATCHES:
-        out.append(f"Few patches: {n} angles (fewer than {FEW_PATCHES}); alignment and training may not have "
-                   "settled, so compare runs with another seed before trusting the map.")
+        out.append(
+            f"Few patches: {n} angles (fewer than {FEW_PATCHES}); alignment and training may not have "
+            "settled, so compare runs with another seed before trusting the map."
+        )
     if "angle_sd" in table:
         sd = table["angle_sd"].to_numpy(dtype=float)
         sd = sd[np.isfinite(sd)]
         median = float(np.median(sd)) if sd.size else float("nan")
         if np.isfinite(median) and median > UNCERTAIN_SHARE * period:
-            out.append(f"Uncertain angles: the median angle_sd is {median:.1f} deg, more than "
-                       f"{UNCERTAIN_SHARE:.0%} of the {period:g}-degree period; the patches may be too noisy, too "
-                       "small or too symmetric to fix the angle.")
+            out.append(
+                f"Uncertain angles: the median angle_sd is {median:.1f} deg, more than "
+                f"{UNCERTAIN_SHARE:.0%} of the {period:g}-degree period; the patches may be too noisy, too "
+                "small or too symmetric to fix the angle."
+            )
     if how and how.get("source") == "estimated" and how.get("alternatives"):
         others = ", ".join(f"{k}-fold" for k in how["alternatives"])
-        out.append(f"Symmetry ambiguous: {how['chosen']}-fold was chosen and {others} is close (report.json: "
-                   "symmetry); if you know the motif, choose it with --symmetry or the Symmetry box.")
+        out.append(
+            f"Symmetry ambiguous: {how['chosen']}-fold was chosen and {others} is close (report.json: "
+            "symmetry); if you know the motif, choose it with --symmetry or the Symmetry box."
+        )
     if "angle_psi_flag" in table and "psi_order" in table:
         ordered = table["psi_order"].to_numpy(dtype=float) >= 0.5
         if ordered.sum() >= 10:
             share = float(table["angle_psi_flag"].to_numpy(dtype=bool)[ordered].mean())
             if share > FLAGGED_SHARE:
-                out.append(f"Lattice check: the angle and psi_n disagree by more than 15 deg on {share:.0%} of the "
-                           "atoms in ordered lattice (angle_psi_flag); check the symmetry and the atom positions.")
+                out.append(
+                    f"Lattice check: the angle and psi_n disagree by more than 15 deg on {share:.0%} of the "
+                    "atoms in ordered lattice (angle_psi_flag); check the symmetry and the atom positions."
+                )
     return out

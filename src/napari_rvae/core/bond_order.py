@@ -235,8 +235,7 @@ def angle_disagreement(angle_deg, psi_deg, n: int, order=None, *, min_order: flo
     return _wrap(diff - offset, period)
 
 
-def flag_disagreement(diff_deg, order=None, *, threshold_deg: float = DISAGREEMENT_DEG,
-                      min_order: float = MIN_ORDER):
+def flag_disagreement(diff_deg, order=None, *, threshold_deg: float = DISAGREEMENT_DEG, min_order: float = MIN_ORDER):
     """True where the learned angle and psi_n disagree by more than ``threshold_deg``.
 
     Parameters

@@ -68,7 +68,7 @@ def aligned_errors(pred_deg, true_deg, *, groups=None, period: float = 360.0, si
     t = np.asarray(true_deg, dtype=float) * k
     g = np.zeros(len(p), dtype=int) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     best = None
-    for s in ([sign] if sign else [1, -1]):
+    for s in [sign] if sign else [1, -1]:
         d = np.exp(1j * (s * p - t))
         err = np.empty(len(p))
         for gi in np.unique(g):

@@ -122,7 +122,9 @@ class ModelConfig:
         if self.alignment not in ALIGNMENTS:
             raise InputError(f"Unknown alignment {self.alignment!r}: use one of {', '.join(ALIGNMENTS)}.")
         if self.rotation_range not in ROTATION_RANGES:
-            raise InputError(f"Unknown rotation range {self.rotation_range!r}: use one of {', '.join(ROTATION_RANGES)}.")
+            raise InputError(
+                f"Unknown rotation range {self.rotation_range!r}: use one of {', '.join(ROTATION_RANGES)}."
+            )
         if self.noise <= 0:
             raise InputError("The noise scale must be positive.")
         if self.class_model and self.n_classes < 2:
@@ -204,9 +206,15 @@ class TrainConfig:
             raise InputError(f"The learning rate must be above 0 and at most 1 (got {self.lr}).")
         if self.threads is not None and int(self.threads) < 1:
             raise InputError(f"Threads must be at least 1 (got {self.threads}).")
-        if not (self.class_window is None or self.class_window == "auto"
-                or (isinstance(self.class_window, int) and not isinstance(self.class_window, bool)
-                    and self.class_window >= 4)):
+        if not (
+            self.class_window is None
+            or self.class_window == "auto"
+            or (
+                isinstance(self.class_window, int)
+                and not isinstance(self.class_window, bool)
+                and self.class_window >= 4
+            )
+        ):
             raise InputError(f"The class window must be auto, full or at least 4 pixels (got {self.class_window!r}).")
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise InputError(f"Precision must be auto, float32 or bfloat16 (got {self.precision!r}).")

@@ -53,9 +53,9 @@ def _noise_std(img: np.ndarray) -> float:
     absolute deviation, on a subsample of at most ~1 M blocks.
     """
     step = max(1, int(np.sqrt(img.size / 1e6)))
-    a = img[: -1 : step, : -1 : step].astype(np.float64)
-    b = img[1::step, : -1 : step][: a.shape[0], : a.shape[1]]
-    cc = img[: -1 : step, 1::step][: a.shape[0], : a.shape[1]]
+    a = img[:-1:step, :-1:step].astype(np.float64)
+    b = img[1::step, :-1:step][: a.shape[0], : a.shape[1]]
+    cc = img[:-1:step, 1::step][: a.shape[0], : a.shape[1]]
     d = img[1::step, 1::step][: a.shape[0], : a.shape[1]]
     diff = (a - b - cc + d) / 2.0
     med = np.median(diff)

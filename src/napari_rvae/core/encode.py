@@ -78,8 +78,10 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
         return table.astype({"class": np.int64}) if cfg.class_model else table
     with np.errstate(over="ignore", invalid="ignore"):
         if not np.isfinite(np.asarray(x_np, dtype=np.float32)).all():
-            raise InputError("The patches hold NaN, infinite values or values beyond the float32 range "
-                             "(about 3.4e38): nothing can be encoded from them.")
+            raise InputError(
+                "The patches hold NaN, infinite values or values beyond the float32 range "
+                "(about 3.4e38): nothing can be encoded from them."
+            )
     labels = encoding_labels(labels, cfg, x_np.shape[0])
     dev = device or next(model.parameters()).device
     was_training = model.training
@@ -99,8 +101,10 @@ def encode(model: RVAE, patches, *, labels=None, batch_size: int = 4096, device=
                     raise
                 free_cached_memory(dev)
                 if notes is not None:
-                    notes.append(f"Encoding ran out of memory on {dev} with batches of {batch_size}; "
-                                 f"it went on with batches of {batch_size // 2}.")
+                    notes.append(
+                        f"Encoding ran out of memory on {dev} with batches of {batch_size}; "
+                        f"it went on with batches of {batch_size // 2}."
+                    )
                 batch_size //= 2
                 continue
             start += len(xb)

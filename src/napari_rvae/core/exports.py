@@ -19,8 +19,16 @@ CLASS_MAP_FILE = "class_map.tif"
 LATENT_FIGURE_FILE = "latent.png"
 
 
-def result_maps(shape, centers_yx, table: pd.DataFrame, *, period: float = 360.0, mode: str = "nearest",
-                radius: float | None = None, psi_period: float | None = None) -> dict[str, np.ndarray]:
+def result_maps(
+    shape,
+    centers_yx,
+    table: pd.DataFrame,
+    *,
+    period: float = 360.0,
+    mode: str = "nearest",
+    radius: float | None = None,
+    psi_period: float | None = None,
+) -> dict[str, np.ndarray]:
     """The maps a results table supports: ``{"angle_map": ..., "class_map": ..., "psi_map": ...}``.
 
     One tessellation serves every map. Tables without an ``angle`` column (a
@@ -34,24 +42,35 @@ def result_maps(shape, centers_yx, table: pd.DataFrame, *, period: float = 360.0
         return maps
     index = nearest_atom_index(shape, centers_yx, radius)
     if "angle" in table:
-        maps["angle_map"] = angle_map(shape, centers_yx, table["angle"].to_numpy(), period=period, mode=mode,
-                                      radius=radius, index=index)
+        maps["angle_map"] = angle_map(
+            shape, centers_yx, table["angle"].to_numpy(), period=period, mode=mode, radius=radius, index=index
+        )
     if "class" in table:
         maps["class_map"] = class_map(shape, centers_yx, table["class"].to_numpy(), index=index)
     if psi:
-        maps["psi_map"] = angle_map(shape, centers_yx, table["psi_angle"].to_numpy(dtype=float), period=psi_period,
-                                    mode=mode, radius=radius, index=index)
+        maps["psi_map"] = angle_map(
+            shape,
+            centers_yx,
+            table["psi_angle"].to_numpy(dtype=float),
+            period=psi_period,
+            mode=mode,
+            radius=radius,
+            index=index,
+        )
     return maps
 
 
-def write_maps_tiff(folder, maps: dict[str, np.ndarray], *, pixel_size: float | None = None,
-                    unit: str | None = None, prefix: str = "") -> list[Path]:
+def write_maps_tiff(
+    folder, maps: dict[str, np.ndarray], *, pixel_size: float | None = None, unit: str | None = None, prefix: str = ""
+) -> list[Path]:
     """Write each map as ``{prefix}{name}.tif`` (ImageJ TIFF with the pixel size); returns the paths."""
     from .readers import write_tiff
 
     folder = Path(folder)
-    return [write_tiff(folder / f"{prefix}{name}.tif", data, pixel_size=pixel_size, unit=unit)
-            for name, data in maps.items()]
+    return [
+        write_tiff(folder / f"{prefix}{name}.tif", data, pixel_size=pixel_size, unit=unit)
+        for name, data in maps.items()
+    ]
 
 
 def latent_columns(table: pd.DataFrame) -> list[str]:
@@ -75,15 +94,30 @@ def draw_scatter(ax, table: pd.DataFrame, xcol: str, ycol: str, *, color_by="ang
     """The latent scatter on a matplotlib Axes; returns the PathCollection."""
     n = len(table)
     size = size if size is not None else float(np.clip(3000.0 / max(n, 1), 0.5, 12.0))
-    coll = ax.scatter(table[xcol].to_numpy(), table[ycol].to_numpy(), s=size,
-                      c=point_colors(table, color_by, period), linewidths=0, rasterized=n > 5000)
+    coll = ax.scatter(
+        table[xcol].to_numpy(),
+        table[ycol].to_numpy(),
+        s=size,
+        c=point_colors(table, color_by, period),
+        linewidths=0,
+        rasterized=n > 5000,
+    )
     ax.set_xlabel(xcol)
     ax.set_ylabel(ycol)
     return coll
 
 
-def latent_figure(table: pd.DataFrame, model=None, *, dims=(0, 1), d: int = 10, angle_deg: float = 0.0,
-                  color_by: str = "angle", period: float | None = None, class_index: int = 0):
+def latent_figure(
+    table: pd.DataFrame,
+    model=None,
+    *,
+    dims=(0, 1),
+    d: int = 10,
+    angle_deg: float = 0.0,
+    color_by: str = "angle",
+    period: float | None = None,
+    class_index: int = 0,
+):
     """A two-panel figure: the latent scatter and the decoded latent manifold.
 
     Parameters

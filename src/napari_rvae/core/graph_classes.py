@@ -32,8 +32,16 @@ from .spectral import kmeans, spectral_clusters, spread_labels
 __all__ = ["graph_classes", "kmeans", "spectral_clusters", "spread_labels"]
 
 
-def graph_classes(patches, n_classes: int, *, labels=None, symmetry: int = 1, k: int = 10,
-                  max_anchors: int = MAX_ANCHORS, seed: int = 0) -> np.ndarray:
+def graph_classes(
+    patches,
+    n_classes: int,
+    *,
+    labels=None,
+    symmetry: int = 1,
+    k: int = 10,
+    max_anchors: int = MAX_ANCHORS,
+    seed: int = 0,
+) -> np.ndarray:
     """One class (0..n_classes-1) per patch from the rotation-invariant similarity graph.
 
     Parameters
@@ -71,8 +79,11 @@ def graph_classes(patches, n_classes: int, *, labels=None, symmetry: int = 1, k:
     if len(rest):
         index, weight, _ = best_references(spec[torch.as_tensor(rest).to(spec.device)], spec_a, k=k)
         votes = np.zeros((len(rest), n_classes))
-        np.add.at(votes, (np.repeat(np.arange(len(rest)), index.shape[1]), anchor_classes[index.cpu().numpy()].ravel()),
-                  weight.cpu().numpy().ravel())
+        np.add.at(
+            votes,
+            (np.repeat(np.arange(len(rest)), index.shape[1]), anchor_classes[index.cpu().numpy()].ravel()),
+            weight.cpu().numpy().ravel(),
+        )
         out[rest] = votes.argmax(1)
     if lab is not None:
         out[known] = lab[known]

@@ -47,7 +47,9 @@ def check_labels(labels, n: int, config: ModelConfig) -> np.ndarray | None:
         raise InputError("Class labels must be whole numbers (0, 1, 2, ...), with -1 or empty for unknown.")
     lab = np.where(np.isfinite(lab.astype(float)), lab, -1).astype(np.int64)
     if config.traits.labels == "all" and (lab < 0).any():
-        raise InputError(f"{config.kind} needs a class for every patch; {(lab < 0).sum()} have none (use ssrvae for a few labels).")
+        raise InputError(
+            f"{config.kind} needs a class for every patch; {(lab < 0).sum()} have none (use ssrvae for a few labels)."
+        )
     if (lab >= config.n_classes).any() or (lab < -1).any():
         raise InputError(f"Class labels must lie in 0..{config.n_classes - 1} (found {lab.min()}..{lab.max()}).")
     if not (lab >= 0).any():

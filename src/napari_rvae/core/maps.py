@@ -209,7 +209,9 @@ def _smoothed_angles(shape, centers: np.ndarray, angles: np.ndarray, period: flo
     return out
 
 
-def class_map(shape, centers_yx, classes, radius: float | None = None, *, index: np.ndarray | None = None) -> np.ndarray:
+def class_map(
+    shape, centers_yx, classes, radius: float | None = None, *, index: np.ndarray | None = None
+) -> np.ndarray:
     """A label image: 0 = background, class ``k`` of the nearest atom -> ``k + 1``.
 
     Parameters
@@ -295,10 +297,22 @@ def angle_colors(angles_deg, period: float = 360.0) -> np.ndarray:
 
 
 # Distinct colours for classes (tab10 without grey), repeated for many classes.
-_CLASS_RGB = np.array([
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207),
-]) / 255.0
+_CLASS_RGB = (
+    np.array(
+        [
+            (31, 119, 180),
+            (255, 127, 14),
+            (44, 160, 44),
+            (214, 39, 40),
+            (148, 103, 189),
+            (140, 86, 75),
+            (227, 119, 194),
+            (188, 189, 34),
+            (23, 190, 207),
+        ]
+    )
+    / 255.0
+)
 
 
 def class_colors(classes) -> np.ndarray:

@@ -74,7 +74,9 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path} is not a napari-rvae model file.")
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputError(f"{path} was written by a newer napari-rvae ({payload.get('package_version')}); please upgrade.")
+        raise InputError(
+            f"{path} was written by a newer napari-rvae ({payload.get('package_version')}); please upgrade."
+        )
     try:
         stored = json.loads(payload["config"])
         # Files from before coarse alignment existed hold plain rVAEs.
@@ -89,7 +91,7 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
             state.setdefault(key, getattr(model, key))
         # ... and before the third range statistic ("beyond"): it reads as not measured.
         stats = state["ref_range_test"]
-        state["ref_range_test"] = torch.cat([stats, model.ref_range_test[stats.numel():]])
+        state["ref_range_test"] = torch.cat([stats, model.ref_range_test[stats.numel() :]])
         model.load_state_dict(state)
     except InputError:
         raise

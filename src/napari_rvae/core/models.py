@@ -224,7 +224,9 @@ class RVAE(nn.Module):
             n_cond=n_cls if config.class_input else 0,
             n_logits=n_cls if config.class_latent else 0,
         )
-        self.decoder = SpatialDecoder(config.patch_size, config.latent_dim, config.hidden_dim, config.hidden_layers, n_cls)
+        self.decoder = SpatialDecoder(
+            config.patch_size, config.latent_dim, config.hidden_dim, config.hidden_layers, n_cls
+        )
         # A coordinate MLP first learns a blurred blob (spectral bias) and sits on
         # that plateau for tens of epochs; steeper coordinate features let it draw
         # detail early. Measured on 500 rotated digits, 10 epochs: loss per patch
@@ -367,8 +369,9 @@ class RVAE(nn.Module):
 
     # --- deterministic views (no sampling, no training) -----------------------
     @torch.no_grad()
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                  coarse: CoarsePose | None = None) -> dict[str, torch.Tensor]:
+    def posterior(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, coarse: CoarsePose | None = None
+    ) -> dict[str, torch.Tensor]:
         """Posterior means and spreads for normalised, flattened patches.
 
         ``coarse``: the pose the alignment stage turned ``x`` back by

@@ -38,8 +38,14 @@ class Objective:
     patches a labelled patch would otherwise steer the head once per epoch.
     """
 
-    def __init__(self, model: RVAE, x_all: torch.Tensor, labels: torch.Tensor | None,
-                 targets: torch.Tensor | None, gen: torch.Generator):
+    def __init__(
+        self,
+        model: RVAE,
+        x_all: torch.Tensor,
+        labels: torch.Tensor | None,
+        targets: torch.Tensor | None,
+        gen: torch.Generator,
+    ):
         self.model, self.x_all, self.labels, self.gen = model, x_all, labels, gen
         self.n_classes = model.config.n_classes
         self.enum = model.config.class_latent
@@ -87,5 +93,6 @@ class Objective:
         if pick.numel() > CLASSIFIER_BATCH:
             pick = pick[torch.randperm(pick.numel(), generator=self.gen)[:CLASSIFIER_BATCH].to(pick.device)]
         scaled = poutine.scale(self.model.classify, scale=CLASSIFIER_WEIGHT * batch / pick.numel())
-        return self.classify_elbo.differentiable_loss(scaled, self.model.classify_guide, self.x_all[pick],
-                                                      self.targets[pick])
+        return self.classify_elbo.differentiable_loss(
+            scaled, self.model.classify_guide, self.x_all[pick], self.targets[pick]
+        )

@@ -120,9 +120,7 @@ def _check_points(points, shape) -> np.ndarray:
     if (pts.ndim == 2 and pts.shape[0] == 0) or pts.size == 0:
         raise InputError("There are no points: detect atoms or add points first.")
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise InputError(
-            f"The points have shape {pts.shape}: an (N, 2) table of (y, x) pixel positions is needed."
-        )
+        raise InputError(f"The points have shape {pts.shape}: an (N, 2) table of (y, x) pixel positions is needed.")
     bad = ~np.isfinite(pts).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -183,9 +181,7 @@ def edge_dropped_count(image_shape, points, patch_size) -> int:
     if pts.size == 0:
         return 0
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise InputError(
-            f"The points have shape {pts.shape}: an (N, 2) table of (y, x) pixel positions is needed."
-        )
+        raise InputError(f"The points have shape {pts.shape}: an (N, 2) table of (y, x) pixel positions is needed.")
     with np.errstate(invalid="ignore"):
         inside = _inside_mask(shape, pts, int(patch_size))
     return int(pts.shape[0] - np.count_nonzero(inside))

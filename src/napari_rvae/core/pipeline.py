@@ -109,7 +109,9 @@ def load_inputs(
             "(their row numbers are in report.json); use --edge reflect to keep them."
         )
     if len(ps.kept) == 0:
-        raise InputError(f"Every point is too close to the edge for {patch_size} px patches; use --edge reflect or a smaller --patch-size.")
+        raise InputError(
+            f"Every point is too close to the edge for {patch_size} px patches; use --edge reflect or a smaller --patch-size."
+        )
     table = points.iloc[ps.kept].reset_index(drop=True)
     return Inputs(
         ps.patches,
@@ -219,10 +221,14 @@ def run_train(
     the model trained so far is encoded and written, with ``stopped_early``.
     """
     t_start = time.perf_counter()
-    out = OutputDir(out_dir)
-    try:
-        inputs = load_inputs(input_path, points_path=points_path, patch_size=model_config.patch_size, edge=edge,
-                             detect_options=detect_options)
+    with OutputDir(out_dir) as out:  # complete on success, nothing left on any error or interrupt
+        inputs = load_inputs(
+            input_path,
+            points_path=points_path,
+            patch_size=model_config.patch_size,
+            edge=edge,
+            detect_options=detect_options,
+        )
         _say_all(say, inputs.notes)
         if inputs.patches.shape[1] != model_config.patch_size:
             model_config = replace(model_config, patch_size=int(inputs.patches.shape[1]))
@@ -231,15 +237,22 @@ def run_train(
             say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
         t_extract = time.perf_counter() - t_start
 
-        analysis = drive(train_patches_iter(inputs.patches, atom_positions(inputs), model_config, train_config,
-                                            labels=labels, stop=stop), on_progress)
+        analysis = drive(
+            train_patches_iter(
+                inputs.patches, atom_positions(inputs), model_config, train_config, labels=labels, stop=stop
+            ),
+            on_progress,
+        )
         result = analysis.training
         if result.alignment:
             say(result.alignment["description"])
         _say_all(say, result.notes)
         table = results_table(inputs, analysis.table, class_names=class_names)
-        save_model(result.model, out.path(MODEL_FILE), extra={"class_names": class_names, "labels_col": labels_col,
-                                                              "edge": edge})
+        save_model(
+            result.model,
+            out.path(MODEL_FILE),
+            extra={"class_names": class_names, "labels_col": labels_col, "edge": edge},
+        )
         files = _write_results(out, inputs, table, result.model)
         report = training_report(
             result,
@@ -250,8 +263,11 @@ def run_train(
             n_points=inputs.n_points,
             n_patches=len(inputs.patches),
             dropped_rows=inputs.dropped,
-            seconds={"extract": t_extract, "encode": analysis.seconds["encode"],
-                     "total": time.perf_counter() - t_start},
+            seconds={
+                "extract": t_extract,
+                "encode": analysis.seconds["encode"],
+                "total": time.perf_counter() - t_start,
+            },
             class_names=class_names,
             pixel_size=inputs.pixel_size,
             unit=inputs.unit,
@@ -262,10 +278,6 @@ def run_train(
         )
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
-    except BaseException:
-        out.discard()
-        raise
-    out.commit()
     return report
 
 
@@ -284,10 +296,14 @@ def run_encode(
     t_start = time.perf_counter()
     model, extra = load_model(model_path)
     cfg = model.config
-    out = OutputDir(out_dir)
-    try:
-        inputs = load_inputs(input_path, points_path=points_path, patch_size=cfg.patch_size,
-                             edge=edge or extra.get("edge", "drop"), detect_options=detect_options)
+    with OutputDir(out_dir) as out:  # complete on success, nothing left on any error or interrupt
+        inputs = load_inputs(
+            input_path,
+            points_path=points_path,
+            patch_size=cfg.patch_size,
+            edge=edge or extra.get("edge", "drop"),
+            detect_options=detect_options,
+        )
         _say_all(say, inputs.notes)
         if inputs.patches.shape[1] != cfg.patch_size:
             raise InputError(
@@ -319,8 +335,4 @@ def run_encode(
         }
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
-    except BaseException:
-        out.discard()
-        raise
-    out.commit()
     return report

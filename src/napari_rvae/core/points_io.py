@@ -37,7 +37,10 @@ def points_from_table(table: pd.DataFrame, *, source: str = "points") -> pd.Data
     cols = [str(c).strip() for c in table.columns]
     table = table.copy()
     table.columns = cols
-    axis_cols = sorted((c for c in cols if c.startswith("axis-")), key=lambda c: int(c.split("-")[1]) if c.split("-")[1].isdigit() else 0)
+    axis_cols = sorted(
+        (c for c in cols if c.startswith("axis-")),
+        key=lambda c: int(c.split("-")[1]) if c.split("-")[1].isdigit() else 0,
+    )
     if "y" in cols and "x" in cols:
         yx, drop = ["y", "x"], ["y", "x"]
     elif len(axis_cols) >= 2:
@@ -52,7 +55,9 @@ def points_from_table(table: pd.DataFrame, *, source: str = "points") -> pd.Data
     bad = coords.isna().any(axis=1) | ~np.isfinite(coords.to_numpy(dtype=float)).all(axis=1)
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"{source}: {int(bad.sum())} rows have missing or non-numeric coordinates (first: row {first + 1}).")
+        raise InputError(
+            f"{source}: {int(bad.sum())} rows have missing or non-numeric coordinates (first: row {first + 1})."
+        )
     out = pd.DataFrame({"y": coords[yx[0]].astype(float).to_numpy(), "x": coords[yx[1]].astype(float).to_numpy()})
     carried = table.drop(columns=drop).reset_index(drop=True)
     return pd.concat([out, carried], axis=1)

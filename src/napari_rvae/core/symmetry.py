@@ -153,16 +153,20 @@ def estimate_symmetry(patches, *, seed: int = 0) -> SymmetryEstimate:
     described = ", ".join(f"{n}-fold {finite[n]:.2f}" for n in sorted(finite))
     if finite[cheapest] > MAX_COST:
         near = finite[cheapest] <= NEAR_FACTOR * MAX_COST
-        reason = (f"Turning a patch by 360/n costs more than {MAX_COST:g} times its distance to its best match "
-                  f"for every n ({described}): the content is 1-fold"
-                  + (f"; {cheapest}-fold is close (below {NEAR_FACTOR * MAX_COST:g})." if near else "."))
+        reason = (
+            f"Turning a patch by 360/n costs more than {MAX_COST:g} times its distance to its best match "
+            f"for every n ({described}): the content is 1-fold"
+            + (f"; {cheapest}-fold is close (below {NEAR_FACTOR * MAX_COST:g})." if near else ".")
+        )
         return SymmetryEstimate(1, costs, [1, cheapest] if near else [1], compared, reason)
     accepted = {n for n, c in finite.items() if c <= min(MAX_COST, PLAUSIBLE_RATIO * finite[cheapest])}
     plausible = sorted(n for n in accepted if all(d in accepted for d in CANDIDATES if d < n and n % d == 0))
     chosen = max(plausible) if plausible else cheapest
     found = SymmetryEstimate(chosen, costs, plausible, compared)
     others = found.alternatives
-    found.reason = (f"Turning a patch by 360/{chosen} degrees costs {finite[chosen]:.2f} times its distance to its "
-                    f"best match ({described}; 1-fold above {MAX_COST:g})"
-                    + (f"; also plausible: {', '.join(f'{n}-fold' for n in others)}." if others else "."))
+    found.reason = (
+        f"Turning a patch by 360/{chosen} degrees costs {finite[chosen]:.2f} times its distance to its "
+        f"best match ({described}; 1-fold above {MAX_COST:g})"
+        + (f"; also plausible: {', '.join(f'{n}-fold' for n in others)}." if others else ".")
+    )
     return found

@@ -449,7 +449,9 @@ def _rotate_all(images: np.ndarray, angles: np.ndarray) -> np.ndarray:
 
     out = np.empty(images.shape, dtype=np.float32)
     for i, (im, a) in enumerate(zip(images, angles)):
-        out[i] = rotate(np.array(im, dtype=np.float64), float(a), order=1, mode="constant", cval=0.0, preserve_range=True)
+        out[i] = rotate(
+            np.array(im, dtype=np.float64), float(a), order=1, mode="constant", cval=0.0, preserve_range=True
+        )
     return np.clip(out, 0.0, 1.0)
 
 
@@ -477,8 +479,9 @@ def make_rotated_shapes(n: int = 500, size: int = 28, max_angle: float = 180, se
     return _rotate_all(np.broadcast_to(base, (n, size, size)), angles), angles
 
 
-def make_rotated_digits(n: int = 2000, size: int = 28, max_angle: float = 180, seed: int | None = 0, *,
-                        return_source: bool = False):
+def make_rotated_digits(
+    n: int = 2000, size: int = 28, max_angle: float = 180, seed: int | None = 0, *, return_source: bool = False
+):
     """Handwritten digits (scikit-learn's bundled 8 x 8 set) rotated by known angles.
 
     The 8 x 8 digits are upscaled to about ``size / sqrt(2)`` and padded to

@@ -93,7 +93,7 @@ class TrainResult:
         if self.alignment_error is not None:
             return {
                 "description": "Coarse alignment failed on these data; the rVAE alone measured the angles "
-                               f"({self.alignment_error}).",
+                f"({self.alignment_error}).",
                 "status": "failed",
                 "error": self.alignment_error,
                 "rotation_range": None,
@@ -204,8 +204,10 @@ def _resolve_symmetry(x_np, model_config: ModelConfig, model, seed: int) -> tupl
     if model_config.symmetry != SYMMETRY_AUTO:
         return model_config, {"chosen": int(model_config.symmetry), "source": "given"}
     if model is not None:  # training goes on: the model's own symmetry
-        return replace(model_config, symmetry=model.config.symmetry), {"chosen": int(model.config.symmetry),
-                                                                       "source": "model"}
+        return replace(model_config, symmetry=model.config.symmetry), {
+            "chosen": int(model.config.symmetry),
+            "source": "model",
+        }
     from .symmetry import estimate_symmetry
 
     found = estimate_symmetry(x_np, seed=seed)
@@ -225,8 +227,10 @@ def _checked_patches(patches, model_config: ModelConfig) -> np.ndarray:
         raise InputError("The patches contain NaN or infinite values.")
     with np.errstate(over="ignore"):
         if not np.isfinite(x_np.astype(np.float32, copy=False)).all():
-            raise InputError("The patches hold values beyond the float32 range (about 3.4e38) the model "
-                             "works in: scale them down first.")
+            raise InputError(
+                "The patches hold values beyond the float32 range (about 3.4e38) the model "
+                "works in: scale them down first."
+            )
     return x_np
 
 
@@ -257,12 +261,19 @@ def _graph_targets(x_all, lab, model_config: ModelConfig, train_config: TrainCon
     try:
         # On a window (a column's own appearance) the classes are compared under any rotation.
         window = class_window_size(train_config.class_window, p)
-        found = graph_classes(central(x_all.reshape(n, p, -1), window), model_config.n_classes, labels=lab,
-                              symmetry=1 if window else model_config.symmetry, seed=train_config.seed)
+        found = graph_classes(
+            central(x_all.reshape(n, p, -1), window),
+            model_config.n_classes,
+            labels=lab,
+            symmetry=1 if window else model_config.symmetry,
+            seed=train_config.seed,
+        )
         return torch.as_tensor(found, device=x_all.device)
     except Exception as exc:  # the class head can learn from the ELBO alone
-        notes.append(f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
-                     "the class head learned from the ELBO alone.")
+        notes.append(
+            f"The similarity-graph classes failed ({type(exc).__name__}: {exc}); "
+            "the class head learned from the ELBO alone."
+        )
         log.debug("graph_classes failed", exc_info=exc)
         return None
 
@@ -316,10 +327,13 @@ def _shrunk_batch(batch: int, device, notes: list[str]) -> int:
     """The batch after the device ran out of memory: half of it, said in the notes."""
     free_cached_memory(device)
     if batch == 1:
-        raise InputError(f"The {device} device ran out of memory even with one patch per batch; "
-                         "use a smaller patch size or hidden size, or --device cpu.") from None
-    notes.append(f"The {device} device ran out of memory with batches of {batch}; "
-                 f"training went on with batches of {batch // 2}.")
+        raise InputError(
+            f"The {device} device ran out of memory even with one patch per batch; "
+            "use a smaller patch size or hidden size, or --device cpu."
+        ) from None
+    notes.append(
+        f"The {device} device ran out of memory with batches of {batch}; training went on with batches of {batch // 2}."
+    )
     return batch // 2
 
 
@@ -390,9 +404,16 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
     import_dynamo_safely()  # the optimizer's first use imports it; see core/dynamo_import.py
     optim = torch.optim.Adam(model.parameters(), lr=train_config.lr)
     gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
-    result = TrainResult(model=model, device=str(device), n_patches=n, alignment_error=data.alignment_error,
-                         notes=data.notes, symmetry=symmetry, train_config=train_config,
-                         class_window=class_window_size(train_config.class_window, model_config.patch_size))
+    result = TrainResult(
+        model=model,
+        device=str(device),
+        n_patches=n,
+        alignment_error=data.alignment_error,
+        notes=data.notes,
+        symmetry=symmetry,
+        train_config=train_config,
+        class_window=class_window_size(train_config.class_window, model_config.patch_size),
+    )
     t0 = time.perf_counter()
     # A batch larger than the data would train nothing in some libraries: clamp it.
     batch = min(int(train_config.batch_size), n)
@@ -440,6 +461,8 @@ def drive(iterator: Generator[Progress, None, object], callback=None):
             callback(progress)
 
 
-def train(patches, model_config: ModelConfig, train_config: TrainConfig = TrainConfig(), *, callback=None, **kwargs) -> TrainResult:
+def train(
+    patches, model_config: ModelConfig, train_config: TrainConfig = TrainConfig(), *, callback=None, **kwargs
+) -> TrainResult:
     """Run :func:`train_iter` to the end; ``callback(progress)`` sees every report."""
     return drive(train_iter(patches, model_config, train_config, **kwargs), callback)

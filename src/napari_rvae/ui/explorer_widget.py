@@ -112,11 +112,17 @@ class ExplorerWidget(JobWidget):
         self.color_combo.addItems(["angle", "class"])
         self.tool_combo.addItems(list(SELECT_TOOLS))
         self.map_combo.addItems(list(MAP_MODES))
-        self.map_combo.setToolTip("nearest: each pixel takes its nearest atom's angle; "
-                                  "smooth: a circular mean of the atoms around it.")
-        for label, w in (("Results", self.layer_combo), ("X axis", self.x_combo), ("Y axis", self.y_combo),
-                         ("Colour by", self.color_combo), ("Select with", self.tool_combo),
-                         ("Angle map", self.map_combo)):
+        self.map_combo.setToolTip(
+            "nearest: each pixel takes its nearest atom's angle; smooth: a circular mean of the atoms around it."
+        )
+        for label, w in (
+            ("Results", self.layer_combo),
+            ("X axis", self.x_combo),
+            ("Y axis", self.y_combo),
+            ("Colour by", self.color_combo),
+            ("Select with", self.tool_combo),
+            ("Angle map", self.map_combo),
+        ):
             form.addRow(label, w)
         return form
 
@@ -159,9 +165,13 @@ class ExplorerWidget(JobWidget):
     def _export_row(self) -> QHBoxLayout:
         row = QHBoxLayout()
         self.csv_button, self.tiff_button, self.png_button = (
-            QPushButton(t) for t in ("Table CSV…", "Maps TIFF…", "Figure PNG…"))
-        for b, slot in ((self.csv_button, self.export_csv), (self.tiff_button, self.export_maps),
-                        (self.png_button, self.export_figure)):
+            QPushButton(t) for t in ("Table CSV…", "Maps TIFF…", "Figure PNG…")
+        )
+        for b, slot in (
+            (self.csv_button, self.export_csv),
+            (self.tiff_button, self.export_maps),
+            (self.png_button, self.export_figure),
+        ):
             b.clicked.connect(lambda _=False, s=slot: s())
             row.addWidget(b)
         return row
@@ -263,11 +273,21 @@ class ExplorerWidget(JobWidget):
         layers = self.viewer.layers
         image = layers[info["image_layer"]] if info.get("image_layer") in layers else None
         if image is None:
-            show_warning(f"The image {info.get('image_layer')!r} is no longer in the viewer: the maps cannot be redrawn.")
+            show_warning(
+                f"The image {info.get('image_layer')!r} is no longer in the viewer: the maps cannot be redrawn."
+            )
             return []
         points = layers[info["source_points"]] if info.get("source_points") in layers else None
-        return show_results(self.viewer, info["analysis"], image_layer=image, points_layer=points, run_name=info["run"],
-                            symmetry=info.get("symmetry", 1), color_by=self.color_combo.currentText(), map_mode=mode)
+        return show_results(
+            self.viewer,
+            info["analysis"],
+            image_layer=image,
+            points_layer=points,
+            run_name=info["run"],
+            symmetry=info.get("symmetry", 1),
+            color_by=self.color_combo.currentText(),
+            map_mode=mode,
+        )
 
     def _axes_changed(self, *_):
         if self._layer is not None and self.sender() is self.color_combo:
@@ -287,8 +307,15 @@ class ExplorerWidget(JobWidget):
         xcol, ycol = self.x_combo.currentText(), self.y_combo.currentText()
         if layer is None or not xcol or not ycol:
             self._xy = np.zeros((0, 2))
-            self.ax.text(0.5, 0.5, "No results yet: train or apply a model.", ha="center", va="center",
-                         transform=self.ax.transAxes, fontsize=8)
+            self.ax.text(
+                0.5,
+                0.5,
+                "No results yet: train or apply a model.",
+                ha="center",
+                va="center",
+                transform=self.ax.transAxes,
+                fontsize=8,
+            )
             self._highlight = None
         else:
             feats = layer.features
@@ -306,8 +333,15 @@ class ExplorerWidget(JobWidget):
         if self.tool_combo.currentText() == "lasso":
             self._selector = LassoSelector(self.ax, onselect=self.select_polygon, useblit=False)
         else:
-            self._selector = RectangleSelector(self.ax, self._rectangle_selected, useblit=False, interactive=False,
-                                               minspanx=0, minspany=0, spancoords="data")
+            self._selector = RectangleSelector(
+                self.ax,
+                self._rectangle_selected,
+                useblit=False,
+                interactive=False,
+                minspanx=0,
+                minspany=0,
+                spancoords="data",
+            )
 
     def _rectangle_selected(self, press, release):
         self.select_rectangle((press.xdata, release.xdata), (press.ydata, release.ydata))
@@ -383,8 +417,10 @@ class ExplorerWidget(JobWidget):
             self.manifold_image = mosaic
             self.manifold_panel.show([mosaic], [f"{d} x {d} at {angle:g}°"], extent=extent)
 
-        self.run_job(start_manifold(model, d, dims=dims, z_range=rng, angle_deg=angle, class_index=cls, on_done=show),
-                     kind="manifold")
+        self.run_job(
+            start_manifold(model, d, dims=dims, z_range=rng, angle_deg=angle, class_index=cls, on_done=show),
+            kind="manifold",
+        )
 
     def update_reconstruction(self, index: int):
         """Show atom ``index``'s patch beside the model's reconstruction of it."""
@@ -411,8 +447,9 @@ class ExplorerWidget(JobWidget):
             self.reconstruction = (index, patch, recon)
             self.recon_panel.show([patch, recon], [f"atom {index}", "reconstruction"])
 
-        self.run_job(start_reconstruction(window, [cy - y0, cx - x0], model, labels=label, on_done=show),
-                     kind="reconstruction")
+        self.run_job(
+            start_reconstruction(window, [cy - y0, cx - x0], model, labels=label, on_done=show), kind="reconstruction"
+        )
 
     def manifold_to_layer(self):
         """Add (or replace) the manifold as an image layer; returns it."""
@@ -439,8 +476,9 @@ class ExplorerWidget(JobWidget):
         """``write(path)`` one file, asking where when no path is given; says where it went or why not."""
         if self._layer is None:
             return None
-        path = path or self._ask(f"Export {what.lower()}", f"{self._layer.name}{suffix}",
-                                 f"{suffix[1:].upper()} (*{suffix})")
+        path = path or self._ask(
+            f"Export {what.lower()}", f"{self._layer.name}{suffix}", f"{suffix[1:].upper()} (*{suffix})"
+        )
         if not path:
             return None
         try:
@@ -479,8 +517,15 @@ class ExplorerWidget(JobWidget):
         z = latent_columns(feats)
         xcol, ycol = self.x_combo.currentText(), self.y_combo.currentText()
         dims = (int(xcol[1:]), int(ycol[1:])) if xcol in z and ycol in z else (0, min(1, len(z) - 1))
-        fig = latent_figure(feats, self.info.get("model"), dims=dims, d=self.grid_spin.value(),
-                            angle_deg=float(self.angle_slider.value()), color_by=self.color_combo.currentText(),
-                            period=self.period, class_index=self.class_spin.value())
+        fig = latent_figure(
+            feats,
+            self.info.get("model"),
+            dims=dims,
+            d=self.grid_spin.value(),
+            angle_deg=float(self.angle_slider.value()),
+            color_by=self.color_combo.currentText(),
+            period=self.period,
+            class_index=self.class_spin.value(),
+        )
         fig.savefig(path)
         return Path(path)

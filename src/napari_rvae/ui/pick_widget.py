@@ -157,7 +157,10 @@ class PickWidget(JobWidget):
         try:
             img, _ = snapshot_image(image)
             inside = np.flatnonzero(
-                (pts[:, 0] >= -0.5) & (pts[:, 0] <= img.shape[0] - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= img.shape[1] - 0.5)
+                (pts[:, 0] >= -0.5)
+                & (pts[:, 0] <= img.shape[0] - 0.5)
+                & (pts[:, 1] >= -0.5)
+                & (pts[:, 1] <= img.shape[1] - 0.5)
             )
             sample = inside[np.linspace(0, len(inside) - 1, min(GALLERY_SIZE, len(inside))).astype(int)]
             patches = extract_patches(img, pts[sample], p, edge="constant").patches if len(sample) else []

@@ -129,28 +129,51 @@ def show_results(
         arrows (when the model has angles / classes), points.
     """
     period = _checked_period(color_by, symmetry)
-    centers = np.asarray(analysis.centers, dtype=float).reshape(-1, 2)
-    spacing = typical_spacing(centers)
-    run = _Run(
-        name=run_name, centers=centers, table=analysis.table.reset_index(drop=True), period=period, spacing=spacing,
-        radius=spacing if radius is None else float(radius), map_mode=map_mode,
-        meta={"run": run_name, "analysis": analysis, "model": analysis.model, "symmetry": int(symmetry),
-              "period": period, "image_layer": getattr(image_layer, "name", None),
-              "source_points": getattr(points_layer, "name", None)},
-    )
+    run = _run_of(analysis, run_name, image_layer, points_layer, symmetry, period, radius, map_mode)
     table = run.table
-    if psi_period is None and "psi_angle" in table and len(centers) >= 2:
-        psi_period = lattice_period(centers)
+    if psi_period is None and "psi_angle" in table and len(run.centers) >= 2:
+        psi_period = lattice_period(run.centers)
     specs = []
     if image_layer is not None and ("angle" in table or "class" in table):
         if maps is None:
-            maps = result_maps(image_shape(image_layer), centers, table, period=period, mode=map_mode,
-                               radius=run.radius, psi_period=psi_period)
+            maps = result_maps(
+                image_shape(image_layer),
+                run.centers,
+                table,
+                period=period,
+                mode=map_mode,
+                radius=run.radius,
+                psi_period=psi_period,
+            )
         specs += _map_specs(run, maps, psi_period, analysis.model.config)
     if "angle" in table:
         specs.append(_orientation_spec(run))
     specs.append(_points_spec(run, results_features(analysis, points_layer), color_by))
     return _replace_run_layers(viewer, run_name, specs, image_geometry(image_layer))
+
+
+def _run_of(analysis, run_name, image_layer, points_layer, symmetry, period, radius, map_mode) -> _Run:
+    """What every layer of a run shares: its atoms, table, period, spacing and tag."""
+    centers = np.asarray(analysis.centers, dtype=float).reshape(-1, 2)
+    spacing = typical_spacing(centers)
+    return _Run(
+        name=run_name,
+        centers=centers,
+        table=analysis.table.reset_index(drop=True),
+        period=period,
+        spacing=spacing,
+        radius=spacing if radius is None else float(radius),
+        map_mode=map_mode,
+        meta={
+            "run": run_name,
+            "analysis": analysis,
+            "model": analysis.model,
+            "symmetry": int(symmetry),
+            "period": period,
+            "image_layer": getattr(image_layer, "name", None),
+            "source_points": getattr(points_layer, "name", None),
+        },
+    )
 
 
 # A layer to add: its kind ("Image", "Labels", ...), its data and the add_* keyword arguments.
@@ -188,42 +211,85 @@ def _map_specs(run: _Run, maps: dict, psi_period: float | None, model_config) ->
     """The angle map, the psi map (hidden) and the class map, for those in ``maps``."""
     specs = []
     if "angle_map" in maps:
-        specs.append(("Image", maps["angle_map"], dict(
-            name=f"{run.name} angle map", colormap=cyclic_colormap(), contrast_limits=(0.0, run.period),
-            opacity=0.5, blending="translucent",
-            metadata=run.tag("angle_map", map_mode=run.map_mode, radius=run.radius),
-        )))
+        specs.append(
+            (
+                "Image",
+                maps["angle_map"],
+                dict(
+                    name=f"{run.name} angle map",
+                    colormap=cyclic_colormap(),
+                    contrast_limits=(0.0, run.period),
+                    opacity=0.5,
+                    blending="translucent",
+                    metadata=run.tag("angle_map", map_mode=run.map_mode, radius=run.radius),
+                ),
+            )
+        )
     if "psi_map" in maps and psi_period is not None:
         # The learning-free lattice check, hidden at first: switch it on to compare with the angle map.
-        specs.append(("Image", maps["psi_map"], dict(
-            name=f"{run.name} psi map", colormap=cyclic_colormap(), contrast_limits=(0.0, psi_period),
-            opacity=0.5, blending="translucent", visible=False,
-            metadata=run.tag("psi_map", map_mode=run.map_mode, radius=run.radius, psi_period=psi_period),
-        )))
+        specs.append(
+            (
+                "Image",
+                maps["psi_map"],
+                dict(
+                    name=f"{run.name} psi map",
+                    colormap=cyclic_colormap(),
+                    contrast_limits=(0.0, psi_period),
+                    opacity=0.5,
+                    blending="translucent",
+                    visible=False,
+                    metadata=run.tag("psi_map", map_mode=run.map_mode, radius=run.radius, psi_period=psi_period),
+                ),
+            )
+        )
     if "class_map" in maps:
         n_classes = int(getattr(model_config, "n_classes", 0) or run.table["class"].max() + 1)
-        specs.append(("Labels", maps["class_map"], dict(
-            name=f"{run.name} class map", opacity=0.4, colormap=class_label_colormap(n_classes),
-            metadata=run.tag("class_map", radius=run.radius),
-        )))
+        specs.append(
+            (
+                "Labels",
+                maps["class_map"],
+                dict(
+                    name=f"{run.name} class map",
+                    opacity=0.4,
+                    colormap=class_label_colormap(n_classes),
+                    metadata=run.tag("class_map", radius=run.radius),
+                ),
+            )
+        )
     return specs
 
 
 def _orientation_spec(run: _Run) -> LayerSpec:
     """Arrows along each atom's angle, coloured like the angle map."""
     vectors = orientation_vectors(run.centers, run.table["angle"].to_numpy(), length=0.45 * run.spacing)
-    return ("Vectors", vectors, dict(
-        name=f"{run.name} orientation", edge_color=point_colors(run.table, "angle", run.period),
-        edge_width=max(0.08 * run.spacing, 0.5), length=1.0, vector_style="arrow", metadata=run.tag("orientation"),
-    ))
+    return (
+        "Vectors",
+        vectors,
+        dict(
+            name=f"{run.name} orientation",
+            edge_color=point_colors(run.table, "angle", run.period),
+            edge_width=max(0.08 * run.spacing, 0.5),
+            length=1.0,
+            vector_style="arrow",
+            metadata=run.tag("orientation"),
+        ),
+    )
 
 
 def _points_spec(run: _Run, features: pd.DataFrame, color_by: str) -> LayerSpec:
     """The atoms with their results as features, coloured by angle or class."""
-    return ("Points", run.centers, dict(
-        name=f"{run.name} atoms", features=features, face_color=point_colors(run.table, color_by, run.period),
-        border_width=0, size=max(0.4 * run.spacing, 1.0), metadata=run.tag("points", color_by=color_by),
-    ))
+    return (
+        "Points",
+        run.centers,
+        dict(
+            name=f"{run.name} atoms",
+            features=features,
+            face_color=point_colors(run.table, color_by, run.period),
+            border_width=0,
+            size=max(0.4 * run.spacing, 1.0),
+            metadata=run.tag("points", color_by=color_by),
+        ),
+    )
 
 
 def _replace_run_layers(viewer, run_name: str, specs: list[LayerSpec], geometry: dict) -> list:
@@ -249,8 +315,11 @@ def recolor_points(layer, color_by: str) -> None:
 
 def run_maps(viewer, run_name: str) -> dict[str, np.ndarray]:
     """This run's maps by role (``angle_map``, ``class_map``) as they are in the viewer."""
-    return {info["role"]: np.asarray(lay.data) for lay in run_layers(viewer, run_name)
-            if (info := results_meta(lay))["role"] in ("angle_map", "psi_map", "class_map")}
+    return {
+        info["role"]: np.asarray(lay.data)
+        for lay in run_layers(viewer, run_name)
+        if (info := results_meta(lay))["role"] in ("angle_map", "psi_map", "class_map")
+    }
 
 
 def export_maps_tiff(viewer, run_name: str, folder, image_layer=None) -> list[Path]:

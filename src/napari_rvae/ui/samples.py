@@ -65,7 +65,11 @@ def real_sample():
     from .reader import layer_data_tuple
 
     data, kwargs, kind = layer_data_tuple(read_image_file(real_sample_path())[0])
-    kwargs = {**kwargs, "name": "MoS2 STEM (temul-toolkit)", "metadata": {**kwargs.get("metadata", {}), "credit": REAL_SAMPLE_CREDIT}}
+    kwargs = {
+        **kwargs,
+        "name": "MoS2 STEM (temul-toolkit)",
+        "metadata": {**kwargs.get("metadata", {}), "credit": REAL_SAMPLE_CREDIT},
+    }
     return [(data, kwargs, kind)]
 
 

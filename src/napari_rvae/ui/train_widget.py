@@ -95,8 +95,10 @@ class TrainForm(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
         self.kind = QComboBox()
         self.kind.addItems(list(MODEL_KINDS))
-        self.kind.setToolTip("rvae: rotation + content; vae: no rotation; crvae: known classes; "
-                             "jrvae: learns classes; ssrvae: learns classes from a few labels.")
+        self.kind.setToolTip(
+            "rvae: rotation + content; vae: no rotation; crvae: known classes; "
+            "jrvae: learns classes; ssrvae: learns classes from a few labels."
+        )
         self.n_classes = _spin(2, 50, 2)
         self.patch_size = _spin(8, 512, 32, 2)
         self.latent_dim = _spin(1, 16, 2)
@@ -104,8 +106,10 @@ class TrainForm(QWidget):
         self.translation = QCheckBox("learn a shift per patch", checked=True)
         self.symmetry = QComboBox()
         self.symmetry.addItems([SYMMETRY_AUTO, *(str(s) for s in SYMMETRIES)])
-        self.symmetry.setToolTip("n-fold rotational symmetry of the patches: angles are measured modulo 360/n.\n"
-                                 "auto: estimated from the patches when training starts (the status line says which).")
+        self.symmetry.setToolTip(
+            "n-fold rotational symmetry of the patches: angles are measured modulo 360/n.\n"
+            "auto: estimated from the patches when training starts (the status line says which)."
+        )
         self.rotations = QComboBox()
         self.rotations.addItems(list(ROTATION_CHOICES))
         self.rotations.setToolTip(
@@ -122,10 +126,19 @@ class TrainForm(QWidget):
         self.device.addItems(["auto", *available_devices()])  # only devices that exist here
         self.seed = _spin(0, 2**31 - 1, 0)
         for label, widget in [
-            ("Model", self.kind), ("Classes", self.n_classes), ("Patch size (px)", self.patch_size),
-            ("Latent dim", self.latent_dim), ("Hidden units", self.hidden_dim), ("", self.translation),
-            ("Symmetry (n-fold)", self.symmetry), ("Rotations", self.rotations), ("Epochs", self.epochs), ("Batch size", self.batch_size),
-            ("Learning rate", self.lr), ("Device", self.device), ("Seed", self.seed),
+            ("Model", self.kind),
+            ("Classes", self.n_classes),
+            ("Patch size (px)", self.patch_size),
+            ("Latent dim", self.latent_dim),
+            ("Hidden units", self.hidden_dim),
+            ("", self.translation),
+            ("Symmetry (n-fold)", self.symmetry),
+            ("Rotations", self.rotations),
+            ("Epochs", self.epochs),
+            ("Batch size", self.batch_size),
+            ("Learning rate", self.lr),
+            ("Device", self.device),
+            ("Seed", self.seed),
         ]:
             form.addRow(label, widget)
         self.kind.currentTextChanged.connect(self._kind_changed)
@@ -143,14 +156,21 @@ class TrainForm(QWidget):
         kind = self.kind.currentText()
         classes = KINDS[kind].n_classes(max(self.n_classes.value(), n_label_classes))
         model = ModelConfig(
-            kind=kind, patch_size=self.patch_size.value(), latent_dim=self.latent_dim.value(),
-            translation=self.translation.isChecked(), hidden_dim=self.hidden_dim.value(),
-            n_classes=classes, symmetry=_symmetry_choice(self.symmetry.currentText()),
+            kind=kind,
+            patch_size=self.patch_size.value(),
+            latent_dim=self.latent_dim.value(),
+            translation=self.translation.isChecked(),
+            hidden_dim=self.hidden_dim.value(),
+            n_classes=classes,
+            symmetry=_symmetry_choice(self.symmetry.currentText()),
             **ROTATION_CHOICES[self.rotations.currentText()],
         )
         train = TrainConfig(
-            epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
-            seed=self.seed.value(), device=self.device.currentText(),
+            epochs=self.epochs.value(),
+            batch_size=self.batch_size.value(),
+            lr=self.lr.value(),
+            seed=self.seed.value(),
+            device=self.device.currentText(),
         )
         return model, train
 
@@ -165,8 +185,11 @@ class TrainForm(QWidget):
         for text, settings in ROTATION_CHOICES.items():
             choice = ModelConfig(**settings)
             same_range = not config.coarse_alignment or config.rotation_range == choice.rotation_range
-            if ((config.angle_prior > 0) == (choice.angle_prior > 0) and config.coarse_alignment == choice.coarse_alignment
-                    and same_range):
+            if (
+                (config.angle_prior > 0) == (choice.angle_prior > 0)
+                and config.coarse_alignment == choice.coarse_alignment
+                and same_range
+            ):
                 self.rotations.setCurrentText(text)
         if config.n_classes:
             self.n_classes.setValue(config.n_classes)
@@ -248,7 +271,11 @@ class TrainWidget(JobWidget):
         self.train_button, self.stop_button, self.abort_button = (QPushButton(t) for t in ("Train", "Stop", "Abort"))
         self.stop_button.setToolTip("End training now and keep the model trained so far.")
         self.abort_button.setToolTip("End training now and discard it.")
-        for button, slot in ((self.train_button, self.train), (self.stop_button, self.stop), (self.abort_button, self.abort)):
+        for button, slot in (
+            (self.train_button, self.train),
+            (self.stop_button, self.stop),
+            (self.abort_button, self.abort),
+        ):
             button.clicked.connect(slot)
             row.addWidget(button)
         layout.addLayout(row)
@@ -266,8 +293,11 @@ class TrainWidget(JobWidget):
             QPushButton(t) for t in ("Save model…", "Load model…", "Apply")
         )
         self.apply_button.setToolTip("Encode the chosen image and points with the current model.")
-        for button, slot in ((self.save_button, self.save_model), (self.load_button, self.load_model),
-                             (self.apply_button, self.apply)):
+        for button, slot in (
+            (self.save_button, self.save_model),
+            (self.load_button, self.load_model),
+            (self.apply_button, self.apply),
+        ):
             button.clicked.connect(slot)
             rrow.addWidget(button)
         layout.addWidget(box)
@@ -313,19 +343,32 @@ class TrainWidget(JobWidget):
             raise InputError("Choose an image layer first (open an image or load a sample).")
         shape = image_shape(image_layer)
         if patch_size > min(shape):
-            raise InputError(f"The patch size {patch_size} px is larger than the image ({shape[0]} x {shape[1]} px): "
-                             "choose a smaller patch size.")
+            raise InputError(
+                f"The patch size {patch_size} px is larger than the image ({shape[0]} x {shape[1]} px): "
+                "choose a smaller patch size."
+            )
         column = self._labels_column() if labels_needed else None
         if labels_needed and column is None:
-            raise InputError(f"Model {kind} learns from classes: choose a labels column "
-                             "(assign classes to points in the Pick atoms widget).")
+            raise InputError(
+                f"Model {kind} learns from classes: choose a labels column "
+                "(assign classes to points in the Pick atoms widget)."
+            )
         image, notes = snapshot_image(image_layer)
         points, labels, names = snapshot_points(points_layer, image_layer, column)
         for note in notes:
             show_info(note)
         sources = {"image_layer": image_layer.name, "points_layer": points_layer.name, "labels_column": column}
-        return Snapshot(image, points, labels, names, (image_layer, points_layer), column, list(notes), sources,
-                        *pixel_size_and_unit(image_layer))
+        return Snapshot(
+            image,
+            points,
+            labels,
+            names,
+            (image_layer, points_layer),
+            column,
+            list(notes),
+            sources,
+            *pixel_size_and_unit(image_layer),
+        )
 
     # ---------------------------------------------------------------- training
 
@@ -347,10 +390,14 @@ class TrainWidget(JobWidget):
         self._device = str(device)
         self.status.setText(f"Training {kind} on {device}…")
         run = f"{snap.layers[0].name} {kind}"
-        self.run_job(start_training(
-            inputs, on_progress=self._progress, on_end=self.update_buttons,
-            on_done=lambda results: self._trained(results, run, snap, train_config),
-        ))
+        self.run_job(
+            start_training(
+                inputs,
+                on_progress=self._progress,
+                on_end=self.update_buttons,
+                on_done=lambda results: self._trained(results, run, snap, train_config),
+            )
+        )
         self.update_buttons()
 
     def stop(self):
@@ -380,16 +427,26 @@ class TrainWidget(JobWidget):
         self.model = analysis.model
         # The column trained on, not the one chosen now: the user may have changed it meanwhile.
         self.model_extra = {"class_names": snap.class_names, "labels_col": snap.labels_column}
-        self.report = analysis_report(analysis, train_config, command="napari", sources=snap.sources,
-                                      class_names=snap.class_names, pixel_size=snap.pixel_size, unit=snap.unit,
-                                      notes=snap.notes)
+        self.report = analysis_report(
+            analysis,
+            train_config,
+            command="napari",
+            sources=snap.sources,
+            class_names=snap.class_names,
+            pixel_size=snap.pixel_size,
+            unit=snap.unit,
+            notes=snap.notes,
+        )
         for warning in self.report["angle_warnings"]:
             show_warning(warning)
         how = "stopped early" if t.stopped else "done"
         summary = t.alignment
-        self.status.setText(f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
-                            f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge)."
-                            + (f" {summary['description']}" if summary else "") + _symmetry_status(t.symmetry))
+        self.status.setText(
+            f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
+            f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge)."
+            + (f" {summary['description']}" if summary else "")
+            + _symmetry_status(t.symmetry)
+        )
         self._show(results, run_name, snap.layers, snap.class_names)
 
     # ----------------------------------------------------------------- results
@@ -400,9 +457,17 @@ class TrainWidget(JobWidget):
             _add_class_names(analysis.table, class_names)
         image_layer, points_layer = layers  # possibly deleted meanwhile: their geometry still holds
         try:
-            show_results(self.viewer, analysis, image_layer=image_layer, points_layer=points_layer,
-                         run_name=run_name, symmetry=analysis.model.config.symmetry,
-                         maps=results.maps, radius=results.radius, psi_period=results.psi_period)
+            show_results(
+                self.viewer,
+                analysis,
+                image_layer=image_layer,
+                points_layer=points_layer,
+                run_name=run_name,
+                symmetry=analysis.model.config.symmetry,
+                maps=results.maps,
+                radius=results.radius,
+                psi_period=results.psi_period,
+            )
         except InputError as err:
             show_warning(str(err))
         except Exception as exc:  # a bug, but the user still gets a sentence and keeps the model
@@ -473,8 +538,16 @@ class TrainWidget(JobWidget):
         names = names or self.model_extra.get("class_names")
         run = f"{snap.layers[0].name} {cfg.kind} applied"
         self.status.setText(f"Applying the model ({cfg.patch_size} px patches)…")
-        self.run_job(start_apply(snap.image, snap.points, self.model, labels=labels, on_end=self.update_buttons,
-                                 on_done=lambda results: self._applied(results, run, snap.layers, names)))
+        self.run_job(
+            start_apply(
+                snap.image,
+                snap.points,
+                self.model,
+                labels=labels,
+                on_end=self.update_buttons,
+                on_done=lambda results: self._applied(results, run, snap.layers, names),
+            )
+        )
         self.update_buttons()
 
     def _applied(self, results: Results, run_name, layers, names):

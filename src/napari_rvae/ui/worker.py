@@ -86,8 +86,9 @@ def snapshot_image(layer) -> tuple[np.ndarray, list[str]]:
     """
     if layer is None:
         raise InputError("Choose an image layer first (open an image or load a sample).")
-    img, notes = as_image2d(np.asarray(full_resolution_data(layer)), name=f"image {layer.name!r}",
-                            rgb=bool(getattr(layer, "rgb", False)))
+    img, notes = as_image2d(
+        np.asarray(full_resolution_data(layer)), name=f"image {layer.name!r}", rgb=bool(getattr(layer, "rgb", False))
+    )
     return np.array(img, dtype=np.float32, copy=True), notes
 
 
@@ -152,8 +153,9 @@ def job_results(analysis: Analysis, image_shape) -> Results:
     radius = typical_spacing(analysis.centers)
     period = 360.0 / int(analysis.model.config.symmetry)
     psi_period = lattice_period(analysis.centers) if "psi_angle" in analysis.table else None
-    maps = result_maps(image_shape, analysis.centers, analysis.table, period=period, radius=radius,
-                       psi_period=psi_period)
+    maps = result_maps(
+        image_shape, analysis.centers, analysis.table, period=period, radius=radius, psi_period=psi_period
+    )
     return Results(analysis, maps, radius, psi_period)
 
 
@@ -297,8 +299,9 @@ def start_detection(image, options: dict, **callbacks) -> Job:
 
 def start_manifold(model, d: int, *, dims, z_range, angle_deg: float, class_index: int, **callbacks) -> Job:
     """Decode the ``d x d`` latent manifold in the background; ``on_done`` gets the mosaic."""
-    decode = partial(latent_manifold, model, d, dims=dims, z_range=z_range, angle_deg=angle_deg,
-                     class_index=class_index)
+    decode = partial(
+        latent_manifold, model, d, dims=dims, z_range=z_range, angle_deg=angle_deg, class_index=class_index
+    )
     return Job(decode, desc="Decoding the manifold", bar=False, **callbacks)
 
 

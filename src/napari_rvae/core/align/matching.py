@@ -14,9 +14,19 @@ import torch
 from .search import correlation_peak, masked_correlation, outside_window
 
 
-def best_references(spec: torch.Tensor, ref_spec: torch.Tensor, *, k: int = 10, n_angles: int = 64,
-                    sharpness: float = 16.0, chunk: int = 512, candidates: int = 32,
-                    bound_frequencies: int = 12, window: float | None = None, symmetry: int = 1):
+def best_references(
+    spec: torch.Tensor,
+    ref_spec: torch.Tensor,
+    *,
+    k: int = 10,
+    n_angles: int = 64,
+    sharpness: float = 16.0,
+    chunk: int = 512,
+    candidates: int = 32,
+    bound_frequencies: int = 12,
+    window: float | None = None,
+    symmetry: int = 1,
+):
     """Each patch's ``k`` best matches in a reference, under rotation.
 
     Returns ``(index, weight, rotation)``, each (N, k): reference indices,
@@ -49,8 +59,17 @@ def best_references(spec: torch.Tensor, ref_spec: torch.Tensor, *, k: int = 10, 
     return tuple(torch.cat(p) for p in zip(*parts))
 
 
-def reference_angles(spec: torch.Tensor, ref_spec: torch.Tensor, ref_theta: torch.Tensor, *, symmetry: int = 1,
-                     k: int = 10, n_angles: int = 64, window: float | None = None, spread: bool = False):
+def reference_angles(
+    spec: torch.Tensor,
+    ref_spec: torch.Tensor,
+    ref_theta: torch.Tensor,
+    *,
+    symmetry: int = 1,
+    k: int = 10,
+    n_angles: int = 64,
+    window: float | None = None,
+    spread: bool = False,
+):
     """Angles (radians) of patches from their best matches in a synchronised reference.
 
     The ``k`` best matches vote for ``theta_ref + rotation`` with weight

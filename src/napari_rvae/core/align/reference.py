@@ -59,9 +59,17 @@ class Reference:
     beyond: float = float("nan")
 
 
-def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_angles: int = 64,
-                    max_anchors: int = MAX_ANCHORS, keep: int | None = None, rotation_range: str = "auto",
-                    seed: int = 0) -> Reference:
+def build_reference(
+    spec: torch.Tensor,
+    *,
+    symmetry: int = 1,
+    k: int = 10,
+    n_angles: int = 64,
+    max_anchors: int = MAX_ANCHORS,
+    keep: int | None = None,
+    rotation_range: str = "auto",
+    seed: int = 0,
+) -> Reference:
     """Synchronise (at most ``max_anchors`` of) the patches into a :class:`Reference`.
 
     ``rotation_range``: ``auto`` tests whether the rotations stay within
@@ -78,8 +86,9 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
         return Reference(spec, torch.zeros(spec.shape[0], device=spec.device))
     window = limited_window(symmetry)
     idx, rel, score, all_scores, all_angles = rotation_neighbours(spec, k, n_angles, every=True)
-    theta, loss, concentration, beyond = limited_range_angles(spec, idx, rel, score, symmetry=symmetry, k=k,
-                                                              n_angles=n_angles, rotation_range=rotation_range)
+    theta, loss, concentration, beyond = limited_range_angles(
+        spec, idx, rel, score, symmetry=symmetry, k=k, n_angles=n_angles, rotation_range=rotation_range
+    )
     if theta is None:
         window = None
         theta = synchronize(idx, rel * symmetry, score)
@@ -93,8 +102,16 @@ def build_reference(spec: torch.Tensor, *, symmetry: int = 1, k: int = 10, n_ang
     return Reference(spec, theta, window, loss, concentration, beyond)
 
 
-def coarse_angles(patches, *, symmetry: int = 1, k: int = 10, n_angles: int = 64, max_anchors: int = MAX_ANCHORS,
-                  rotation_range: str = "auto", seed: int = 0) -> np.ndarray:
+def coarse_angles(
+    patches,
+    *,
+    symmetry: int = 1,
+    k: int = 10,
+    n_angles: int = 64,
+    max_anchors: int = MAX_ANCHORS,
+    rotation_range: str = "auto",
+    seed: int = 0,
+) -> np.ndarray:
     """One consistent rotation angle per patch (radians, counter-clockwise as displayed).
 
     Over the full circle the zero is arbitrary: one for all patches that
@@ -132,8 +149,15 @@ def coarse_angles(patches, *, symmetry: int = 1, k: int = 10, n_angles: int = 64
     x = patches if torch.is_tensor(patches) else torch.as_tensor(np.asarray(patches, dtype=np.float32))
     x = x.float().reshape(x.shape[0], x.shape[-1], x.shape[-1])
     spec = angular_spectra(x, symmetry, n_angles)
-    ref = build_reference(spec, symmetry=symmetry, k=k, n_angles=n_angles, max_anchors=max_anchors,
-                          rotation_range=rotation_range, seed=seed)
+    ref = build_reference(
+        spec,
+        symmetry=symmetry,
+        k=k,
+        n_angles=n_angles,
+        max_anchors=max_anchors,
+        rotation_range=rotation_range,
+        seed=seed,
+    )
     if ref.spec.shape[0] < 2:
         return np.zeros(x.shape[0])
     theta = reference_angles(spec, ref.spec, ref.theta, symmetry=symmetry, k=k, n_angles=n_angles, window=ref.window)

@@ -35,8 +35,18 @@ def limited_window(symmetry: int = 1) -> float:
     return math.pi / (2 * int(symmetry))
 
 
-def window_loss(spec: torch.Tensor, idx, score, window: float, *, symmetry: int = 1, n_angles: int = 64,
-                sharpness: float = 16.0, tolerance: float = 0.05, chunk: int = 256) -> float:
+def window_loss(
+    spec: torch.Tensor,
+    idx,
+    score,
+    window: float,
+    *,
+    symmetry: int = 1,
+    n_angles: int = 64,
+    sharpness: float = 16.0,
+    tolerance: float = 0.05,
+    chunk: int = 256,
+) -> float:
     """Share of the patches whose best match needs a rotation beyond ``window``.
 
     ``idx``/``score``: the neighbours from :func:`rotation_neighbours`, best
@@ -96,8 +106,9 @@ def beyond_window_share(rel, window: float, *, symmetry: int = 1, majority: floa
     return float((far >= majority).mean()) if far.size else 0.0
 
 
-def centre_on_mean_pose(theta, similarity: torch.Tensor, *, symmetry: int = 1, sharpness: float = 16.0,
-                        chunk: int = 1024) -> np.ndarray:
+def centre_on_mean_pose(
+    theta, similarity: torch.Tensor, *, symmetry: int = 1, sharpness: float = 16.0, chunk: int = 1024
+) -> np.ndarray:
     """Angles (radians) measured from the mean pose of similar patches.
 
     Each patch's upright is the circular mean of every patch's angle (of
@@ -121,8 +132,9 @@ def centre_on_mean_pose(theta, similarity: torch.Tensor, *, symmetry: int = 1, s
     array([-0.1 ,  0.  ,  0.1 , -0.05,  0.05])
     """
     # float32 on the device (MPS has no float64); symmetry * theta first, in float64 on the host.
-    theta = torch.as_tensor(np.asarray(np.asarray(as_numpy(theta), dtype=np.float64) * symmetry, dtype=np.float32),
-                            device=similarity.device)
+    theta = torch.as_tensor(
+        np.asarray(np.asarray(as_numpy(theta), dtype=np.float64) * symmetry, dtype=np.float32), device=similarity.device
+    )
     pose = torch.polar(torch.ones_like(theta), theta).to(torch.complex64)
     mean = torch.empty_like(pose)
     for s in range(0, pose.shape[0], chunk):
@@ -133,8 +145,17 @@ def centre_on_mean_pose(theta, similarity: torch.Tensor, *, symmetry: int = 1, s
     return torch.angle(pose * mean.conj()).cpu().numpy().astype(np.float64) / symmetry
 
 
-def limited_range_angles(spec: torch.Tensor, idx, rel, score, *, symmetry: int = 1, k: int = 10, n_angles: int = 64,
-                         rotation_range: str = "auto"):
+def limited_range_angles(
+    spec: torch.Tensor,
+    idx,
+    rel,
+    score,
+    *,
+    symmetry: int = 1,
+    k: int = 10,
+    n_angles: int = 64,
+    rotation_range: str = "auto",
+):
     """Angles (radians) measured within the limited window, or ``None`` where the full circle stands.
 
     ``idx``, ``rel``, ``score``: the full-circle neighbours
@@ -152,12 +173,14 @@ def limited_range_angles(spec: torch.Tensor, idx, rel, score, *, symmetry: int =
     if rotation_range == "auto":
         loss = window_loss(spec, idx, score, window, symmetry=symmetry, n_angles=n_angles)
         beyond = beyond_window_share(rel, window, symmetry=symmetry)
-    if not (rotation_range == "limited" or (
-        rotation_range == "auto" and loss <= LIMITED_RANGE_LOSS and beyond <= LIMITED_RANGE_BEYOND
-    )):
+    if not (
+        rotation_range == "limited"
+        or (rotation_range == "auto" and loss <= LIMITED_RANGE_LOSS and beyond <= LIMITED_RANGE_BEYOND)
+    ):
         return None, loss, concentration, beyond
-    w_idx, w_rel, w_score, similar, _ = rotation_neighbours(spec, max(k, LIMITED_NEIGHBOURS), n_angles,
-                                                            window=window, symmetry=symmetry, every=True)
+    w_idx, w_rel, w_score, similar, _ = rotation_neighbours(
+        spec, max(k, LIMITED_NEIGHBOURS), n_angles, window=window, symmetry=symmetry, every=True
+    )
     theta = synchronize(w_idx, w_rel * symmetry, w_score) / symmetry
     concentration = float(np.abs(np.exp(1j * symmetry * theta).mean()))
     if rotation_range == "auto" and concentration < LIMITED_RANGE_CONCENTRATION:

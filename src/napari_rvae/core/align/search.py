@@ -50,8 +50,16 @@ def correlation_peak(corr: torch.Tensor, n_angles: int):
     return best, angle
 
 
-def rotation_neighbours(spec: torch.Tensor, k: int, n_angles: int, chunk: int = 128, *,
-                        window: float | None = None, symmetry: int = 1, every: bool = False):
+def rotation_neighbours(
+    spec: torch.Tensor,
+    k: int,
+    n_angles: int,
+    chunk: int = 128,
+    *,
+    window: float | None = None,
+    symmetry: int = 1,
+    every: bool = False,
+):
     """For each patch, its ``k`` most similar others under rotation.
 
     Returns ``(idx, angle, score)``, each (N, k): neighbour indices, the

@@ -66,15 +66,21 @@ class CoarseAlignment:
         """Synchronise normalised training patches (B, P*P) into the model's stored reference."""
         model = self.model
         anchors = pick_anchors(x.shape[0], MAX_ANCHORS, seed=seed).to(x.device)
-        ref = build_reference(self._spectra(x[anchors]), symmetry=self.config.symmetry, keep=REFERENCE_SIZE,
-                              rotation_range=self.config.rotation_range, seed=seed)
+        ref = build_reference(
+            self._spectra(x[anchors]),
+            symmetry=self.config.symmetry,
+            keep=REFERENCE_SIZE,
+            rotation_range=self.config.rotation_range,
+            seed=seed,
+        )
         model.ref_spectra = torch.view_as_real(ref.spec).to(torch.float16)
         model.ref_theta = ref.theta.float()
         model.ref_window.fill_(math.pi if ref.window is None else ref.window)
         model.ref_range_test.copy_(torch.tensor([ref.loss, ref.concentration, ref.beyond]))
 
-    def __call__(self, x: torch.Tensor, chunk: int = 4096, *,
-                 inplace: bool = False) -> tuple[torch.Tensor, CoarsePose | None]:
+    def __call__(
+        self, x: torch.Tensor, chunk: int = 4096, *, inplace: bool = False
+    ) -> tuple[torch.Tensor, CoarsePose | None]:
         """``(turned patches (B, P*P), their CoarsePose)``; ``(x, None)`` without alignment.
 
         ``inplace`` overwrites ``x`` (training's own copy: saves its size in memory).
@@ -86,8 +92,9 @@ class CoarseAlignment:
         out, angles, errors = (x if inplace else torch.empty_like(x)), [], []
         for s in range(0, x.shape[0], chunk):
             part = x[s : s + chunk]
-            theta, error = reference_angles(self._spectra(part), ref, self.model.ref_theta, symmetry=n,
-                                            window=self.window, spread=True)
+            theta, error = reference_angles(
+                self._spectra(part), ref, self.model.ref_theta, symmetry=n, window=self.window, spread=True
+            )
             out[s : s + chunk] = rotate_patches(part.reshape(-1, p, p), theta.to(x.dtype)).reshape(part.shape)
             angles.append(theta)
             errors.append(error)
@@ -100,11 +107,15 @@ class CoarseAlignment:
         window = self.window
         loss, concentration, beyond = (float(v) for v in self.model.ref_range_test)
         if window is None:
-            text = ("Rotations of any size: the angle's zero is arbitrary (one for all patches that match "
-                    "each other under some rotation).")
+            text = (
+                "Rotations of any size: the angle's zero is arbitrary (one for all patches that match "
+                "each other under some rotation)."
+            )
         else:
-            text = (f"Rotations within +/-{math.degrees(window):.0f} deg of a common upright: angles are measured "
-                    "from the mean pose of similar patches.")
+            text = (
+                f"Rotations within +/-{math.degrees(window):.0f} deg of a common upright: angles are measured "
+                "from the mean pose of similar patches."
+            )
         return {
             "description": text,
             "rotation_range": "full" if window is None else "limited",

@@ -62,9 +62,18 @@ def _power_phases(h, phase: np.ndarray, iterations: int) -> np.ndarray:
     return phase
 
 
-def link_groups(theta, idx, score, all_scores: torch.Tensor, all_angles: torch.Tensor, *,
-                groups: int = LINK_GROUPS, matches: int = LINK_MATCHES, sharpness: float = 16.0,
-                seed: int = 0) -> np.ndarray:
+def link_groups(
+    theta,
+    idx,
+    score,
+    all_scores: torch.Tensor,
+    all_angles: torch.Tensor,
+    *,
+    groups: int = LINK_GROUPS,
+    matches: int = LINK_MATCHES,
+    sharpness: float = 16.0,
+    seed: int = 0,
+) -> np.ndarray:
     """Synchronised angles (radians) with the zeros of groups of similar patches tied together.
 
     Each patch links only to its closest matches, so patches of two kinds (the
@@ -103,7 +112,9 @@ def link_groups(theta, idx, score, all_scores: torch.Tensor, all_angles: torch.T
             continue
         top = members[np.argpartition(-scores[:, members], m - 1, axis=1)[:, :m]]
         # theta_j - theta_i should equal the rotation i -> j; what is left is the groups' offset.
-        vote = edge_weights(scores[rows, top], sharpness) * np.exp(1j * (theta[:, None] + angles[rows, top] - theta[top]))
+        vote = edge_weights(scores[rows, top], sharpness) * np.exp(
+            1j * (theta[:, None] + angles[rows, top] - theta[top])
+        )
         np.add.at(offsets[:, b], label, vote.sum(1))
     np.fill_diagonal(offsets, 0.0)
     h = (offsets + offsets.conj().T) / 2
