@@ -574,47 +574,28 @@ def check_extract_patches(spec, patch_size, points, edge, normalize):
         assert_normalized(ps.patches, raw, normalize)
 
 
+def huge_image(kind: str, dtype: str) -> dict:
+    """A 24 x 24 image spec whose values lie near or beyond float32's maximum."""
+    return {
+        "shape": (24, 24),
+        "kind": kind,
+        "dtype": dtype,
+        "seed": 0,
+        "scale": 1e39,
+        "offset": 0.0,
+        "nan_outside": False,
+    }
+
+
 @profile(60)
 # Found: a float32 image whose values near float32's maximum partly overflowed (inf pixels): the
 # median that replaces them was taken in float32 and overflowed to inf itself (RuntimeWarning).
 # Fixed in core/image.py (median in float64).
-@example(
-    case=(
-        {
-            "shape": (24, 24),
-            "kind": "noise",
-            "dtype": "float32",
-            "seed": 0,
-            "scale": 1e39,
-            "offset": 0.0,
-            "nan_outside": False,
-        },
-        8,
-    ),
-    points=ONE_POINT,
-    edge="drop",
-    normalize="none",
-)
+@example(case=(huge_image("noise", "float32"), 8), points=ONE_POINT, edge="drop", normalize="none")
 # Found (in a first version of the core/image.py fix above): its InputError said "divide it by a
 # constant", and patches.py (like detect.py) takes any InputError mentioning "constant" for a
 # constant image: it then cast the image itself (RuntimeWarning, inf). The word is gone.
-@example(
-    case=(
-        {
-            "shape": (24, 24),
-            "kind": "constant",
-            "dtype": "float64",
-            "seed": 0,
-            "scale": 1e39,
-            "offset": 0.0,
-            "nan_outside": False,
-        },
-        8,
-    ),
-    points=ONE_POINT,
-    edge="drop",
-    normalize="none",
-)
+@example(case=(huge_image("constant", "float64"), 8), points=ONE_POINT, edge="drop", normalize="none")
 @given(
     case=patch_cases(),
     points=point_specs(),

@@ -211,37 +211,12 @@ def _map_specs(run: _Run, maps: dict, psi_period: float | None, model_config) ->
     """The angle map, the psi map (hidden) and the class map, for those in ``maps``."""
     specs = []
     if "angle_map" in maps:
-        specs.append(
-            (
-                "Image",
-                maps["angle_map"],
-                dict(
-                    name=f"{run.name} angle map",
-                    colormap=cyclic_colormap(),
-                    contrast_limits=(0.0, run.period),
-                    opacity=0.5,
-                    blending="translucent",
-                    metadata=run.tag("angle_map", map_mode=run.map_mode, radius=run.radius),
-                ),
-            )
-        )
+        tag = run.tag("angle_map", map_mode=run.map_mode, radius=run.radius)
+        specs.append(_cyclic_map_spec(f"{run.name} angle map", maps["angle_map"], run.period, tag))
     if "psi_map" in maps and psi_period is not None:
         # The learning-free lattice check, hidden at first: switch it on to compare with the angle map.
-        specs.append(
-            (
-                "Image",
-                maps["psi_map"],
-                dict(
-                    name=f"{run.name} psi map",
-                    colormap=cyclic_colormap(),
-                    contrast_limits=(0.0, psi_period),
-                    opacity=0.5,
-                    blending="translucent",
-                    visible=False,
-                    metadata=run.tag("psi_map", map_mode=run.map_mode, radius=run.radius, psi_period=psi_period),
-                ),
-            )
-        )
+        tag = run.tag("psi_map", map_mode=run.map_mode, radius=run.radius, psi_period=psi_period)
+        specs.append(_cyclic_map_spec(f"{run.name} psi map", maps["psi_map"], psi_period, tag, visible=False))
     if "class_map" in maps:
         n_classes = int(getattr(model_config, "n_classes", 0) or run.table["class"].max() + 1)
         specs.append(
@@ -257,6 +232,12 @@ def _map_specs(run: _Run, maps: dict, psi_period: float | None, model_config) ->
             )
         )
     return specs
+
+
+def _cyclic_map_spec(name: str, data, period: float, tag: dict, visible: bool = True) -> LayerSpec:
+    """A map of angles (degrees modulo ``period``) over the scan, in the cyclic colours of the arrows."""
+    style = dict(colormap=cyclic_colormap(), contrast_limits=(0.0, period), opacity=0.5, blending="translucent")
+    return ("Image", data, dict(name=name, visible=visible, metadata=tag, **style))
 
 
 def _orientation_spec(run: _Run) -> LayerSpec:
