@@ -73,6 +73,7 @@ def test_sxm_channels_calibration_and_orientation(tmp_path, scan_dir):
     for im in images:
         assert im.unit == "nm" and im.scale == pytest.approx((6.0 / 24, 8.0 / 32))
         assert im.metadata["format"] == "nanonis-sxm" and im.metadata["scan_dir"] == scan_dir
+        assert im.data.dtype == np.float32 and im.data.dtype.isnative  # Nanonis writes big-endian
     assert images[0].metadata["z_unit"] == "m" and images[2].metadata["z_unit"] == "A"
     assert images[1].metadata["direction"] == "backward" and images[0].metadata["channel"] == "Z"
 
@@ -101,6 +102,14 @@ def test_truncated_sxm(tmp_path):
         read_image_file(path)
     path.write_bytes(data[:200])  # cut inside the header
     with pytest.raises(InputError, match=r"Could not read .*cut\.sxm \(Nanonis \.sxm scan\)"):
+        read_image_file(path)
+
+
+def test_sxm_with_an_uppercase_extension(tmp_path):
+    pytest.importorskip("nanonispy2")
+    seen = _seen()
+    path = write_sxm(tmp_path / "SCAN.SXM", {"Z": ("m", seen, seen)})
+    with pytest.raises(InputError, match=r"rename it to SCAN\.sxm"):
         read_image_file(path)
 
 
@@ -212,6 +221,18 @@ def test_ibw_holding_a_curve(tmp_path):
     igorwriter.IgorWave(np.linspace(0, 1, 500), name="defl").save(str(tmp_path / "curve.ibw"))
     with pytest.raises(InputError, match=r"curve\.ibw holds a 1-D Igor wave of 500 points \(a curve\)"):
         read_image_file(tmp_path / "curve.ibw")
+
+
+def test_ibw_holding_force_curves(tmp_path):
+    """An AFM force curve as Asylum saves it: a 2-D wave of named columns, not an image."""
+    pytest.importorskip("igor2")
+    igorwriter = pytest.importorskip("igorwriter")
+    wave = igorwriter.IgorWave(np.random.default_rng(0).random((400, 3)), name="force0001")
+    for k, label in enumerate(["Raw", "Defl", "ZSnsr"]):
+        wave.set_dimlabel(1, k, label)
+    wave.save(str(tmp_path / "force.ibw"))
+    with pytest.raises(InputError, match=r"force\.ibw holds 3 curves of 400 points \(Raw, Defl, ZSnsr\), not an image"):
+        read_image_file(tmp_path / "force.ibw")
 
 
 def test_truncated_and_unknown_version_ibw(tmp_path):

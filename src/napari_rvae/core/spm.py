@@ -87,9 +87,10 @@ def _image(p: Path, data, channel: str, direction: str | None, pixel: tuple, uni
     if direction:
         metadata["direction"] = direction
     scale = tuple(float(s) if np.isfinite(s) and s > 0 else 1.0 for s in pixel)
-    return ImageData(
-        data=np.ascontiguousarray(data), name=f"{p.stem} - {label}", scale=scale, unit=unit, metadata=metadata
-    )
+    data = np.asarray(data)
+    # Nanonis (and Igor on a Mac) write big-endian numbers; torch and the GPU want the machine's order.
+    data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
+    return ImageData(data=data, name=f"{p.stem} - {label}", scale=scale, unit=unit, metadata=metadata)
 
 
 # --- Nanonis .sxm ---------------------------------------------------------------------------
@@ -237,6 +238,12 @@ def _read_ibw(p: Path) -> list[ImageData]:
         raise _fail(p, what, exc) from exc
     if data.ndim < 2 or min(data.shape[:2]) < 2:
         raise InputError(f"{p} holds a 1-D Igor wave of {data.size} points (a curve), not an image.")
+    columns = _ibw_labels(wave, 1)
+    if data.ndim == 2 and any(columns):  # named columns: curves side by side, as an AFM force curve is saved
+        raise InputError(
+            f"{p} holds {data.shape[1]} curves of {data.shape[0]} points ({', '.join(c for c in columns if c)}), "
+            "not an image."
+        )
     if data.ndim > 3:
         raise InputError(f"{p} holds a {data.ndim}-D Igor wave {data.shape}; images (2-D, or channels in 3-D) only.")
     return _ibw_images(p, wave, data)
@@ -281,10 +288,17 @@ def _ibw_dimension_units(wave: dict) -> list:
     return units
 
 
+def _ibw_labels(wave: dict, dim: int) -> list[str]:
+    """The names Igor gives the elements along one dimension (its dimension labels), or []."""
+    labels = wave.get("labels") or []
+    if len(labels) <= dim:
+        return []
+    return [x.decode("utf-8", "replace") for x in labels[dim][1:]]  # [0] names the dimension itself
+
+
 def _ibw_channel_names(wave: dict, n: int) -> list[str]:
     """Asylum Research names the layers of a 3-D wave (HeightTrace, AmplitudeRetrace...); else the wave's name."""
-    labels = wave.get("labels") or []
-    layer_labels = [x.decode("utf-8", "replace") for x in labels[2][1:]] if len(labels) > 2 else []
+    layer_labels = _ibw_labels(wave, 2)
     if len(layer_labels) == n and all(layer_labels):
         return layer_labels
     base = wave["wave_header"]["bname"].decode("utf-8", "replace") or "wave"
