@@ -4,7 +4,8 @@ Built in: ``.npy``, ``.png``/``.jpg``/``.jpeg``/``.bmp``/``.gif`` and
 ``.tif``/``.tiff`` (ImageJ, resolution-tag and FEI/Thermo Fisher calibration).
 Through the optional extra ``napari-rvae[formats]`` (RosettaSciIO): Gatan
 ``.dm3``/``.dm4``, ``.emd`` (Velox and Berkeley EMD), FEI TIA ``.ser`` and
-``.mrc``.
+``.mrc``. Through ``napari-rvae[spm]`` (see :mod:`napari_rvae.core.spm`):
+Nanonis ``.sxm``, Gwyddion ``.gwy`` and Igor ``.ibw`` scanning-probe files.
 
 Pure core: no Qt, no napari.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "write_tiff",
     "BUILTIN_EXTENSIONS",
     "ROSETTA_EXTENSIONS",
+    "SPM_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
     "FORMATS_EXTRA_HINT",
 ]
@@ -43,7 +45,9 @@ _ROSETTA = {
     ".mrc": ("mrc", "MRC"),
 }
 ROSETTA_EXTENSIONS = tuple(_ROSETTA)
-SUPPORTED_EXTENSIONS = BUILTIN_EXTENSIONS + ROSETTA_EXTENSIONS
+# Scanning-probe formats, read in core/spm.py through the optional extra napari-rvae[spm].
+SPM_EXTENSIONS = (".sxm", ".gwy", ".ibw")
+SUPPORTED_EXTENSIONS = BUILTIN_EXTENSIONS + ROSETTA_EXTENSIONS + SPM_EXTENSIONS
 FORMATS_EXTRA_HINT = "pip install 'napari-rvae[formats]'"
 
 _UNIT_ALIASES = {
@@ -129,7 +133,7 @@ def read_image_file(path) -> list[ImageData]:
     InputError
         When the file is missing, is a folder, has an unsupported extension,
         cannot be read (corrupted, truncated, not what its extension says), or
-        needs the optional ``[formats]`` extra that is not installed.
+        needs the optional ``[formats]`` or ``[spm]`` extra that is not installed.
     """
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
@@ -145,6 +149,10 @@ def read_image_file(path) -> list[ImageData]:
         images = _read_tiff(p)
     elif ext in _ROSETTA:
         images = _read_rosetta(p, ext)
+    elif ext in SPM_EXTENSIONS:
+        from .spm import read_spm_file  # spm.py builds on this module's ImageData
+
+        images = read_spm_file(p)
     else:
         raise InputError(
             f"Cannot read {p}: unknown file type {ext or '(no extension)'!r}. "

@@ -1,4 +1,4 @@
-"""npe2 reader: microscope files (DM3/DM4, EMD, SER, MRC, calibrated TIFF) as image layers.
+"""npe2 reader: microscope files (DM3/DM4, EMD, SER, MRC, calibrated TIFF, SXM, GWY, IBW) as image layers.
 
 All the reading is done by :func:`napari_rvae.core.readers.read_image_file`;
 this module only turns its :class:`ImageData` into napari layer data tuples.
@@ -13,7 +13,7 @@ from napari_rvae.core.errors import InputError
 from napari_rvae.core.readers import ImageData, read_image_file
 
 # What napari routes to us (see napari.yaml); .npy/.png are left to napari's builtins.
-READER_EXTENSIONS = (".dm3", ".dm4", ".emd", ".ser", ".mrc", ".tif", ".tiff")
+READER_EXTENSIONS = (".dm3", ".dm4", ".emd", ".ser", ".mrc", ".tif", ".tiff", ".sxm", ".gwy", ".ibw")
 
 
 def get_reader(path):
