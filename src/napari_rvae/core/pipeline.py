@@ -144,7 +144,7 @@ def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | 
     extra = []
     if inputs.pixel_size and {"y", "x"} <= set(coord_cols):
         extra = [calibrated_columns(coords[["y", "x"]], inputs.pixel_size, inputs.unit)]
-    made = set(encoded.columns)
+    made = set(encoded.columns).union(*(e.columns for e in extra))  # a re-encoded points.csv brings its own
     carried = inputs.table.drop(columns=coord_cols).reset_index(drop=True)
     carried = carried.drop(columns=[c for c in carried.columns if c in made], errors="ignore")
     out = pd.concat([coords, encoded.reset_index(drop=True), *extra, carried], axis=1)
