@@ -27,9 +27,9 @@ from .align import (
     pick_anchors,
     rotation_neighbours,
 )
-from .spectral import kmeans, spectral_clusters, spread_labels
+from .spectral import spectral_clusters, spread_labels
 
-__all__ = ["graph_classes", "kmeans", "spectral_clusters", "spread_labels"]
+__all__ = ["graph_classes", "spectral_clusters", "spread_labels"]
 
 
 def graph_classes(

@@ -25,7 +25,7 @@ from .image import as_image2d
 from .labels import class_codes, codes_for_names
 from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
-from .points_io import read_points_csv
+from .points_io import calibrated_columns, calibrated_unit, read_points_csv  # noqa: F401 (calibrated_unit: public here too)
 from .readers import read_first_image
 from .report import (  # the one builder of report.json (also the widget's)
     checks_report,
@@ -125,16 +125,6 @@ def load_inputs(
     )
 
 
-# Column names stay ASCII for scripts: angstroms are given in nanometres.
-_ASCII_UNITS = {"Å": ("nm", 0.1), "angstrom": ("nm", 0.1), "µm": ("um", 1.0), "μm": ("um", 1.0), "micron": ("um", 1.0)}
-
-
-def calibrated_unit(unit: str | None, pixel_size: float) -> tuple[str, float]:
-    """The unit for calibrated columns and the size of one pixel in it."""
-    name, factor = _ASCII_UNITS.get((unit or "unit").strip(), ((unit or "unit").strip(), 1.0))
-    return name, pixel_size * factor
-
-
 def atom_positions(inputs: Inputs) -> np.ndarray | None:
     """The (N, 2) atom positions (y, x) of an image input; None for a stack of patches."""
     if not {"y", "x"} <= set(inputs.table.columns):
@@ -153,9 +143,8 @@ def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | 
     coords = inputs.table[coord_cols].reset_index(drop=True)
     extra = []
     if inputs.pixel_size and {"y", "x"} <= set(coord_cols):
-        unit, size = calibrated_unit(inputs.unit, inputs.pixel_size)
-        extra = [pd.DataFrame({f"y_{unit}": coords["y"] * size, f"x_{unit}": coords["x"] * size})]
-    made = set(encoded.columns)
+        extra = [calibrated_columns(coords[["y", "x"]], inputs.pixel_size, inputs.unit)]
+    made = set(encoded.columns).union(*(e.columns for e in extra))  # a re-encoded points.csv brings its own
     carried = inputs.table.drop(columns=coord_cols).reset_index(drop=True)
     carried = carried.drop(columns=[c for c in carried.columns if c in made], errors="ignore")
     out = pd.concat([coords, encoded.reset_index(drop=True), *extra, carried], axis=1)

@@ -2,7 +2,9 @@
 
 Accepted input: a CSV with ``y,x`` columns (pixels, napari's axis order), or
 napari's own Points CSV (``index,axis-0,axis-1[,...]``; for more than two axes
-the last two are the image plane). Every other column is carried through.
+the last two are the image plane). Every other column is carried through,
+except napari's ``axis-*`` copies of the coordinates in a file that has
+``y,x`` too (as :func:`points_table` writes them).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def points_from_table(table: pd.DataFrame, *, source: str = "points") -> pd.Data
         key=lambda c: int(c.split("-")[1]) if c.split("-")[1].isdigit() else 0,
     )
     if "y" in cols and "x" in cols:
-        yx, drop = ["y", "x"], ["y", "x"]
+        yx, drop = ["y", "x"], ["y", "x", *axis_cols]
     elif len(axis_cols) >= 2:
         yx, drop = axis_cols[-2:], axis_cols + (["index"] if "index" in cols else [])
     else:
@@ -66,6 +68,8 @@ def points_from_table(table: pd.DataFrame, *, source: str = "points") -> pd.Data
 def write_csv_atomic(table: pd.DataFrame, path) -> Path:
     """Write a CSV through a temp file, so a reader never sees half of it."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
     os.close(fd)
     try:
@@ -75,3 +79,70 @@ def write_csv_atomic(table: pd.DataFrame, path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# Column names stay ASCII for scripts: angstroms are given in nanometres.
+_ASCII_UNITS = {"Å": ("nm", 0.1), "angstrom": ("nm", 0.1), "µm": ("um", 1.0), "μm": ("um", 1.0), "micron": ("um", 1.0)}
+
+
+def calibrated_unit(unit: str | None, pixel_size: float) -> tuple[str, float]:
+    """The unit for calibrated columns and the size of one pixel in it."""
+    name, factor = _ASCII_UNITS.get((unit or "unit").strip(), ((unit or "unit").strip(), 1.0))
+    return name, pixel_size * factor
+
+
+def calibrated_columns(yx, pixel_size, unit: str | None) -> pd.DataFrame:
+    """``y_<unit>``, ``x_<unit>``: positions (pixels) times the pixel size, from the image's corner.
+
+    Parameters
+    ----------
+    yx : array_like, shape (N, 2)
+        Positions in pixels.
+    pixel_size : float or (float, float)
+        One size for both axes, or (along y, along x).
+    unit : str or None
+        The image's unit; angstroms and micrometres get ASCII names (:func:`calibrated_unit`).
+
+    Examples
+    --------
+    >>> calibrated_columns([[2.0, 4.0]], 0.5, "Å")
+       y_nm  x_nm
+    0   0.1   0.2
+    """
+    yx = np.asarray(yx, dtype=float).reshape(-1, 2)
+    size_y, size_x = np.broadcast_to(np.asarray(pixel_size, dtype=float), (2,))
+    name, factor_y = calibrated_unit(unit, float(size_y))
+    _, factor_x = calibrated_unit(unit, float(size_x))
+    return pd.DataFrame({f"y_{name}": yx[:, 0] * factor_y, f"x_{name}": yx[:, 1] * factor_x})
+
+
+def points_table(coords, features: pd.DataFrame | None = None, *, pixel_size=None, unit=None) -> pd.DataFrame:
+    """A points layer as one table both the CLI and napari's own CSV reader read.
+
+    Columns: ``y, x`` (the last two coordinates, in pixels), the features,
+    ``y_<unit>, x_<unit>`` when calibrated (as the CLI's points.csv), then
+    napari's ``axis-0, axis-1[, ...]`` (every coordinate), which the CLI's
+    reader skips. Feature columns of the same names are replaced by these.
+
+    Parameters
+    ----------
+    coords : array_like, shape (N, D), D >= 2
+        The points' data coordinates.
+    features : DataFrame, optional
+        One row per point.
+    pixel_size : float or (float, float), optional
+        The size of one pixel (y, x); without it no calibrated columns.
+    unit : str, optional
+    """
+    coords = np.asarray(coords, dtype=float)
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        raise InputError(f"Points need at least two coordinates each; these have shape {coords.shape}.")
+    yx = pd.DataFrame({"y": coords[:, -2], "x": coords[:, -1]})
+    axes = pd.DataFrame({f"axis-{i}": coords[:, i] for i in range(coords.shape[1])})
+    calibrated = calibrated_columns(coords[:, -2:], pixel_size, unit) if pixel_size is not None else None
+    made = {*yx.columns, *axes.columns, "index", *(calibrated.columns if calibrated is not None else ())}
+    features = pd.DataFrame(index=range(len(coords))) if features is None else features.reset_index(drop=True)
+    if len(features) != len(coords):
+        raise InputError(f"The points have {len(coords)} rows but their features {len(features)}.")
+    kept = features.drop(columns=[c for c in features.columns if c in made])
+    return pd.concat([yx, kept, calibrated, axes], axis=1)

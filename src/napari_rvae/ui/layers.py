@@ -64,11 +64,20 @@ def pixel_size_and_unit(image_layer) -> tuple[float | None, str | None]:
     """The image's pixel size (x axis) and unit for reports and TIFF export; None when uncalibrated."""
     if image_layer is None:
         return None, None
-    units = getattr(image_layer, "units", None)
-    unit = None if units is None else str(units[-1])
+    return scale_and_unit(image_layer.scale[-1:], getattr(image_layer, "units", None))
+
+
+def scale_and_unit(scale, units) -> tuple[float | tuple | None, str | None]:
+    """The physical size of a pixel along the last ``len(scale)`` axes, and the unit; None when uncalibrated.
+
+    ``scale`` and ``units`` as a layer (or its saved state) has them: a single
+    size comes back as a float, several as a tuple.
+    """
+    unit = None if units is None or not len(units) else str(units[-1])
     if unit is None or unit in _UNCALIBRATED:
         return None, None
-    return float(image_layer.scale[-1]), _UNIT_SYMBOLS.get(unit, unit)
+    sizes = tuple(float(s) for s in scale)
+    return (sizes[0] if len(sizes) == 1 else sizes), _UNIT_SYMBOLS.get(unit, unit)
 
 
 def points_in_image_pixels(points_layer, image_layer) -> np.ndarray:
