@@ -48,6 +48,7 @@ def training_report(
     files=(),
     table=None,
     points_yx=None,
+    resumed_from: str | None = None,
 ) -> dict:
     """The report of one training run.
 
@@ -75,6 +76,11 @@ def training_report(
     table, points_yx
         The run's results and, for an image, the atoms' (y, x): they give
         ``lattice_check`` and ``angle_warnings`` (:func:`checks_report`).
+    resumed_from
+        The model file whose training the run continued, if any. A continued
+        run's ``loss_per_epoch`` holds every epoch, the earlier runs' first
+        (``history_before`` of them); ``epochs_run`` counts this run's,
+        ``epochs_before`` and ``epochs_total`` the others.
     """
     return {
         "command": command,
@@ -94,6 +100,11 @@ def training_report(
         "stopped_early": result.stopped,
         "loss_per_epoch": list(result.history),
         "final_loss": result.history[-1] if result.history else None,
+        "resumed_from": resumed_from,
+        "epochs_before": result.epochs_before,
+        "epochs_total": result.epochs_total,
+        "history_before": result.history_before,
+        "optimizer_resumed": result.optimizer_resumed,
         "seconds": {
             "extract": seconds.get("extract"),
             "train": result.seconds,
@@ -192,6 +203,7 @@ def analysis_report(
     pixel_size: float | None = None,
     unit: str | None = None,
     notes=(),
+    resumed_from: str | None = None,
 ) -> dict:
     """:func:`training_report` for a run of :func:`~napari_rvae.core.analysis.analyse_iter` (the Train widget's)."""
     if analysis.training is None:
@@ -212,4 +224,5 @@ def analysis_report(
         notes=notes,
         table=analysis.table,
         points_yx=analysis.centers,
+        resumed_from=resumed_from,
     )
