@@ -13,14 +13,20 @@ from .test_train_widget import WAIT_MS, add_inputs, lattice, open_widget, small_
 pytestmark = pytest.mark.gui
 
 
-def test_continue_trains_a_loaded_model_on_and_the_history_goes_on(make_napari_viewer, qtbot, lattice, tmp_path):  # noqa: F811
-    viewer = make_napari_viewer()
+def trained_widget(viewer, lattice, qtbot, epochs):  # noqa: F811
+    """The Train widget on the lattice, after a training of ``epochs``."""
     add_inputs(viewer, lattice)
     _, widget = open_widget(viewer)
     assert not widget.continue_button.isEnabled()  # no model yet
-    small_run(widget, epochs=2)
+    small_run(widget, epochs=epochs)
     widget.train_button.click()
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    return widget
+
+
+def test_continue_trains_a_loaded_model_on_and_the_history_goes_on(make_napari_viewer, qtbot, lattice, tmp_path):  # noqa: F811
+    viewer = make_napari_viewer()
+    widget = trained_widget(viewer, lattice, qtbot, epochs=2)
     path = widget.save_model(tmp_path / "first.pt")
     first = json.loads((tmp_path / "first.report.json").read_text())
 
@@ -47,12 +53,7 @@ def test_continue_trains_a_loaded_model_on_and_the_history_goes_on(make_napari_v
 
 
 def test_aborting_a_continuation_keeps_the_model_as_it_was(make_napari_viewer, qtbot, lattice):  # noqa: F811
-    viewer = make_napari_viewer()
-    add_inputs(viewer, lattice)
-    _, widget = open_widget(viewer)
-    small_run(widget, epochs=1)
-    widget.train_button.click()
-    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    widget = trained_widget(make_napari_viewer(), lattice, qtbot, epochs=1)
     model, weights = widget.model, {k: v.clone() for k, v in widget.model.state_dict().items()}
     history = list(model.training_state.history)
     widget.form.epochs.setValue(500)
