@@ -218,6 +218,12 @@ def _patch_size_fit(inputs: Inputs, model_config: ModelConfig, resume) -> ModelC
     return replace(model_config, patch_size=size)
 
 
+def _train_sources(input_path, points_path, resume) -> dict:
+    """report.json's ``input``, ``points`` and ``resumed_from`` (the model file whose training went on)."""
+    optional = {"points": points_path, "resumed_from": resume}
+    return {"input": str(input_path), **{k: str(v) if v else None for k, v in optional.items()}}
+
+
 def run_train(
     input_path,
     out_dir,
@@ -276,7 +282,7 @@ def run_train(
             model_config,
             train_config,
             command="train",
-            sources={"input": str(input_path), "points": str(points_path) if points_path else None},
+            sources=_train_sources(input_path, points_path, resume),
             n_points=inputs.n_points,
             n_patches=len(inputs.patches),
             dropped_rows=inputs.dropped,
@@ -292,7 +298,6 @@ def run_train(
             files=[MODEL_FILE, *files, REPORT],
             table=table,
             points_yx=atom_positions(inputs),
-            resumed_from=str(resume) if resume is not None else None,
         )
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)

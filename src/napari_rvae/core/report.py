@@ -48,7 +48,6 @@ def training_report(
     files=(),
     table=None,
     points_yx=None,
-    resumed_from: str | None = None,
 ) -> dict:
     """The report of one training run.
 
@@ -63,8 +62,8 @@ def training_report(
         ``"train"`` (CLI) or ``"napari"`` (the Train widget).
     sources
         Where the data came from, e.g. ``{"input": path, "points": path}`` or
-        ``{"image_layer": name, "points_layer": name}``; placed right after
-        ``command``.
+        ``{"image_layer": name, "points_layer": name}``, with ``resumed_from``
+        (the model file whose training went on, or None); right after ``command``.
     n_points, n_patches, dropped_rows
         Points given, patches trained on, and the row numbers of the points
         dropped at the image edge.
@@ -76,11 +75,6 @@ def training_report(
     table, points_yx
         The run's results and, for an image, the atoms' (y, x): they give
         ``lattice_check`` and ``angle_warnings`` (:func:`checks_report`).
-    resumed_from
-        The model file whose training the run continued, if any. A continued
-        run's ``loss_per_epoch`` holds every epoch, the earlier runs' first
-        (``history_before`` of them); ``epochs_run`` counts this run's,
-        ``epochs_before`` and ``epochs_total`` the others.
     """
     return {
         "command": command,
@@ -100,11 +94,7 @@ def training_report(
         "stopped_early": result.stopped,
         "loss_per_epoch": list(result.history),
         "final_loss": result.history[-1] if result.history else None,
-        "resumed_from": resumed_from,
-        "epochs_before": result.epochs_before,
-        "epochs_total": result.epochs_total,
-        "history_before": result.history_before,
-        "optimizer_resumed": result.optimizer_resumed,
+        **continuation_report(result),
         "seconds": {
             "extract": seconds.get("extract"),
             "train": result.seconds,
@@ -118,6 +108,18 @@ def training_report(
         "notes": [*notes, *result.notes],
         "files": list(files),
         **checks_report(table, points_yx, result.model.config.symmetry, result.symmetry),
+    }
+
+
+def continuation_report(result: TrainResult) -> dict:
+    """How the run went on from a trained model: its ``epochs_before`` (``epochs_run`` counts this
+    run's), ``epochs_total``, how many of ``loss_per_epoch``'s entries are the earlier runs'
+    (``history_before``: they come first) and whether Adam's state went on (``optimizer_resumed``)."""
+    return {
+        "epochs_before": result.epochs_before,
+        "epochs_total": result.epochs_total,
+        "history_before": result.history_before,
+        "optimizer_resumed": result.optimizer_resumed,
     }
 
 
@@ -203,7 +205,6 @@ def analysis_report(
     pixel_size: float | None = None,
     unit: str | None = None,
     notes=(),
-    resumed_from: str | None = None,
 ) -> dict:
     """:func:`training_report` for a run of :func:`~napari_rvae.core.analysis.analyse_iter` (the Train widget's)."""
     if analysis.training is None:
@@ -224,5 +225,4 @@ def analysis_report(
         notes=notes,
         table=analysis.table,
         points_yx=analysis.centers,
-        resumed_from=resumed_from,
     )

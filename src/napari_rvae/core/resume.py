@@ -21,8 +21,8 @@ import torch
 from .errors import InputError
 
 FRESH_OPTIMIZER_NOTE = (
-    "The model holds no optimizer state (a model file from before napari-rvae stored it): "
-    "training went on with a fresh Adam optimizer."
+    "The model holds no optimizer state (a model file from before napari-rvae stored it, or a model not "
+    "trained by it): training went on with a fresh Adam optimizer."
 )
 
 

@@ -475,12 +475,11 @@ class TrainWidget(JobWidget):
             analysis,
             inputs.train_config,
             command="napari",
-            sources=snap.sources,
+            sources={**snap.sources, "resumed_from": resumed_from},
             class_names=names,
             pixel_size=snap.pixel_size,
             unit=snap.unit,
             notes=snap.notes,
-            resumed_from=resumed_from,
         )
         for warning in self.report["angle_warnings"]:
             show_warning(warning)
