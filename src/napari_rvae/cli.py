@@ -1,6 +1,7 @@
 """``napari-rvae``: the headless command line (a public contract; extend, don't rename).
 
     napari-rvae train INPUT --out DIR [--points POINTS.csv] [--model rvae|vae|crvae|jrvae|ssrvae] ...
+    napari-rvae train INPUT --resume MODEL.pt --out DIR [--epochs N] ...
     napari-rvae encode INPUT --model DIR/model.pt --out DIR2 [--points POINTS.csv]
     napari-rvae detect IMAGE --out POINTS.csv [--sigma PX] [--min-distance PX] [--threshold REL] [--dark] [--no-refine]
 
@@ -31,6 +32,22 @@ from .core.patches import EDGE_MODES
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+# The options that build a model: a resumed model keeps its own, so --resume refuses them.
+_MODEL_OPTIONS = {
+    "model": "--model",
+    "patch_size": "--patch-size",
+    "latent_dim": "--latent-dim",
+    "translation": "--translation",
+    "hidden_dim": "--hidden-dim",
+    "hidden_layers": "--hidden-layers",
+    "classes": "--classes",
+    "likelihood": "--likelihood",
+    "class_window": "--class-window",
+    "symmetry": "--symmetry",
+    "angle_prior": "--angle-prior",
+    "align": "--align",
+    "rotation_range": "--rotation-range",
+}
 
 
 def _whole_number(text: str) -> int:
@@ -139,6 +156,13 @@ def _add_train_parser(sub) -> None:
     inputs = t.add_argument_group("input")
     _add_patch_input(inputs)
     inputs.add_argument("--labels-col", default="label", help="points column holding classes (crvae, ssrvae)")
+    inputs.add_argument(
+        "--resume",
+        metavar="MODEL.pt",
+        default=None,
+        help="continue training this model (a model.pt written by 'train') on INPUT for --epochs more epochs: "
+        "its own settings, optimizer state and loss history carry on (leave the model options out)",
+    )
 
     _add_model_options(t.add_argument_group("model"), model, training)
     _add_rotation_options(t.add_argument_group("rotation"), model)
@@ -329,9 +353,24 @@ class _ProgressBar:
             self.bar.close()
 
 
+def _refuse_model_options(args) -> None:
+    """With --resume, an InputError naming the model options given (those not at their defaults)."""
+    from .core.errors import InputError
+
+    defaults = build_parser().parse_args(["train", "INPUT", "--out", "DIR"])
+    given = [flag for dest, flag in _MODEL_OPTIONS.items() if getattr(args, dest) != getattr(defaults, dest)]
+    if given:
+        raise InputError(
+            f"--resume continues {args.resume} with the settings it was built with: leave out {', '.join(given)}."
+        )
+
+
 def _cmd_train(args, say) -> int:
     from .core.config import KINDS, ModelConfig, TrainConfig
     from .core.pipeline import run_train
+
+    if args.resume:
+        _refuse_model_options(args)
 
     # crvae/ssrvae take their class count from the labels column; --classes is a floor.
     n_classes = KINDS[args.model].n_classes(args.classes)
@@ -369,10 +408,11 @@ def _cmd_train(args, say) -> int:
                 train_config=train_config,
                 points_path=args.points,
                 labels_col=args.labels_col,
-                edge=args.edge or "drop",
+                edge=args.edge,
                 on_progress=bar,
                 say=say,
                 stop=stop,
+                resume=args.resume,
             )
     finally:
         bar.close()
@@ -384,8 +424,10 @@ def _cmd_train(args, say) -> int:
         )
     loss = "no epoch finished" if report["final_loss"] is None else f"final loss {report['final_loss']:.4g}"
     how = "stopped early after" if report["stopped_early"] else "for"
+    if report["resumed_from"]:
+        how = f"(continued from {report['resumed_from']}, {report['epochs_total']:.3g} epochs in all) {how}"
     say(
-        f"Trained {args.model} on {report['n_patches']} patches {how} {report['epochs_run']:.3g} epochs on "
+        f"Trained {report['model_config']['kind']} on {report['n_patches']} patches {how} {report['epochs_run']:.3g} epochs on "
         f"{report['device']} in {report['seconds']['train']:.1f} s ({report['patches_per_second']:.0f} patches/s); "
         f"{loss}. Results in {args.out}"
     )

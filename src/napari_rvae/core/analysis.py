@@ -60,12 +60,14 @@ def train_patches_iter(
     *,
     labels=None,
     stop=None,
+    model: RVAE | None = None,
 ) -> Generator[Progress, None, Analysis]:
     """Train on a patch stack, then encode it. ``centers``: the (N, 2) atom
-    positions the patches were cut at, or None; ``labels`` per patch (-1 unknown)."""
+    positions the patches were cut at, or None; ``labels`` per patch (-1 unknown);
+    ``model``: a trained model whose training goes on (:func:`~.train.train_iter`)."""
     t_start = time.perf_counter()
     train_config = resolve_class_window(train_config, model_config, centers)
-    result = yield from train_iter(patches, model_config, train_config, labels=labels, stop=stop)
+    result = yield from train_iter(patches, model_config, train_config, labels=labels, stop=stop, model=model)
     t_enc = time.perf_counter()
     table = _encoded(result.model, patches, centers, labels, notes=result.notes)
     t_end = time.perf_counter()
@@ -106,14 +108,18 @@ def analyse_iter(
     labels=None,
     edge: str = "drop",
     stop=None,
+    model: RVAE | None = None,
 ) -> Generator[Progress, None, Analysis]:
-    """Cut patches at the points, train, encode. ``labels`` are per input point (-1 unknown)."""
+    """Cut patches at the points, train, encode. ``labels`` are per input point (-1 unknown);
+    ``model``: a trained model whose training goes on (patches cut at its size)."""
     t_start = time.perf_counter()
+    if model is not None:
+        model_config = model.config
     ps = _cut(image, points_yx, model_config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
     t_extract = time.perf_counter() - t_start
     analysis = yield from train_patches_iter(
-        ps.patches, ps.centers, model_config, train_config, labels=kept_labels, stop=stop
+        ps.patches, ps.centers, model_config, train_config, labels=kept_labels, stop=stop, model=model
     )
     return _with_cut(analysis, ps, t_extract)
 

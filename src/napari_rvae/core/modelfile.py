@@ -2,7 +2,12 @@
 
 Loading never executes code from the file: it is read with
 ``torch.load(weights_only=True)``, which accepts only tensors and plain
-containers, and the config is JSON text.
+containers, and the config is JSON text. A trained model's
+:class:`~napari_rvae.core.resume.TrainingState` (loss history, epochs, Adam's
+state, random streams) is stored under ``"training"`` so that training can go
+on; files from before it lack the key and still load (training then goes on
+with a fresh optimizer). The key's addition is compatible both ways (older
+readers ignore it), so the format version stays 1.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from .config import ModelConfig
 from .errors import InputError
 from .models import RVAE
+from .resume import TrainingState
 
 FORMAT = "napari-rvae-model"
 FORMAT_VERSION = 1
@@ -44,6 +50,8 @@ def save_model(model: RVAE, path, *, extra: dict | None = None) -> Path:
         "extra": json.dumps(extra or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if model.training_state is not None:
+        payload["training"] = model.training_state.to_payload()
     fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=SUFFIX, dir=path.parent)
     os.close(fd)
     try:
@@ -57,6 +65,9 @@ def save_model(model: RVAE, path, *, extra: dict | None = None) -> Path:
 
 def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
     """Read a model file; returns the model (in eval mode) and its ``extra`` dict.
+
+    The model's ``training_state`` is the file's, or None for a file from
+    before it was stored.
 
     Raises
     ------
@@ -93,6 +104,8 @@ def load_model(path, *, device="cpu") -> tuple[RVAE, dict]:
         stats = state["ref_range_test"]
         state["ref_range_test"] = torch.cat([stats, model.ref_range_test[stats.numel() :]])
         model.load_state_dict(state)
+        if "training" in payload:  # absent in files from before training could go on
+            model.training_state = TrainingState.from_payload(payload["training"])
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any mismatch of shapes, keys or types means a damaged file

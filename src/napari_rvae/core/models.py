@@ -249,6 +249,8 @@ class RVAE(nn.Module):
         # Factor that makes angle_sd cover about 68 % of an angle's own noise
         # (core/angle_sd.py); 1 until training measures it.
         self.register_buffer("angle_sd_scale", torch.tensor(1.0))
+        # How it was trained so far (core/resume.py), for training to carry on; None until trained.
+        self.training_state = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The reference's size depends on the training data: take the file's shape.

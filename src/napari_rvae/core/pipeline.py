@@ -31,6 +31,7 @@ from .report import (  # the one builder of report.json (also the widget's)
     checks_report,
     training_report,
 )
+from .resume import labels_for_model
 from .train import drive
 
 MODEL_FILE = "model.pt"
@@ -153,9 +154,10 @@ def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | 
     return out
 
 
-def _training_labels(inputs: Inputs, model_config: ModelConfig, labels_col: str):
+def _training_labels(inputs: Inputs, model_config: ModelConfig, labels_col: str, model_names=None):
     """The class codes of the labels column (for the kinds that train on labels), their names, and the
-    config with at least as many classes as there are names."""
+    config with at least as many classes as there are names. ``model_names``: the classes of a model
+    whose training goes on (the codes are theirs, the config stays)."""
     if not model_config.needs_labels:
         return model_config, None, None
     if labels_col not in inputs.table.columns:
@@ -164,6 +166,8 @@ def _training_labels(inputs: Inputs, model_config: ModelConfig, labels_col: str)
             "(name it with --labels-col)."
         )
     labels, class_names = class_codes(inputs.table[labels_col])
+    if model_names:
+        return model_config, labels_for_model(labels, class_names, model_names), list(model_names)
     if model_config.n_classes < len(class_names):
         model_config = replace(model_config, n_classes=max(len(class_names), 2))
     return model_config, labels, class_names
@@ -190,6 +194,25 @@ def _write_results(out: OutputDir, inputs: Inputs, table: pd.DataFrame, model) -
     return [POINTS_FILE, *write_map_exports(out, inputs, table, model)]
 
 
+def _patch_size_fit(inputs: Inputs, model_config: ModelConfig, resume) -> ModelConfig:
+    """The config for the input's patches (a stack's own size), or an InputError when a resumed model's differs."""
+    size = int(inputs.patches.shape[1])
+    if size == model_config.patch_size:
+        return model_config
+    if resume is not None:
+        raise InputError(
+            f"The model {Path(resume).name} was trained on {model_config.patch_size} px patches; "
+            f"the input's patches are {size} px."
+        )
+    return replace(model_config, patch_size=size)
+
+
+def _train_sources(input_path, points_path, resume) -> dict:
+    """report.json's ``input``, ``points`` and ``resumed_from`` (the model file whose training went on)."""
+    optional = {"points": points_path, "resumed_from": resume}
+    return {"input": str(input_path), **{k: str(v) if v else None for k, v in optional.items()}}
+
+
 def run_train(
     input_path,
     out_dir,
@@ -198,40 +221,40 @@ def run_train(
     train_config: TrainConfig,
     points_path=None,
     labels_col: str = "label",
-    edge: str = "drop",
+    edge: str | None = None,
     detect_options: dict | None = None,
     on_progress=None,
     say: Say = lambda s: None,
     stop=None,
+    resume=None,
 ) -> dict:
     """Train on INPUT and write model.pt, points.csv and report.json into ``out_dir``.
 
     ``stop`` (a ``threading.Event``): training ends after the current step and
     the model trained so far is encoded and written, with ``stopped_early``.
+    ``resume``: a model file whose training goes on (its settings replace
+    ``model_config``; its loss history and optimizer state carry on, see
+    :mod:`.resume`). ``edge``: "drop" by default, or the resumed model's.
     """
     t_start = time.perf_counter()
+    model, extra = load_model(resume) if resume is not None else (None, {})
+    model_config = model.config if model is not None else model_config
+    edge = edge or extra.get("edge", "drop")
     with OutputDir(out_dir) as out:  # complete on success, nothing left on any error or interrupt
+        size = model_config.patch_size
         inputs = load_inputs(
-            input_path,
-            points_path=points_path,
-            patch_size=model_config.patch_size,
-            edge=edge,
-            detect_options=detect_options,
+            input_path, points_path=points_path, patch_size=size, edge=edge, detect_options=detect_options
         )
         _say_all(say, inputs.notes)
-        if inputs.patches.shape[1] != model_config.patch_size:
-            model_config = replace(model_config, patch_size=int(inputs.patches.shape[1]))
-        model_config, labels, class_names = _training_labels(inputs, model_config, labels_col)
+        model_config = _patch_size_fit(inputs, model_config, resume)
+        model_config, labels, class_names = _training_labels(inputs, model_config, labels_col, extra.get("class_names"))
         if len(inputs.patches) < train_config.batch_size:
             say(f"Only {len(inputs.patches)} patches: training with batches of {len(inputs.patches)}.")
         t_extract = time.perf_counter() - t_start
-
-        analysis = drive(
-            train_patches_iter(
-                inputs.patches, atom_positions(inputs), model_config, train_config, labels=labels, stop=stop
-            ),
-            on_progress,
+        steps = train_patches_iter(
+            inputs.patches, atom_positions(inputs), model_config, train_config, labels=labels, stop=stop, model=model
         )
+        analysis = drive(steps, on_progress)
         result = analysis.training
         if result.alignment:
             say(result.alignment["description"])
@@ -248,7 +271,7 @@ def run_train(
             model_config,
             train_config,
             command="train",
-            sources={"input": str(input_path), "points": str(points_path) if points_path else None},
+            sources=_train_sources(input_path, points_path, resume),
             n_points=inputs.n_points,
             n_patches=len(inputs.patches),
             dropped_rows=inputs.dropped,

@@ -62,8 +62,8 @@ def training_report(
         ``"train"`` (CLI) or ``"napari"`` (the Train widget).
     sources
         Where the data came from, e.g. ``{"input": path, "points": path}`` or
-        ``{"image_layer": name, "points_layer": name}``; placed right after
-        ``command``.
+        ``{"image_layer": name, "points_layer": name}``, with ``resumed_from``
+        (the model file whose training went on, or None); right after ``command``.
     n_points, n_patches, dropped_rows
         Points given, patches trained on, and the row numbers of the points
         dropped at the image edge.
@@ -94,6 +94,7 @@ def training_report(
         "stopped_early": result.stopped,
         "loss_per_epoch": list(result.history),
         "final_loss": result.history[-1] if result.history else None,
+        **continuation_report(result),
         "seconds": {
             "extract": seconds.get("extract"),
             "train": result.seconds,
@@ -107,6 +108,18 @@ def training_report(
         "notes": [*notes, *result.notes],
         "files": list(files),
         **checks_report(table, points_yx, result.model.config.symmetry, result.symmetry),
+    }
+
+
+def continuation_report(result: TrainResult) -> dict:
+    """How the run went on from a trained model: its ``epochs_before`` (``epochs_run`` counts this
+    run's), ``epochs_total``, how many of ``loss_per_epoch``'s entries are the earlier runs'
+    (``history_before``: they come first) and whether Adam's state went on (``optimizer_resumed``)."""
+    return {
+        "epochs_before": result.epochs_before,
+        "epochs_total": result.epochs_total,
+        "history_before": result.history_before,
+        "optimizer_resumed": result.optimizer_resumed,
     }
 
 

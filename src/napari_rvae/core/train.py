@@ -14,6 +14,8 @@ is no other training loop. Contract:
 * The inputs are copied into tensors at the start; nothing the caller owns is
   touched afterwards.
 * Seeded: the same seed, data and device give the same loss curve on the CPU.
+* Given a trained ``model``, training goes on (:mod:`.resume`): with the
+  model's own settings, Adam's state and the loss history of its earlier runs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ from .labels import check_labels
 from .memory import free_cached_memory, is_out_of_memory
 from .models import RVAE
 from .objective import Objective
+from .resume import (
+    FRESH_OPTIMIZER_NOTE,
+    TrainingState,
+    earlier_epochs,
+    random_streams,
+    restore_optimizer,
+    restore_random_streams,
+)
 
 StopFlag = Callable[[], bool]
 # Patches that calibrate angle_sd after training (core/angle_sd.py): two encodings of them.
@@ -58,6 +68,7 @@ class Progress:
     loss: float  # mean loss per patch over the epoch so far (negative ELBO)
     seconds: float  # since training started
     epoch_done: bool = False
+    epochs_before: int = 0  # epochs of the model's earlier runs: a continued loss curve starts after them
 
     @property
     def fraction(self) -> float:
@@ -74,8 +85,8 @@ class TrainResult:
     """The trained model and how it got there."""
 
     model: RVAE
-    history: list[float] = field(default_factory=list)  # mean loss per patch, per epoch
-    epochs_run: int = 0
+    history: list[float] = field(default_factory=list)  # mean loss per patch, per epoch (earlier runs' first)
+    epochs_run: int = 0  # in this run
     stopped: bool = False
     device: str = "cpu"
     seconds: float = 0.0
@@ -86,6 +97,16 @@ class TrainResult:
     symmetry: dict = field(default_factory=dict)
     class_window: int | None = None  # pixels the similarity-graph classes were found on; None: whole patches
     train_config: TrainConfig | None = None  # the settings as the run used them ("auto" class window resolved)
+    # Training went on from a trained model: its epochs before this run, how many of ``history``'s
+    # entries are theirs, and whether Adam's state went on too.
+    epochs_before: float = 0.0
+    history_before: int = 0
+    optimizer_resumed: bool = False
+
+    @property
+    def epochs_total(self) -> float:
+        """Epochs the model has been trained in all, earlier runs included."""
+        return self.epochs_before + self.epochs_run
 
     @property
     def alignment(self) -> dict | None:
@@ -135,7 +156,10 @@ def train_iter(
     stop : threading.Event or callable, optional
         Checked before every step; see the module docstring.
     model : RVAE, optional
-        Continue training this model instead of a fresh one.
+        Continue training this model instead of a fresh one: its own config
+        holds (``model_config`` is not used; the patch size must match), and
+        its ``training_state`` (:mod:`.resume`) carries the loss history,
+        Adam's state and, under the same seed, the random streams on.
 
     Returns
     -------
@@ -201,13 +225,13 @@ def resolve_class_window(train_config: TrainConfig, model_config: ModelConfig, p
 
 def _resolve_symmetry(x_np, model_config: ModelConfig, model, seed: int) -> tuple[ModelConfig, dict]:
     """The config with a number for ``symmetry``, and how it was set (``TrainResult.symmetry``)."""
-    if model_config.symmetry != SYMMETRY_AUTO:
-        return model_config, {"chosen": int(model_config.symmetry), "source": "given"}
     if model is not None:  # training goes on: the model's own symmetry
         return replace(model_config, symmetry=model.config.symmetry), {
             "chosen": int(model.config.symmetry),
             "source": "model",
         }
+    if model_config.symmetry != SYMMETRY_AUTO:
+        return model_config, {"chosen": int(model_config.symmetry), "source": "given"}
     from .symmetry import estimate_symmetry
 
     found = estimate_symmetry(x_np, seed=seed)
@@ -348,6 +372,7 @@ class _Loop:
     result: TrainResult
     t0: float
     last_yield: float
+    epochs_before: int = 0  # epochs of the model's earlier runs (KL warm-up and Progress go on after them)
 
 
 def _epoch(loop: _Loop, epoch: int, epochs: int, kl_scale: float, stop, device):
@@ -381,8 +406,24 @@ def _epoch(loop: _Loop, epoch: int, epochs: int, kl_scale: float, stop, device):
         now = time.perf_counter()
         if now - loop.last_yield > 0.2 and done < n:
             loop.last_yield = now
-            yield Progress(epoch, epochs, step, steps, float(total) / done, now - loop.t0)
+            yield Progress(
+                epoch, epochs, step, steps, float(total) / done, now - loop.t0, epochs_before=loop.epochs_before
+            )
     return total, done, step
+
+
+def _carry_on(model: RVAE, optim, gen: torch.Generator, train_config: TrainConfig, result: TrainResult) -> int:
+    """Take up a trained model's run: its loss history, Adam's state and, under the same seed, the
+    random streams. Returns the epochs it ran before (what the KL warm-up and progress go on from)."""
+    state = model.training_state
+    if state is not None:
+        result.history = list(state.history)
+        result.history_before, result.epochs_before = len(state.history), state.epochs
+    result.optimizer_resumed = restore_optimizer(optim, state, train_config.lr)
+    if not result.optimizer_resumed:
+        result.notes.append(FRESH_OPTIMIZER_NOTE)
+    restore_random_streams(state, train_config.seed, gen)
+    return earlier_epochs(state)
 
 
 def _check_finite(epoch_loss: float, model: RVAE) -> None:
@@ -392,6 +433,9 @@ def _check_finite(epoch_loss: float, model: RVAE) -> None:
 
 def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, *, labels, stop, model):
     """:func:`train_iter`'s body (inputs checked here, threads set by the caller)."""
+    resuming = model is not None
+    if resuming:  # training goes on: the model's own settings, whatever was asked
+        model_config = model.config
     x_np = _checked_patches(patches, model_config)
     lab = check_labels(labels, x_np.shape[0], model_config)
     model_config, symmetry = _resolve_symmetry(x_np, model_config, model, train_config.seed)
@@ -419,9 +463,10 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
     batch = min(int(train_config.batch_size), n)
     loop = _Loop(Objective(model, data.x, data.labels, data.targets, gen), optim, batch, gen, result, t0, t0)
     epochs, warm = int(train_config.epochs), train_config.kl_warmup_epochs
+    loop.epochs_before = _carry_on(model, optim, gen, train_config, result) if resuming else 0
     model.train()
     for epoch in range(1, epochs + 1):
-        kl_scale = min(1.0, epoch / warm) if warm > 0 else 1.0
+        kl_scale = min(1.0, (loop.epochs_before + epoch) / warm) if warm > 0 else 1.0
         total, done, step = yield from _epoch(loop, epoch, epochs, kl_scale, stop, device)
         if done == 0:
             break
@@ -430,12 +475,25 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         result.history.append(epoch_loss)
         result.epochs_run = epoch if not result.stopped else epoch - 1 + done / n
         loop.last_yield = time.perf_counter()
-        yield Progress(epoch, epochs, step, step, epoch_loss, loop.last_yield - t0, epoch_done=True)
+        yield Progress(
+            epoch,
+            epochs,
+            step,
+            step,
+            epoch_loss,
+            loop.last_yield - t0,
+            epoch_done=True,
+            epochs_before=loop.epochs_before,
+        )
         if result.stopped:
             break
     model.eval()
     model.decoder.compute_dtype = None  # decoding after training: float32, as saved
-    if result.history:
+    # Taken before calibrating (which draws nothing from them), as the next epoch would find them.
+    model.training_state = TrainingState(
+        list(result.history), result.epochs_total, train_config.seed, optim.state_dict(), random_streams(gen)
+    )
+    if len(result.history) > result.history_before:
         _calibrate(model, data, train_config.seed)
     result.seconds = time.perf_counter() - t0
     return result

@@ -9,6 +9,7 @@ results become layers on the GUI thread via
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from napari_rvae.core.report import (
     report_path,
     write_report,
 )
+from napari_rvae.core.resume import labels_for_model
 
 from .layer_combo import LayerCombo
 from .layers import LABEL_COLUMN, image_shape, pixel_size_and_unit
@@ -205,14 +207,15 @@ class LossPlot(FigureCanvasQTAgg):
         self.setMinimumHeight(120)
         self.reset()
 
-    def reset(self):
-        self.x, self.y, self._drawn = [], [], 0.0
+    def reset(self, history=()):
+        """An empty curve, or one that starts with ``history`` (a continued model's loss per epoch)."""
+        self.x, self.y, self._drawn = [float(i) for i in range(1, len(history) + 1)], list(history), 0.0
         self.ax.clear()
         self.ax.set_xlabel("epoch", fontsize=8)
         self.ax.set_ylabel("loss / patch", fontsize=8)
         self.ax.tick_params(labelsize=7)
         (self.line,) = self.ax.plot([], [], lw=1.2)
-        self.draw_idle()
+        self.redraw() if history else self.draw_idle()
 
     def add(self, x: float, y: float):
         self.x.append(x)
@@ -253,6 +256,7 @@ class TrainWidget(JobWidget):
         self.model = None  # the trained or loaded model
         self.model_extra: dict = {}
         self.report: dict | None = None  # the model's training report (written beside it on save), if known
+        self.model_file: str | None = None  # the file the model was loaded from or saved to, if any
         self._device = "cpu"  # the device the running training uses, for the status line
         layout = QVBoxLayout(self)
         inputs = QFormLayout()
@@ -271,8 +275,14 @@ class TrainWidget(JobWidget):
         self.train_button, self.stop_button, self.abort_button = (QPushButton(t) for t in ("Train", "Stop", "Abort"))
         self.stop_button.setToolTip("End training now and keep the model trained so far.")
         self.abort_button.setToolTip("End training now and discard it.")
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip(
+            "Train the current model (trained or loaded) further on the chosen image and points for the form's "
+            "epochs: its own settings, optimizer state and loss curve go on."
+        )
         for button, slot in (
             (self.train_button, self.train),
+            (self.continue_button, self.continue_training),
             (self.stop_button, self.stop),
             (self.abort_button, self.abort),
         ):
@@ -326,6 +336,7 @@ class TrainWidget(JobWidget):
         training = self.busy and self.job.desc.startswith("Training")
         inputs = self.image_combo.layer() is not None and self.points_combo.layer() is not None
         self.train_button.setEnabled(inputs and not self.busy)
+        self.continue_button.setEnabled(inputs and self.model is not None and not self.busy)
         self.stop_button.setEnabled(training and not self.job.stopping)
         self.abort_button.setEnabled(training)
         self.save_button.setEnabled(self.model is not None and not self.busy)
@@ -385,17 +396,49 @@ class TrainWidget(JobWidget):
             show_warning(str(err))
             return
         inputs = TrainInputs(snap.image, snap.points, model_config, train_config, snap.labels, snap.class_names)
-        self.plot.reset()
+        self._start_training(inputs, snap, f"{snap.layers[0].name} {kind}", f"Training {kind} on {device}…")
+
+    def continue_training(self):
+        """Train the current model further on snapshots of the chosen layers, for the form's epochs."""
+        if self.model is None or self.busy:
+            return
+        cfg = self.model.config
+        model_names = self.model_extra.get("class_names")
+        try:
+            snap = self._snapshot(cfg.patch_size, cfg.kind, cfg.needs_labels)
+            labels = labels_for_model(snap.labels, snap.class_names, model_names)
+            _, train_config = self.form.configs()
+            device = resolve_device(train_config.device)
+        except InputError as err:
+            show_warning(f"The model cannot go on training here: {err}")
+            return
+        names = model_names or snap.class_names
+        # The job trains a copy: the model stays as it is if the run is aborted.
+        model = copy.deepcopy(self.model)
+        inputs = TrainInputs(snap.image, snap.points, cfg, train_config, labels, names, model=model)
+        state = model.training_state
+        done = len(state.history) if state else 0
+        self._start_training(
+            inputs,
+            snap,
+            f"{snap.layers[0].name} {cfg.kind} continued",
+            f"Continuing the {cfg.kind} model ({done} epochs so far) on {device}…",
+            history=state.history if state else (),
+            resumed_from=self.model_file,
+        )
+
+    def _start_training(self, inputs: TrainInputs, snap: Snapshot, run: str, status: str, history=(), **report):
+        """Run the training job: the loss curve (continuing ``history``), the bar, the status line."""
+        self.plot.reset(history)
         self.bar.setValue(0)
-        self._device = str(device)
-        self.status.setText(f"Training {kind} on {device}…")
-        run = f"{snap.layers[0].name} {kind}"
+        self._device = str(resolve_device(inputs.train_config.device))
+        self.status.setText(status)
         self.run_job(
             start_training(
                 inputs,
                 on_progress=self._progress,
                 on_end=self.update_buttons,
-                on_done=lambda results: self._trained(results, run, snap, train_config),
+                on_done=lambda results: self._trained(results, run, snap, inputs, **report),
             )
         )
         self.update_buttons()
@@ -414,25 +457,26 @@ class TrainWidget(JobWidget):
 
     def _progress(self, p):
         self.bar.setValue(int(round(1000 * p.fraction)))
-        self.plot.add(p.epoch - 1 + p.step / max(p.steps_per_epoch, 1), p.loss)
+        self.plot.add(p.epochs_before + p.epoch - 1 + p.step / max(p.steps_per_epoch, 1), p.loss)
         eta = p.eta_seconds
         left = f", {_duration(eta)} left" if np.isfinite(eta) else ""
         if not self.job.stopping:
             self.status.setText(f"Epoch {p.epoch}/{p.epochs} on {self._device}, loss {p.loss:.4g}{left}")
 
-    def _trained(self, results: Results, run_name, snap: Snapshot, train_config):
+    def _trained(self, results: Results, run_name, snap: Snapshot, inputs: TrainInputs, resumed_from=None):
         analysis = results.analysis
         t = analysis.training
         self.plot.redraw()  # the last points may have come in faster than the redraw limit
-        self.model = analysis.model
+        self.model, self.model_file = analysis.model, None
         # The column trained on, not the one chosen now: the user may have changed it meanwhile.
-        self.model_extra = {"class_names": snap.class_names, "labels_col": snap.labels_column}
+        names = inputs.class_names  # a continued model's own
+        self.model_extra = {"class_names": names, "labels_col": snap.labels_column}
         self.report = analysis_report(
             analysis,
-            train_config,
+            inputs.train_config,
             command="napari",
-            sources=snap.sources,
-            class_names=snap.class_names,
+            sources={**snap.sources, "resumed_from": resumed_from},
+            class_names=names,
             pixel_size=snap.pixel_size,
             unit=snap.unit,
             notes=snap.notes,
@@ -440,6 +484,8 @@ class TrainWidget(JobWidget):
         for warning in self.report["angle_warnings"]:
             show_warning(warning)
         how = "stopped early" if t.stopped else "done"
+        if t.epochs_before:
+            how += f" ({t.epochs_total:.3g} epochs in all)"
         summary = t.alignment
         self.status.setText(
             f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
@@ -447,7 +493,7 @@ class TrainWidget(JobWidget):
             + (f" {summary['description']}" if summary else "")
             + _symmetry_status(t.symmetry)
         )
-        self._show(results, run_name, snap.layers, snap.class_names)
+        self._show(results, run_name, snap.layers, names)
 
     # ----------------------------------------------------------------- results
 
@@ -496,6 +542,7 @@ class TrainWidget(JobWidget):
         except OSError as exc:
             show_warning(f"The model could not be saved to {path}: {exc.strerror or exc}.")
             return None
+        self.model_file = str(saved)
         show_info(f"Model saved to {saved}" + (f", its training report to {report_file.name}." if self.report else "."))
         return saved
 
@@ -515,7 +562,7 @@ class TrainWidget(JobWidget):
         except InputError as err:  # the model itself is fine: use it, without a report
             show_warning(f"{err} The model is loaded without it.")
             report = None
-        self.model, self.model_extra, self.report = model, extra, report
+        self.model, self.model_extra, self.report, self.model_file = model, extra, report, str(path)
         self.form.show_model(model.config)
         self.status.setText(f"Loaded a {model.config.kind} model ({model.config.patch_size} px patches).")
         self.update_buttons()

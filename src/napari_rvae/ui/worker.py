@@ -64,6 +64,7 @@ from napari_rvae.core.image import as_image2d
 from napari_rvae.core.labels import class_codes
 from napari_rvae.core.latent import latent_manifold, reconstruct
 from napari_rvae.core.maps import typical_spacing
+from napari_rvae.core.models import RVAE
 from napari_rvae.core.patches import extract_patches
 
 from .layers import full_resolution_data, points_in_image_pixels
@@ -132,6 +133,9 @@ class TrainInputs:
     labels: np.ndarray | None = None
     class_names: list | None = None
     edge: str = "drop"
+    # A trained model whose training goes on (its own config holds); the job trains it in place,
+    # so the widget hands over a copy.
+    model: RVAE | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ def _train(inputs: TrainInputs, stop: threading.Event):
         labels=inputs.labels,
         edge=inputs.edge,
         stop=stop,
+        model=inputs.model,
     )
     return job_results(analysis, inputs.image.shape)
 
