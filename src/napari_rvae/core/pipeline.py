@@ -23,6 +23,7 @@ from .errors import InputError
 from .exports import write_map_exports
 from .image import as_image2d
 from .labels import class_codes, codes_for_names
+from .level import level_image
 from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
 from .points_io import read_points_csv
@@ -51,6 +52,7 @@ class Inputs:
     dropped: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     n_points: int = 0
+    level: str = "none"  # how the image was levelled before detection and patches (core/level.py)
 
 
 def load_inputs(
@@ -61,10 +63,13 @@ def load_inputs(
     edge: str = "drop",
     normalize: str = "none",
     detect_options: dict | None = None,
+    level: str = "none",
 ) -> Inputs:
     """Read INPUT (a 2-D image or an (N, P, P) patch stack) and make patches.
 
     A 2-D image without ``points_path`` gets automatic atom detection.
+    ``level`` (:data:`~.level.LEVELS`) levels the image first: detection and
+    patches both see the levelled image; a patch stack is used as it is.
     """
     from .detect import detect_atoms
     from .patches import extract_patches
@@ -89,6 +94,7 @@ def load_inputs(
 
     image, img_notes = as_image2d(arr, name=f"image {path.name}")
     notes += img_notes
+    image = level_image(image, level)
     patch_size = int(patch_size or 32)
     if points_path is not None:
         # extract_patches refuses points outside the image, with an example.
@@ -122,6 +128,7 @@ def load_inputs(
         dropped=[int(i) for i in ps.dropped],
         notes=notes,
         n_points=len(points),
+        level=level,
     )
 
 
@@ -133,6 +140,21 @@ def calibrated_unit(unit: str | None, pixel_size: float) -> tuple[str, float]:
     """The unit for calibrated columns and the size of one pixel in it."""
     name, factor = _ASCII_UNITS.get((unit or "unit").strip(), ((unit or "unit").strip(), 1.0))
     return name, pixel_size * factor
+
+
+def calibrated_columns(yx: pd.DataFrame, unit: str | None, pixel_size: float | None) -> pd.DataFrame:
+    """``y_<unit>, x_<unit>`` of the pixel columns ``y, x``; no columns when the image is not calibrated.
+
+    Examples
+    --------
+    >>> calibrated_columns(pd.DataFrame({"y": [2.0], "x": [4.0]}), "Å", 0.5)
+       y_nm  x_nm
+    0   0.1   0.2
+    """
+    if not pixel_size:
+        return pd.DataFrame(index=yx.index)
+    name, size = calibrated_unit(unit, pixel_size)
+    return pd.DataFrame({f"y_{name}": yx["y"] * size, f"x_{name}": yx["x"] * size})
 
 
 def atom_positions(inputs: Inputs) -> np.ndarray | None:
@@ -152,9 +174,8 @@ def results_table(inputs: Inputs, encoded: pd.DataFrame, *, class_names: list | 
     coord_cols = [c for c in ("y", "x", "index") if c in inputs.table.columns][:2]
     coords = inputs.table[coord_cols].reset_index(drop=True)
     extra = []
-    if inputs.pixel_size and {"y", "x"} <= set(coord_cols):
-        unit, size = calibrated_unit(inputs.unit, inputs.pixel_size)
-        extra = [pd.DataFrame({f"y_{unit}": coords["y"] * size, f"x_{unit}": coords["x"] * size})]
+    if {"y", "x"} <= set(coord_cols):
+        extra = [calibrated_columns(coords, inputs.unit, inputs.pixel_size)]
     made = set(encoded.columns)
     carried = inputs.table.drop(columns=coord_cols).reset_index(drop=True)
     carried = carried.drop(columns=[c for c in carried.columns if c in made], errors="ignore")
@@ -211,6 +232,7 @@ def run_train(
     labels_col: str = "label",
     edge: str = "drop",
     detect_options: dict | None = None,
+    level: str = "none",
     on_progress=None,
     say: Say = lambda s: None,
     stop=None,
@@ -219,6 +241,8 @@ def run_train(
 
     ``stop`` (a ``threading.Event``): training ends after the current step and
     the model trained so far is encoded and written, with ``stopped_early``.
+    ``level``: how the image is levelled first (:func:`load_inputs`); the model
+    file remembers it for ``encode``.
     """
     t_start = time.perf_counter()
     with OutputDir(out_dir) as out:  # complete on success, nothing left on any error or interrupt
@@ -228,6 +252,7 @@ def run_train(
             patch_size=model_config.patch_size,
             edge=edge,
             detect_options=detect_options,
+            level=level,
         )
         _say_all(say, inputs.notes)
         if inputs.patches.shape[1] != model_config.patch_size:
@@ -251,7 +276,7 @@ def run_train(
         save_model(
             result.model,
             out.path(MODEL_FILE),
-            extra={"class_names": class_names, "labels_col": labels_col, "edge": edge},
+            extra={"class_names": class_names, "labels_col": labels_col, "edge": edge, "level": level},
         )
         files = _write_results(out, inputs, table, result.model)
         report = training_report(
@@ -276,6 +301,7 @@ def run_train(
             table=table,
             points_yx=atom_positions(inputs),
         )
+        report["level"] = inputs.level
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     return report
@@ -290,9 +316,13 @@ def run_encode(
     labels_col: str | None = None,
     edge: str | None = None,
     detect_options: dict | None = None,
+    level: str | None = None,
     say: Say = lambda s: None,
 ) -> dict:
-    """Encode INPUT with a saved model; writes points.csv and report.json."""
+    """Encode INPUT with a saved model; writes points.csv and report.json.
+
+    ``edge`` and ``level`` default to the ones the model was trained with.
+    """
     t_start = time.perf_counter()
     model, extra = load_model(model_path)
     cfg = model.config
@@ -303,6 +333,7 @@ def run_encode(
             patch_size=cfg.patch_size,
             edge=edge or extra.get("edge", "drop"),
             detect_options=detect_options,
+            level=level or extra.get("level", "none"),
         )
         _say_all(say, inputs.notes)
         if inputs.patches.shape[1] != cfg.patch_size:
@@ -329,6 +360,7 @@ def run_encode(
             "seconds": {"encode": analysis.seconds["encode"], "total": time.perf_counter() - t_start},
             "pixel_size": inputs.pixel_size,
             "unit": inputs.unit,
+            "level": inputs.level,
             "notes": inputs.notes,
             "files": [*files, REPORT],
             **checks_report(table, atom_positions(inputs), cfg.symmetry),
