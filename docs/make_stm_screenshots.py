@@ -2,7 +2,7 @@
 
 Run once, under a display or Xvfb (``xvfb-run -a python docs/make_stm_screenshots.py``);
 it writes docs/images/stm-pick.png (File > Open Sample, Pick atoms with plane levelling)
-and docs/images/stm-train.png (Train rVAE on the levelled copy, finished, with its layers).
+and docs/images/stm-train.png (Train rVAE on the levelled copy, 6-fold, finished, with its layers).
 Nothing is mocked: the plugin's own widgets detect, train and draw, with the settings
 the README gives.
 """
@@ -55,6 +55,7 @@ def main() -> int:
     train.points_combo.setCurrentText(f"{SAMPLE} atoms")
     train.form.patch_size.setValue(24)
     train.form.epochs.setValue(20)
+    train.form.symmetry.setCurrentText("6")  # a close-packed layer; auto reads 1-fold here (see the README)
     t0 = time.perf_counter()
     train.train()
     wait(lambda: not train.busy, timeout=900)
