@@ -42,7 +42,9 @@ print(
 )
 for n in (4, 6):
     psi, order = bond_orientation(table[["y", "x"]].to_numpy(), n)
-    print(f"psi_{n}: median order {np.nanmedian(order):.2f}, resultant of its angles {circular_mean(psi[np.isfinite(psi)], 360 / n)[1]:.2f}")
+    print(
+        f"psi_{n}: median order {np.nanmedian(order):.2f}, resultant of its angles {circular_mean(psi[np.isfinite(psi)], 360 / n)[1]:.2f}"
+    )
 print(f"seconds: {json.dumps({k: round(v, 1) for k, v in report['seconds'].items()})}")
 
 fig, (ax1, ax2) = scan_and_angle_map(

@@ -241,8 +241,7 @@ def run_train(
 
     ``stop`` (a ``threading.Event``): training ends after the current step and
     the model trained so far is encoded and written, with ``stopped_early``.
-    ``level``: how the image is levelled first (:func:`load_inputs`); the model
-    file remembers it for ``encode``.
+    ``level``: see :func:`load_inputs`; the model file keeps it for ``encode``.
     """
     t_start = time.perf_counter()
     with OutputDir(out_dir) as out:  # complete on success, nothing left on any error or interrupt
@@ -273,11 +272,8 @@ def run_train(
             say(result.alignment["description"])
         _say_all(say, result.notes)
         table = results_table(inputs, analysis.table, class_names=class_names)
-        save_model(
-            result.model,
-            out.path(MODEL_FILE),
-            extra={"class_names": class_names, "labels_col": labels_col, "edge": edge, "level": level},
-        )
+        extra = {"class_names": class_names, "labels_col": labels_col, "edge": edge, "level": level}
+        save_model(result.model, out.path(MODEL_FILE), extra=extra)
         files = _write_results(out, inputs, table, result.model)
         report = training_report(
             result,
