@@ -86,6 +86,8 @@ def load_inputs(
             raise InputError(f"A patch stack must be (N, P, P) with square patches; {path.name} has shape {arr.shape}.")
         if patch_size is not None and arr.shape[1] != patch_size:
             notes.append(f"The stack's patches are {arr.shape[1]} px; --patch-size {patch_size} is ignored.")
+        if level != "none":
+            notes.append(f"Levelling ({level}) is for a scan; the patch stack {path.name} is used as it is.")
         patches = arr.astype(np.float32)
         if not np.isfinite(patches).all():
             raise InputError(f"The patch stack {path.name} contains NaN or infinite values.")
