@@ -4,6 +4,8 @@
     napari-rvae train INPUT --resume MODEL.pt --out DIR [--epochs N] ...
     napari-rvae encode INPUT --model DIR/model.pt --out DIR2 [--points POINTS.csv]
     napari-rvae detect IMAGE --out POINTS.csv [--sigma PX] [--min-distance PX] [--threshold REL] [--dark] [--no-refine]
+        [--level none|plane|lines]
+    napari-rvae sample lattice|digits|stm --out DIR
 
 User mistakes print one line (``napari-rvae: error: ...``) and exit with status 2;
 no traceback. Anything else is a bug and keeps its traceback.
@@ -28,6 +30,7 @@ from .core.config import (
     ModelConfig,
     TrainConfig,
 )
+from .core.level import LEVELS
 from .core.patches import EDGE_MODES
 
 EXIT_USER_ERROR = 2
@@ -136,6 +139,18 @@ def _add_patch_input(group) -> None:
         choices=EDGE_MODES,
         default=None,
         help="points whose patch leaves the image: drop them (default, reported) or pad",
+    )
+    _add_level(group, "train: none; encode: the model's")
+
+
+def _add_level(group, default_text: str) -> None:
+    """``--level``: how a topograph is levelled before detection and patches (never written back)."""
+    group.add_argument(
+        "--level",
+        choices=LEVELS,
+        default=None,
+        help="level the image first: plane = least-squares plane removed; lines = plane, then each "
+        f"scan line's median (default {default_text})",
     )
 
 
@@ -301,6 +316,7 @@ def _add_detect_parser(sub) -> None:
         "--margin", type=float, default=_detect_default("margin"), help="ignore features this close to the border (px)"
     )
     find.add_argument("--no-refine", action="store_true", help="skip sub-pixel refinement")
+    _add_level(find, "none")
     out = d.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="POINTS.csv", help="the positions found: columns y, x, strength")
     _add_quiet(out)
@@ -310,12 +326,15 @@ def _add_sample_parser(sub) -> None:
     """``sample``: which example data set, where, with which seed."""
     s = sub.add_parser(
         "sample",
-        help="write the bundled example data (generated, no download)",
+        help="write the bundled example data (generated or shipped, no download)",
         formatter_class=_HelpFormatter,
         description="Write example data with known answers.",
     )
     s.add_argument(
-        "name", choices=["lattice", "digits"], help="lattice: synthetic polycrystal; digits: rotated digits stack"
+        "name",
+        choices=["lattice", "digits", "stm"],
+        help="lattice: synthetic polycrystal; digits: rotated digits stack; stm: the bundled real STM image "
+        "(SPIEPy demo, BSD-2-Clause; its licence notice is written beside it)",
     )
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
@@ -408,7 +427,8 @@ def _cmd_train(args, say) -> int:
                 train_config=train_config,
                 points_path=args.points,
                 labels_col=args.labels_col,
-                edge=args.edge,
+                edge=args.edge or "drop",
+                level=args.level or "none",
                 on_progress=bar,
                 say=say,
                 stop=stop,
@@ -459,7 +479,14 @@ def _cmd_encode(args, say) -> int:
     from .core.pipeline import run_encode
 
     report = run_encode(
-        args.input, args.model, args.out, points_path=args.points, labels_col=args.labels_col, edge=args.edge, say=say
+        args.input,
+        args.model,
+        args.out,
+        points_path=args.points,
+        labels_col=args.labels_col,
+        edge=args.edge,
+        level=args.level,
+        say=say,
     )
     say(f"Encoded {report['n_patches']} patches in {report['seconds']['encode']:.1f} s. Results in {args.out}")
     return 0
@@ -468,9 +495,12 @@ def _cmd_encode(args, say) -> int:
 def _cmd_detect(args, say) -> int:
     from pathlib import Path
 
+    import pandas as pd
+
     from .core.detect import detect_atoms
     from .core.image import as_image2d
-    from .core.points_io import write_csv_atomic
+    from .core.level import level_image
+    from .core.points_io import calibrated_columns, write_csv_atomic
     from .core.readers import read_first_image
 
     data, notes = read_first_image(Path(args.input))
@@ -478,7 +508,7 @@ def _cmd_detect(args, say) -> int:
     for note in notes + img_notes:
         say(note)
     found = detect_atoms(
-        image,
+        level_image(image, args.level or "none"),
         sigma=args.sigma,
         min_distance=args.min_distance,
         threshold=args.threshold,
@@ -486,6 +516,10 @@ def _cmd_detect(args, say) -> int:
         margin=args.margin,
         refine=not args.no_refine,
     )
+    pixel_size = float(data.scale[-1]) if data.scale and data.unit else None
+    found = found.reset_index(drop=True)
+    calibrated = calibrated_columns(found[["y", "x"]], pixel_size, data.unit) if pixel_size else None
+    found = pd.concat([found[["y", "x"]], calibrated, found.drop(columns=["y", "x"])], axis=1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(found, out)
@@ -525,6 +559,8 @@ def _cmd_sample(args, say) -> int:
             f"Wrote {out / 'lattice.tif'} ({lat.image.shape[0]} x {lat.image.shape[1]}, {lat.pixel_size} {lat.unit}/px) "
             f"and {out / 'lattice_points.csv'} ({len(truth)} atoms with their true grain angles)."
         )
+    elif args.name == "stm":
+        _write_stm_sample(out, say)
     else:
         patches, angles, digits = make_rotated_digits(seed=args.seed)
         np.save(out / "digits.npy", patches)
@@ -534,6 +570,22 @@ def _cmd_sample(args, say) -> int:
         )
         say(f"Wrote {out / 'digits.npy'} ({patches.shape[0]} patches of {patches.shape[1]} px) and digits_truth.csv.")
     return 0
+
+
+def _write_stm_sample(out, say) -> None:
+    """The bundled STM image as a TIFF (heights in nm, pixels uncalibrated) and its licence notice."""
+    import shutil
+
+    from .core.readers import write_tiff
+    from .core.stm_sample import STM_NOTICE_FILE, STM_Z_UNIT, stm_notice_path, stm_sample_image
+
+    image = stm_sample_image()
+    write_tiff(out / "stm.tif", image)
+    shutil.copyfile(stm_notice_path(), out / STM_NOTICE_FILE)
+    say(
+        f"Wrote {out / 'stm.tif'} ({image.shape[0]} x {image.shape[1]} px, heights in {STM_Z_UNIT}; the file has no "
+        f"lateral calibration) and its licence notice {out / STM_NOTICE_FILE} (SPIEPy, BSD-2-Clause)."
+    )
 
 
 def main(argv=None) -> int:

@@ -23,6 +23,7 @@ from .errors import InputError
 from .exports import write_map_exports
 from .image import as_image2d
 from .labels import class_codes, codes_for_names
+from .level import level_image
 from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
 from .points_io import calibrated_columns, calibrated_unit, read_points_csv  # noqa: F401 (calibrated_unit: public here too)
@@ -52,6 +53,7 @@ class Inputs:
     dropped: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     n_points: int = 0
+    level: str = "none"  # how the image was levelled before detection and patches (core/level.py)
 
 
 def load_inputs(
@@ -62,10 +64,13 @@ def load_inputs(
     edge: str = "drop",
     normalize: str = "none",
     detect_options: dict | None = None,
+    level: str = "none",
 ) -> Inputs:
     """Read INPUT (a 2-D image or an (N, P, P) patch stack) and make patches.
 
     A 2-D image without ``points_path`` gets automatic atom detection.
+    ``level`` (:data:`~.level.LEVELS`) levels the image first: detection and
+    patches both see the levelled image; a patch stack is used as it is.
     """
     from .detect import detect_atoms
     from .patches import extract_patches
@@ -82,6 +87,8 @@ def load_inputs(
             raise InputError(f"A patch stack must be (N, P, P) with square patches; {path.name} has shape {arr.shape}.")
         if patch_size is not None and arr.shape[1] != patch_size:
             notes.append(f"The stack's patches are {arr.shape[1]} px; --patch-size {patch_size} is ignored.")
+        if level != "none":
+            notes.append(f"Levelling ({level}) is for a scan; the patch stack {path.name} is used as it is.")
         patches = arr.astype(np.float32)
         if not np.isfinite(patches).all():
             raise InputError(f"The patch stack {path.name} contains NaN or infinite values.")
@@ -90,6 +97,7 @@ def load_inputs(
 
     image, img_notes = as_image2d(arr, name=f"image {path.name}")
     notes += img_notes
+    image = level_image(image, level)
     patch_size = int(patch_size or 32)
     if points_path is not None:
         # extract_patches refuses points outside the image, with an example.
@@ -123,6 +131,7 @@ def load_inputs(
         dropped=[int(i) for i in ps.dropped],
         notes=notes,
         n_points=len(points),
+        level=level,
     )
 
 
@@ -223,6 +232,7 @@ def run_train(
     labels_col: str = "label",
     edge: str | None = None,
     detect_options: dict | None = None,
+    level: str = "none",
     on_progress=None,
     say: Say = lambda s: None,
     stop=None,
@@ -235,15 +245,20 @@ def run_train(
     ``resume``: a model file whose training goes on (its settings replace
     ``model_config``; its loss history and optimizer state carry on, see
     :mod:`.resume`). ``edge``: "drop" by default, or the resumed model's.
+    ``level``: see :func:`load_inputs`; the model file keeps it for ``encode``.
     """
     t_start = time.perf_counter()
     model, extra = load_model(resume) if resume is not None else (None, {})
     model_config = model.config if model is not None else model_config
     edge = edge or extra.get("edge", "drop")
     with OutputDir(out_dir) as out:  # complete on success, nothing left on any error or interrupt
-        size = model_config.patch_size
         inputs = load_inputs(
-            input_path, points_path=points_path, patch_size=size, edge=edge, detect_options=detect_options
+            input_path,
+            points_path=points_path,
+            patch_size=model_config.patch_size,
+            edge=edge,
+            detect_options=detect_options,
+            level=level,
         )
         _say_all(say, inputs.notes)
         model_config = _patch_size_fit(inputs, model_config, resume)
@@ -260,12 +275,10 @@ def run_train(
             say(result.alignment["description"])
         _say_all(say, result.notes)
         table = results_table(inputs, analysis.table, class_names=class_names)
-        save_model(
-            result.model,
-            out.path(MODEL_FILE),
-            extra={"class_names": class_names, "labels_col": labels_col, "edge": edge},
-        )
+        extra = {"class_names": class_names, "labels_col": labels_col, "edge": edge, "level": level}
+        save_model(result.model, out.path(MODEL_FILE), extra=extra)
         files = _write_results(out, inputs, table, result.model)
+        seconds = {"extract": t_extract, "encode": analysis.seconds["encode"], "total": time.perf_counter() - t_start}
         report = training_report(
             result,
             model_config,
@@ -275,11 +288,7 @@ def run_train(
             n_points=inputs.n_points,
             n_patches=len(inputs.patches),
             dropped_rows=inputs.dropped,
-            seconds={
-                "extract": t_extract,
-                "encode": analysis.seconds["encode"],
-                "total": time.perf_counter() - t_start,
-            },
+            seconds=seconds,
             class_names=class_names,
             pixel_size=inputs.pixel_size,
             unit=inputs.unit,
@@ -288,6 +297,7 @@ def run_train(
             table=table,
             points_yx=atom_positions(inputs),
         )
+        report["level"] = inputs.level
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     return report
@@ -302,9 +312,13 @@ def run_encode(
     labels_col: str | None = None,
     edge: str | None = None,
     detect_options: dict | None = None,
+    level: str | None = None,
     say: Say = lambda s: None,
 ) -> dict:
-    """Encode INPUT with a saved model; writes points.csv and report.json."""
+    """Encode INPUT with a saved model; writes points.csv and report.json.
+
+    ``edge`` and ``level`` default to the ones the model was trained with.
+    """
     t_start = time.perf_counter()
     model, extra = load_model(model_path)
     cfg = model.config
@@ -315,6 +329,7 @@ def run_encode(
             patch_size=cfg.patch_size,
             edge=edge or extra.get("edge", "drop"),
             detect_options=detect_options,
+            level=level or extra.get("level", "none"),
         )
         _say_all(say, inputs.notes)
         if inputs.patches.shape[1] != cfg.patch_size:
@@ -341,6 +356,7 @@ def run_encode(
             "seconds": {"encode": analysis.seconds["encode"], "total": time.perf_counter() - t_start},
             "pixel_size": inputs.pixel_size,
             "unit": inputs.unit,
+            "level": inputs.level,
             "notes": inputs.notes,
             "files": [*files, REPORT],
             **checks_report(table, atom_positions(inputs), cfg.symmetry),

@@ -18,6 +18,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
@@ -30,10 +31,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_rvae.core.errors import InputError
+from napari_rvae.core.level import LEVELS
 from napari_rvae.core.patches import edge_dropped_count, extract_patches
 
 from .layer_combo import LayerCombo
-from .layers import LABEL_COLUMN, image_shape, points_in_image_pixels
+from .layers import LABEL_COLUMN, META, image_geometry, image_shape, points_in_image_pixels
 from .worker import JobWidget, snapshot_image, start_detection
 
 GALLERY_SIZE = 8  # patches shown in the preview
@@ -68,6 +70,14 @@ class PickWidget(JobWidget):
         self.threshold.setToolTip("Keep columns at least this fraction as strong as the strongest ones.")
         self.dark = QCheckBox("dark atoms on a bright background")
         self.refine = QCheckBox("sub-pixel refinement", checked=True)
+        self.level = QComboBox()
+        self.level.addItems(LEVELS)
+        self.level.setToolTip(
+            "Level the image before detection (STM/AFM topographs are tilted): plane = least-squares plane "
+            "removed; lines = plane, then each scan line's median. The levelled copy is added as a new layer "
+            "(train on it to cut patches from the same image); your layer is not changed."
+        )
+        form.addRow("Level", self.level)
         form.addRow("Sigma (px)", self.sigma)
         form.addRow("Min distance (px)", self.min_distance)
         form.addRow("Threshold", self.threshold)
@@ -193,18 +203,29 @@ class PickWidget(JobWidget):
             return
         for note in notes:
             show_info(note)
-        # Geometry snapshot: the new layer lands on the image even if it is moved or deleted meanwhile.
-        geometry = dict(scale=tuple(layer.scale[-2:]), translate=tuple(layer.translate[-2:]))
-        name = f"{layer.name} atoms"
+        # Geometry snapshot: the new layers land on the image even if it is moved or deleted meanwhile.
+        geometry = image_geometry(layer)
+        name, level = layer.name, self.level.currentText()
+        colormap = getattr(layer.colormap, "name", "gray")
         self.detect_button.setEnabled(False)
-        self.run_job(
-            start_detection(
-                img,
-                self.detection_options(),
-                on_done=lambda table: self._add_points(table, name, geometry),
-                on_end=self._inputs_changed,
-            )
-        )
+
+        def done(result):
+            levelled, table = result
+            if level != "none":
+                self._show_levelled(levelled, f"{name} levelled ({level})", geometry, colormap)
+            self._add_points(table, f"{name} atoms", geometry)
+
+        self.run_job(start_detection(img, self.detection_options(), level, on_done=done, on_end=self._inputs_changed))
+
+    def _show_levelled(self, levelled: np.ndarray, name: str, geometry: dict, colormap: str):
+        """The levelled copy detection saw, as a layer of its own: the Train widget can cut patches from it.
+
+        A layer of that name made here earlier is updated; a layer of the user's is never touched.
+        """
+        if name in self.viewer.layers and (self.viewer.layers[name].metadata.get(META) or {}).get("role") == "levelled":
+            self.viewer.layers[name].data = levelled
+            return
+        self.viewer.add_image(levelled, name=name, colormap=colormap, metadata={META: {"role": "levelled"}}, **geometry)
 
     def _add_points(self, table: pd.DataFrame, name: str, geometry: dict):
         if len(table) == 0:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from napari_rvae.core.real_data import REAL_SAMPLE_CREDIT, real_sample_path
+from napari_rvae.core.stm_sample import STM_SAMPLE_CREDIT, STM_SAMPLE_SOURCE, STM_Z_UNIT, stm_sample_image
 from napari_rvae.core.synthetic import make_lattice, make_rotated_digits
 
 LATTICE_POINTS_NAME = "lattice points (ground truth)"
+STM_SAMPLE_NAME = "STM step edge and atoms (SPIEPy)"
 
 
 def lattice_sample():
@@ -73,4 +75,10 @@ def real_sample():
     return [(data, kwargs, kind)]
 
 
-__all__ = ["lattice_sample", "digits_sample", "real_sample", "LATTICE_POINTS_NAME"]
+def stm_sample():
+    """A real STM topograph (SPIEPy's demo, BSD-2-Clause), bundled with napari-rvae: no extra install."""
+    meta = {"credit": STM_SAMPLE_CREDIT, "source": STM_SAMPLE_SOURCE, "z_unit": STM_Z_UNIT}
+    return [(stm_sample_image(), {"name": STM_SAMPLE_NAME, "colormap": "afmhot", "metadata": meta}, "image")]
+
+
+__all__ = ["lattice_sample", "digits_sample", "real_sample", "stm_sample", "LATTICE_POINTS_NAME", "STM_SAMPLE_NAME"]

@@ -181,10 +181,12 @@ def _apply(image, points_yx, model, labels, edge):
     return job_results(apply_model(image, points_yx, model, labels=labels, edge=edge), image.shape)
 
 
-def _detect(image, options: dict) -> pd.DataFrame:
+def _detect(image, options: dict, level: str) -> tuple[np.ndarray, pd.DataFrame]:
     from napari_rvae.core.detect import detect_atoms
+    from napari_rvae.core.level import level_image
 
-    return detect_atoms(image, **options)
+    levelled = level_image(image, level)
+    return levelled, detect_atoms(levelled, **options)
 
 
 def _reconstruct(window, center_yx, model, labels):
@@ -297,9 +299,12 @@ def start_apply(image, points_yx, model, *, labels=None, edge="drop", **callback
     return Job(_apply, image, points_yx, model, labels, edge, desc="Applying model", **callbacks)
 
 
-def start_detection(image, options: dict, **callbacks) -> Job:
-    """Run the atom detector in the background; ``on_done`` gets its DataFrame."""
-    return Job(_detect, image, dict(options), desc="Detecting atoms", **callbacks)
+def start_detection(image, options: dict, level: str = "none", **callbacks) -> Job:
+    """Level ``image`` (:mod:`napari_rvae.core.level`) and run the atom detector in the background.
+
+    ``on_done`` gets ``(levelled image, DataFrame of the atoms)``.
+    """
+    return Job(_detect, image, dict(options), level, desc="Detecting atoms", **callbacks)
 
 
 def start_manifold(model, d: int, *, dims, z_range, angle_deg: float, class_index: int, **callbacks) -> Job:
