@@ -53,8 +53,10 @@ from napari_rvae.core.report import (
     write_report,
 )
 
+from .form_memory import remember
 from .layer_combo import LayerCombo
 from .layers import LABEL_COLUMN, image_shape, pixel_size_and_unit
+from .plot_theme import PlotTheme
 from .result_layers import show_results
 from .worker import (
     JobWidget,
@@ -84,6 +86,23 @@ ROTATION_CHOICES = {
     "small (near 0°)": {"angle_prior": 2.0, "alignment": "auto"},
     "any angle, rVAE only": {"angle_prior": 0.0, "alignment": "none"},
 }
+
+# The form fields kept between sessions (ui/form_memory.py).
+REMEMBERED_FIELDS = (
+    "kind",
+    "n_classes",
+    "patch_size",
+    "latent_dim",
+    "hidden_dim",
+    "translation",
+    "symmetry",
+    "rotations",
+    "epochs",
+    "batch_size",
+    "lr",
+    "device",
+    "seed",
+)
 
 
 class TrainForm(QWidget):
@@ -143,6 +162,7 @@ class TrainForm(QWidget):
             form.addRow(label, widget)
         self.kind.currentTextChanged.connect(self._kind_changed)
         self._kind_changed(self.kind.currentText())
+        self.memory = remember(self, "train", {name: getattr(self, name) for name in REMEMBERED_FIELDS})
 
     def _kind_changed(self, kind):
         traits = KINDS[kind]
@@ -198,12 +218,15 @@ class TrainForm(QWidget):
 class LossPlot(FigureCanvasQTAgg):
     """A small live loss curve, redrawn at most every REDRAW_SECONDS."""
 
-    def __init__(self):
+    def __init__(self, theme: PlotTheme | None = None):
         self.figure = Figure(figsize=(3, 1.6), tight_layout=True)
         super().__init__(self.figure)
         self.ax = self.figure.add_subplot()
         self.setMinimumHeight(120)
+        self.theme = theme
         self.reset()
+        if theme is not None:
+            theme.add(self)
 
     def reset(self):
         self.x, self.y, self._drawn = [], [], 0.0
@@ -212,6 +235,8 @@ class LossPlot(FigureCanvasQTAgg):
         self.ax.set_ylabel("loss / patch", fontsize=8)
         self.ax.tick_params(labelsize=7)
         (self.line,) = self.ax.plot([], [], lw=1.2)
+        if self.theme is not None:
+            self.theme.style(self.figure)  # clearing put the default colours back
         self.draw_idle()
 
     def add(self, x: float, y: float):
@@ -284,7 +309,7 @@ class TrainWidget(JobWidget):
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
-        self.plot = LossPlot()
+        self.plot = LossPlot(PlotTheme(napari_viewer, self))
         layout.addWidget(self.plot)
 
         box = QGroupBox("Results")
