@@ -66,7 +66,6 @@ def test_pick_and_explorer_settings_come_back(make_napari_viewer):
 
 
 def test_stale_and_invalid_values_are_ignored(make_napari_viewer, settings_file):
-    settings_file.parent.mkdir(parents=True)
     stored = {
         "train": {
             "kind": "a-model-kind-gone-since",
@@ -92,7 +91,6 @@ def test_stale_and_invalid_values_are_ignored(make_napari_viewer, settings_file)
 
 
 def test_a_corrupt_file_is_ignored_and_then_replaced(make_napari_viewer, settings_file):
-    settings_file.parent.mkdir(parents=True)
     settings_file.write_text('{"train": {"epochs": 12')  # cut short mid-write
     form = open_dock(make_napari_viewer(), "Train rVAE").form
     assert form.epochs.value() == 50

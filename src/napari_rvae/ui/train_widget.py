@@ -10,10 +10,12 @@ results become layers on the GUI thread via
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Points
@@ -71,7 +73,19 @@ from .worker import (
 log = logging.getLogger(__name__)
 
 NO_LABELS = "(none)"
-REDRAW_SECONDS = 0.3  # the loss curve is redrawn at most ~3 times a second
+REDRAW_SECONDS = 0.3  # the loss curve is updated at most ~3 times a second
+RESCALE_SECONDS = 2.0  # ... and its axes redrawn in full at most every 2 s
+
+
+def gui_training_threads() -> int:
+    """Torch threads for training from the GUI: torch's own choice, but one core left to napari.
+
+    With every core busy in torch, napari's event loop waited up to ~0.5 s for a
+    core on a 2-core machine (benchmarks/bench_gui_stalls.py, docs/speed.md);
+    the CLI keeps them all.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), cores - 1))
 
 
 def _spin(lo, hi, value, step=1):
@@ -191,6 +205,7 @@ class TrainForm(QWidget):
             lr=self.lr.value(),
             seed=self.seed.value(),
             device=self.device.currentText(),
+            threads=gui_training_threads(),
         )
         return model, train
 
@@ -216,7 +231,14 @@ class TrainForm(QWidget):
 
 
 class LossPlot(FigureCanvasQTAgg):
-    """A small live loss curve, redrawn at most every REDRAW_SECONDS."""
+    """A small live loss curve that costs the GUI thread little while training runs.
+
+    A full matplotlib draw of even this small figure takes 50-150 ms on a
+    busy 2-core machine, long enough to make napari stutter, so the line is
+    animated: it is drawn onto the saved axes (a few ms) at most every
+    REDRAW_SECONDS, and the axes are redrawn in full only when the curve
+    leaves their limits, at most every RESCALE_SECONDS.
+    """
 
     def __init__(self, theme: PlotTheme | None = None):
         self.figure = Figure(figsize=(3, 1.6), tight_layout=True)
@@ -224,17 +246,21 @@ class LossPlot(FigureCanvasQTAgg):
         self.ax = self.figure.add_subplot()
         self.setMinimumHeight(120)
         self.theme = theme
+        self._background = None  # the axes without the line, saved after each full draw
+        self.mpl_connect("draw_event", self._drawn_in_full)
         self.reset()
         if theme is not None:
             theme.add(self)
 
-    def reset(self):
-        self.x, self.y, self._drawn = [], [], 0.0
+    def reset(self, epochs: int | None = None):
+        """Clear the curve; with ``epochs`` the x axis spans the whole run from the start."""
+        self.x, self.y, self._drawn, self._rescaled = [], [], 0.0, 0.0
         self.ax.clear()
         self.ax.set_xlabel("epoch", fontsize=8)
         self.ax.set_ylabel("loss / patch", fontsize=8)
         self.ax.tick_params(labelsize=7)
-        (self.line,) = self.ax.plot([], [], lw=1.2)
+        (self.line,) = self.ax.plot([], [], lw=1.2, animated=True)
+        self.ax.set_xlim(0, epochs or 1)
         if self.theme is not None:
             self.theme.style(self.figure)  # clearing put the default colours back
         self.draw_idle()
@@ -245,12 +271,53 @@ class LossPlot(FigureCanvasQTAgg):
         if time.monotonic() - self._drawn > REDRAW_SECONDS:
             self.redraw()
 
-    def redraw(self):
+    def redraw(self, full: bool = False):
+        """Show the curve so far: a blit, or a full draw when it left the axes (or ``full``)."""
+        now = time.monotonic()
         self.line.set_data(self.x, self.y)
-        self.ax.relim()
-        self.ax.autoscale_view()
-        self.draw_idle()
-        self._drawn = time.monotonic()
+        if full or (self._rescale_needed() and now - self._rescaled > RESCALE_SECONDS):
+            self._rescale()
+            self._rescaled = now
+            self.draw_idle()  # _drawn_in_full puts the line on top
+        elif self._background is None:
+            self.draw_idle()
+        else:
+            self.restore_region(self._background)
+            self.ax.draw_artist(self.line)
+            self.update()  # painted from the buffer with Qt's next frame (blit would repaint now)
+        self._drawn = now
+
+    def _limits(self):
+        """Axis limits that hold the curve, with room below for the loss to fall; None without data."""
+        y = np.asarray(self.y, dtype=float)
+        y = y[np.isfinite(y)]
+        if len(y) == 0:
+            return None
+        lo, hi = float(y.min()), float(y.max())
+        span = hi - lo if hi > lo else max(abs(hi) * 0.1, 1e-3)
+        x_max = max(self.ax.get_xlim()[1], self.x[-1])
+        return (0.0, x_max), (lo - 0.3 * span, hi + 0.05 * span)
+
+    def _rescale_needed(self) -> bool:
+        limits = self._limits()
+        if limits is None:
+            return False
+        (_, x_max), _ = limits
+        y = np.asarray(self.y, dtype=float)
+        y = y[np.isfinite(y)]
+        (y0, y1), (lo, hi) = self.ax.get_ylim(), (y.min(), y.max())
+        squeezed = hi - lo < 0.3 * (y1 - y0)  # the curve uses little of the axis: zoom in
+        return x_max > self.ax.get_xlim()[1] or lo < y0 or hi > y1 or squeezed
+
+    def _rescale(self):
+        limits = self._limits()
+        if limits is not None:
+            self.ax.set_xlim(*limits[0])
+            self.ax.set_ylim(*limits[1])
+
+    def _drawn_in_full(self, _event):
+        self._background = self.copy_from_bbox(self.ax.bbox)
+        self.ax.draw_artist(self.line)
 
 
 @dataclass(frozen=True)
@@ -410,7 +477,7 @@ class TrainWidget(JobWidget):
             show_warning(str(err))
             return
         inputs = TrainInputs(snap.image, snap.points, model_config, train_config, snap.labels, snap.class_names)
-        self.plot.reset()
+        self.plot.reset(train_config.epochs)
         self.bar.setValue(0)
         self._device = str(device)
         self.status.setText(f"Training {kind} on {device}…")
@@ -448,7 +515,7 @@ class TrainWidget(JobWidget):
     def _trained(self, results: Results, run_name, snap: Snapshot, train_config):
         analysis = results.analysis
         t = analysis.training
-        self.plot.redraw()  # the last points may have come in faster than the redraw limit
+        self.plot.redraw(full=True)  # the last points may have come in faster than the redraw limits
         self.model = analysis.model
         # The column trained on, not the one chosen now: the user may have changed it meanwhile.
         self.model_extra = {"class_names": snap.class_names, "labels_col": snap.labels_column}
