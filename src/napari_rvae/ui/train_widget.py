@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 NO_LABELS = "(none)"
 REDRAW_SECONDS = 0.3  # the loss curve is updated at most ~3 times a second
 RESCALE_SECONDS = 2.0  # ... and its axes redrawn in full at most every 2 s
+MARGINS_PX = (64, 36, 10, 10)  # left, bottom, right, top around its axes: tick labels and axis labels
 
 
 def gui_training_threads() -> int:
@@ -241,7 +242,7 @@ class LossPlot(FigureCanvasQTAgg):
     """
 
     def __init__(self, theme: PlotTheme | None = None):
-        self.figure = Figure(figsize=(3, 1.6), tight_layout=True)
+        self.figure = Figure(figsize=(3, 1.6))  # margins in pixels (resizeEvent): a tight layout doubled each draw
         super().__init__(self.figure)
         self.ax = self.figure.add_subplot()
         self.setMinimumHeight(120)
@@ -251,6 +252,12 @@ class LossPlot(FigureCanvasQTAgg):
         self.reset()
         if theme is not None:
             theme.add(self)
+
+    def resizeEvent(self, event):
+        width, height = max(event.size().width(), 1), max(event.size().height(), 1)
+        left, bottom, right, top = (min(px / size, 0.4) for px, size in zip(MARGINS_PX, (width, height, width, height)))
+        self.figure.subplots_adjust(left=left, bottom=bottom, right=1 - right, top=1 - top)
+        super().resizeEvent(event)
 
     def reset(self, epochs: int | None = None):
         """Clear the curve; with ``epochs`` the x axis spans the whole run from the start."""
