@@ -221,6 +221,12 @@ def main(argv=None):
     print("\n".join([*HEADER, *lines]))
     if args.docs:
         add_to_docs(args.docs, lines)
+    start = recorder.marks["train_start"]
+    worst = sorted(zip(recorder.ticks, recorder.ticks[1:]), key=lambda gap: gap[0] - gap[1])[:5]
+    print(
+        "Longest stalls (ms at s after the click):",
+        ", ".join(f"{1000 * (b - a - TICK_S):.0f} at {a - start:.1f}" for a, b in worst),
+    )
     if sampler is not None:
         print("\nGUI thread stacks during stalls (samples every 5 ms):")
         for key, n in sampler.samples.most_common(15):
