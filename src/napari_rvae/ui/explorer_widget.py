@@ -38,8 +38,10 @@ from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import draw_scatter, latent_columns, latent_figure
 from napari_rvae.core.maps import MAP_MODES
 
+from .form_memory import remember
 from .layer_combo import LayerCombo
 from .layers import META, full_resolution_data, is_results_points, results_meta
+from .plot_theme import PlotTheme
 from .result_layers import (
     export_maps_tiff,
     export_table_csv,
@@ -58,14 +60,16 @@ NO_SELECTION = "Draw in the scatter to select atoms; select atoms in the viewer 
 class ImagePanel(FigureCanvasQTAgg):
     """A small canvas showing one or more grey images side by side with titles."""
 
-    def __init__(self, n: int, height: float = 2.2):
+    def __init__(self, n: int, theme: PlotTheme, height: float = 2.2):
         self.figure = Figure(figsize=(3.2, height), layout="constrained")
         super().__init__(self.figure)
+        self.theme = theme
         self.axes = self.figure.subplots(1, n, squeeze=False)[0]
         for ax in self.axes:
             ax.set_axis_off()
         self.images: list = [None] * n
         self.setMinimumHeight(int(height * 70))
+        theme.add(self)
 
     def show(self, images, titles, extent=None):
         for i, (ax, img, title) in enumerate(zip(self.axes, images, titles)):
@@ -75,6 +79,7 @@ class ImagePanel(FigureCanvasQTAgg):
             if img is not None:
                 ax.imshow(img, cmap="gray", extent=extent)
             ax.set_title(title, fontsize=8)
+        self.theme.style(self.figure)  # clearing put the default colours back
         self.draw_idle()
 
 
@@ -89,6 +94,7 @@ class ExplorerWidget(JobWidget):
         self.manifold_image = None  # the last decoded manifold (what the panel shows)
         self.reconstruction = None  # (index, patch, reconstruction) of the last reconstructed atom
 
+        self.plot_theme = PlotTheme(napari_viewer, self)
         layout = QVBoxLayout(self)
         layout.addLayout(self._choices_form())
         layout.addWidget(self._scatter_canvas())
@@ -100,6 +106,7 @@ class ExplorerWidget(JobWidget):
         layout.addLayout(self._export_row())
         layout.addStretch()
         self._connect_controls()
+        self.memory = remember(self, "explorer", {"select_with": self.tool_combo, "grid": self.grid_spin})
         self._layer_changed()
         if self._layer is None:
             self._reload()  # without results too: an empty plot and disabled buttons
@@ -131,6 +138,7 @@ class ExplorerWidget(JobWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(220)
         self.ax = self.figure.add_subplot()
+        self.plot_theme.add(self.canvas)
         return self.canvas
 
     def _manifold_box(self) -> QGroupBox:
@@ -145,7 +153,7 @@ class ExplorerWidget(JobWidget):
         angle_row.addWidget(self.angle_slider)
         angle_row.addWidget(self.angle_label)
         self.class_spin = QSpinBox(minimum=0, maximum=0, value=0)
-        self.manifold_panel = ImagePanel(1, height=2.6)
+        self.manifold_panel = ImagePanel(1, self.plot_theme, height=2.6)
         self.manifold_layer_button = QPushButton("Show in viewer")
         self.manifold_layer_button.setToolTip("Add the manifold as an image layer.")
         form.addRow("Grid (d)", self.grid_spin)
@@ -158,7 +166,7 @@ class ExplorerWidget(JobWidget):
     def _reconstruction_box(self) -> QGroupBox:
         box = QGroupBox("Selected atom: patch and reconstruction")
         layout = QVBoxLayout(box)
-        self.recon_panel = ImagePanel(2, height=1.8)
+        self.recon_panel = ImagePanel(2, self.plot_theme, height=1.8)
         layout.addWidget(self.recon_panel)
         return box
 
@@ -321,8 +329,10 @@ class ExplorerWidget(JobWidget):
             feats = layer.features
             self._xy = feats[[xcol, ycol]].to_numpy(dtype=float)
             draw_scatter(self.ax, feats, xcol, ycol, color_by=self.color_combo.currentText(), period=self.period)
-            self._highlight = self.ax.scatter([], [], s=28, facecolors="none", edgecolors="black", linewidths=1.0)
+            ring = self.plot_theme.colors.text  # the theme's text colour stands out on its background
+            self._highlight = self.ax.scatter([], [], s=28, facecolors="none", edgecolors=ring, linewidths=1.0)
         self.ax.tick_params(labelsize=7)
+        self.plot_theme.style(self.figure)
         self._make_selector()
         self._viewer_selection_changed()
 

@@ -34,6 +34,7 @@ from napari_rvae.core.errors import InputError
 from napari_rvae.core.level import LEVELS
 from napari_rvae.core.patches import edge_dropped_count, extract_patches
 
+from .form_memory import remember
 from .layer_combo import LayerCombo
 from .layers import LABEL_COLUMN, META, image_geometry, image_shape, points_in_image_pixels
 from .worker import JobWidget, snapshot_image, start_detection
@@ -128,6 +129,18 @@ class PickWidget(JobWidget):
         self.points_combo.currentTextChanged.connect(self._inputs_changed)
         self.points_combo.follow("data", self._schedule_preview)
         self.patch_size.valueChanged.connect(self._inputs_changed)
+        self.memory = remember(
+            self,
+            "pick",
+            {
+                "sigma": self.sigma,
+                "min_distance": self.min_distance,
+                "threshold": self.threshold,
+                "dark": self.dark,
+                "refine": self.refine,
+                "patch_size": self.patch_size,
+            },
+        )
         self._inputs_changed()
 
     # ------------------------------------------------------------------ state

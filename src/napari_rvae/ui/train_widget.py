@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Points
@@ -55,8 +57,10 @@ from napari_rvae.core.report import (
 )
 from napari_rvae.core.resume import labels_for_model
 
+from .form_memory import remember
 from .layer_combo import LayerCombo
 from .layers import LABEL_COLUMN, image_shape, pixel_size_and_unit
+from .plot_theme import PlotTheme
 from .result_layers import show_results
 from .worker import (
     JobWidget,
@@ -71,7 +75,20 @@ from .worker import (
 log = logging.getLogger(__name__)
 
 NO_LABELS = "(none)"
-REDRAW_SECONDS = 0.3  # the loss curve is redrawn at most ~3 times a second
+REDRAW_SECONDS = 0.3  # the loss curve is updated at most ~3 times a second
+RESCALE_SECONDS = 2.0  # ... and its axes redrawn in full at most every 2 s
+MARGINS_PX = (64, 36, 10, 10)  # left, bottom, right, top around its axes: tick labels and axis labels
+
+
+def gui_training_threads() -> int:
+    """Torch threads for training from the GUI: torch's own choice, but one core left to napari.
+
+    With every core busy in torch, napari's event loop waited up to ~0.5 s for a
+    core on a 2-core machine (benchmarks/bench_gui_stalls.py, docs/speed.md);
+    the CLI keeps them all.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), cores - 1))
 
 
 def _spin(lo, hi, value, step=1):
@@ -86,6 +103,23 @@ ROTATION_CHOICES = {
     "small (near 0°)": {"angle_prior": 2.0, "alignment": "auto"},
     "any angle, rVAE only": {"angle_prior": 0.0, "alignment": "none"},
 }
+
+# The form fields kept between sessions (ui/form_memory.py).
+REMEMBERED_FIELDS = (
+    "kind",
+    "n_classes",
+    "patch_size",
+    "latent_dim",
+    "hidden_dim",
+    "translation",
+    "symmetry",
+    "rotations",
+    "epochs",
+    "batch_size",
+    "lr",
+    "device",
+    "seed",
+)
 
 
 class TrainForm(QWidget):
@@ -145,6 +179,7 @@ class TrainForm(QWidget):
             form.addRow(label, widget)
         self.kind.currentTextChanged.connect(self._kind_changed)
         self._kind_changed(self.kind.currentText())
+        self.memory = remember(self, "train", {name: getattr(self, name) for name in REMEMBERED_FIELDS})
 
     def _kind_changed(self, kind):
         traits = KINDS[kind]
@@ -173,6 +208,7 @@ class TrainForm(QWidget):
             lr=self.lr.value(),
             seed=self.seed.value(),
             device=self.device.currentText(),
+            threads=gui_training_threads(),
         )
         return model, train
 
@@ -198,24 +234,47 @@ class TrainForm(QWidget):
 
 
 class LossPlot(FigureCanvasQTAgg):
-    """A small live loss curve, redrawn at most every REDRAW_SECONDS."""
+    """A small live loss curve that costs the GUI thread little while training runs.
 
-    def __init__(self):
-        self.figure = Figure(figsize=(3, 1.6), tight_layout=True)
+    A full matplotlib draw of even this small figure takes 50-150 ms on a
+    busy 2-core machine, long enough to make napari stutter, so the line is
+    animated: it is drawn onto the saved axes (a few ms) at most every
+    REDRAW_SECONDS, and the axes are redrawn in full only when the curve
+    leaves their limits, at most every RESCALE_SECONDS.
+    """
+
+    def __init__(self, theme: PlotTheme | None = None):
+        self.figure = Figure(figsize=(3, 1.6))  # margins in pixels (resizeEvent): a tight layout doubled each draw
         super().__init__(self.figure)
         self.ax = self.figure.add_subplot()
         self.setMinimumHeight(120)
+        self.theme = theme
+        self._background = None  # the axes without the line, saved after each full draw
+        self.mpl_connect("draw_event", self._drawn_in_full)
         self.reset()
+        if theme is not None:
+            theme.add(self)
 
-    def reset(self, history=()):
-        """An empty curve, or one that starts with ``history`` (a continued model's loss per epoch)."""
-        self.x, self.y, self._drawn = [float(i) for i in range(1, len(history) + 1)], list(history), 0.0
+    def resizeEvent(self, event):
+        width, height = max(event.size().width(), 1), max(event.size().height(), 1)
+        left, bottom, right, top = (min(px / size, 0.4) for px, size in zip(MARGINS_PX, (width, height, width, height)))
+        self.figure.subplots_adjust(left=left, bottom=bottom, right=1 - right, top=1 - top)
+        super().resizeEvent(event)
+
+    def reset(self, epochs: int | None = None, history=()):
+        """Clear the curve, or start it with ``history`` (a continued model's loss per epoch); with
+        ``epochs`` (this run's) the x axis spans the whole run from the start."""
+        self.x, self.y = [float(i) for i in range(1, len(history) + 1)], list(history)
+        self._drawn, self._rescaled = 0.0, 0.0
         self.ax.clear()
         self.ax.set_xlabel("epoch", fontsize=8)
         self.ax.set_ylabel("loss / patch", fontsize=8)
         self.ax.tick_params(labelsize=7)
-        (self.line,) = self.ax.plot([], [], lw=1.2)
-        self.redraw() if history else self.draw_idle()
+        (self.line,) = self.ax.plot([], [], lw=1.2, animated=True)
+        self.ax.set_xlim(0, len(self.x) + (epochs or 1))
+        if self.theme is not None:
+            self.theme.style(self.figure)  # clearing put the default colours back
+        self.redraw(full=True) if history else self.draw_idle()
 
     def add(self, x: float, y: float):
         self.x.append(x)
@@ -223,12 +282,53 @@ class LossPlot(FigureCanvasQTAgg):
         if time.monotonic() - self._drawn > REDRAW_SECONDS:
             self.redraw()
 
-    def redraw(self):
+    def redraw(self, full: bool = False):
+        """Show the curve so far: a blit, or a full draw when it left the axes (or ``full``)."""
+        now = time.monotonic()
         self.line.set_data(self.x, self.y)
-        self.ax.relim()
-        self.ax.autoscale_view()
-        self.draw_idle()
-        self._drawn = time.monotonic()
+        if full or (self._rescale_needed() and now - self._rescaled > RESCALE_SECONDS):
+            self._rescale()
+            self._rescaled = now
+            self.draw_idle()  # _drawn_in_full puts the line on top
+        elif self._background is None:
+            self.draw_idle()
+        else:
+            self.restore_region(self._background)
+            self.ax.draw_artist(self.line)
+            self.update()  # painted from the buffer with Qt's next frame (blit would repaint now)
+        self._drawn = now
+
+    def _limits(self):
+        """Axis limits that hold the curve, with room below for the loss to fall; None without data."""
+        y = np.asarray(self.y, dtype=float)
+        y = y[np.isfinite(y)]
+        if len(y) == 0:
+            return None
+        lo, hi = float(y.min()), float(y.max())
+        span = hi - lo if hi > lo else max(abs(hi) * 0.1, 1e-3)
+        x_max = max(self.ax.get_xlim()[1], self.x[-1])
+        return (0.0, x_max), (lo - 0.3 * span, hi + 0.05 * span)
+
+    def _rescale_needed(self) -> bool:
+        limits = self._limits()
+        if limits is None:
+            return False
+        (_, x_max), _ = limits
+        y = np.asarray(self.y, dtype=float)
+        y = y[np.isfinite(y)]
+        (y0, y1), (lo, hi) = self.ax.get_ylim(), (y.min(), y.max())
+        squeezed = hi - lo < 0.3 * (y1 - y0)  # the curve uses little of the axis: zoom in
+        return x_max > self.ax.get_xlim()[1] or lo < y0 or hi > y1 or squeezed
+
+    def _rescale(self):
+        limits = self._limits()
+        if limits is not None:
+            self.ax.set_xlim(*limits[0])
+            self.ax.set_ylim(*limits[1])
+
+    def _drawn_in_full(self, _event):
+        self._background = self.copy_from_bbox(self.ax.bbox)
+        self.ax.draw_artist(self.line)
 
 
 @dataclass(frozen=True)
@@ -294,7 +394,7 @@ class TrainWidget(JobWidget):
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
-        self.plot = LossPlot()
+        self.plot = LossPlot(PlotTheme(napari_viewer, self))
         layout.addWidget(self.plot)
 
         box = QGroupBox("Results")
@@ -429,7 +529,7 @@ class TrainWidget(JobWidget):
 
     def _start_training(self, inputs: TrainInputs, snap: Snapshot, run: str, status: str, history=(), **report):
         """Run the training job: the loss curve (continuing ``history``), the bar, the status line."""
-        self.plot.reset(history)
+        self.plot.reset(inputs.train_config.epochs, history)
         self.bar.setValue(0)
         self._device = str(resolve_device(inputs.train_config.device))
         self.status.setText(status)
@@ -466,7 +566,7 @@ class TrainWidget(JobWidget):
     def _trained(self, results: Results, run_name, snap: Snapshot, inputs: TrainInputs, resumed_from=None):
         analysis = results.analysis
         t = analysis.training
-        self.plot.redraw()  # the last points may have come in faster than the redraw limit
+        self.plot.redraw(full=True)  # the last points may have come in faster than the redraw limits
         self.model, self.model_file = analysis.model, None
         # The column trained on, not the one chosen now: the user may have changed it meanwhile.
         names = inputs.class_names  # a continued model's own
