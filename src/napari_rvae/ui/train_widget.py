@@ -66,6 +66,7 @@ from .worker import (
     JobWidget,
     Results,
     TrainInputs,
+    preload_in_background,
     snapshot_image,
     snapshot_points,
     start_apply,
@@ -353,6 +354,7 @@ class TrainWidget(JobWidget):
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
+        preload_in_background()  # so the first run does not import them while napari waits
         self.model = None  # the trained or loaded model
         self.model_extra: dict = {}
         self.report: dict | None = None  # the model's training report (written beside it on save), if known

@@ -66,6 +66,7 @@ from napari_rvae.core.latent import latent_manifold, reconstruct
 from napari_rvae.core.maps import typical_spacing
 from napari_rvae.core.models import RVAE
 from napari_rvae.core.patches import extract_patches
+from napari_rvae.core.preload import preload_training_imports
 
 from .layers import full_resolution_data, points_in_image_pixels
 
@@ -286,6 +287,22 @@ class Job:
         self._close_bar()
         if not self._closed and self.on_end is not None:
             self.on_end()
+
+
+def preload_in_background() -> None:
+    """Start the heavy imports of training (:mod:`napari_rvae.core.preload`) in a daemon thread.
+
+    Not a :class:`Job`: there is nothing to show, stop or wait for, and a failure only means the
+    first training imports them itself (logged).
+    """
+
+    def preload():
+        try:
+            preload_training_imports()
+        except Exception as exc:  # the first training imports them itself
+            log.debug("Preloading the training imports failed", exc_info=exc)
+
+    threading.Thread(target=preload, name="napari-rvae preload", daemon=True).start()
 
 
 def start_training(inputs: TrainInputs, **callbacks) -> Job:
