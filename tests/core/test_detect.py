@@ -175,3 +175,16 @@ def test_bad_image():
         detect_atoms(np.zeros((3, 4, 32, 32)))
     with pytest.raises(InputError, match="constant"):
         estimate_feature_size(np.ones((32, 32)))
+
+
+def test_defaults_find_the_atoms_of_the_real_stm_sample_across_its_step_edge():
+    """The bundled STM image's step edge dominates its large scales: the column size must still be
+    the atoms' (about 2.5 px), not the step's (40 px before the background was taken out)."""
+    from napari_rvae.core.stm_sample import stm_sample_image
+
+    image = stm_sample_image()
+    assert 1.8 < estimate_feature_size(image) < 3.2
+    found = detect_atoms(image)
+    assert len(found) > 1400  # 1,515 with --level plane --sigma 2.5 (README); 1,525 with the defaults
+    spacing = np.median(cKDTree(found[["y", "x"]].to_numpy()).query(found[["y", "x"]].to_numpy(), k=2)[0][:, 1])
+    assert 8 < spacing < 13  # the layer's atoms, not noise between them

@@ -26,6 +26,9 @@ __all__ = ["estimate_feature_size", "detect_atoms", "refine_positions"]
 
 # Largest side of the central crop used to estimate the feature size.
 _SIZE_CROP = 1024
+# Background blurs tried (px, coarse to fine) when an image shows no column spacing at first:
+# the real STM sample's step edge hid it; 8 px found it (docs/science.md#detection-backgrounds).
+_BACKGROUND_SCALES = (32, 16, 8)
 # Sigma estimates are clipped to this range (px).
 _SIGMA_MIN = 0.7
 # A maximum must exceed this many standard deviations of the filtered noise.
@@ -109,10 +112,32 @@ def estimate_feature_size(image) -> float:
         # Too thin to measure (the result is clipped to [0.7, min(h, w) / 8] below), and the
         # autocorrelation's lags would reach past the image: no overlap, division by zero.
         return _SIGMA_MIN
-    profile = _radial_autocorrelation(_central_crop(img))
+    crop = _central_crop(img)
+    profile = _radial_autocorrelation(crop)
     spacing, floor = _neighbour_spacing(profile)
+    if spacing is None:
+        profile, spacing, floor = _without_background(crop, profile, floor)
     sigma = _column_sigma(profile, spacing, _central_peak_sigma(profile, floor))
     return float(np.clip(sigma, _SIGMA_MIN, max(_SIGMA_MIN, min(h, w) / 8.0)))
+
+
+def _without_background(crop: np.ndarray, profile: np.ndarray, floor):
+    """The profile of the crop less its large-scale background, for images whose contrast at
+    large scales (a step edge, a tilt, a drift in brightness) hides the columns' periodicity.
+
+    Backgrounds blurred at ``_BACKGROUND_SCALES`` px, coarse to fine, are subtracted until a
+    neighbour spacing shows; without one, the profile as it was.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    for scale in _BACKGROUND_SCALES:
+        if 4 * scale > min(crop.shape):
+            continue
+        flat = _radial_autocorrelation(crop - gaussian_filter(crop, scale))
+        spacing, flat_floor = _neighbour_spacing(flat)
+        if spacing is not None:
+            return flat, spacing, flat_floor
+    return profile, None, floor
 
 
 def _central_crop(img: np.ndarray) -> np.ndarray:
