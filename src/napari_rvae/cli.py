@@ -159,14 +159,19 @@ def _add_quiet(group) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _subcommand(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand whose help shows its defaults."""
+    return sub.add_parser(name, help=summary, formatter_class=_HelpFormatter, description=description)
+
+
 def _add_train_parser(sub) -> None:
     """``train``: options grouped as input, model, rotation, training, output."""
     model, training = ModelConfig(), TrainConfig()
-    t = sub.add_parser(
+    t = _subcommand(
+        sub,
         "train",
-        help="train a model and encode every patch",
-        formatter_class=_HelpFormatter,
-        description="Train a model on the patches around the atoms and encode every patch.",
+        "train a model and encode every patch",
+        "Train a model on the patches around the atoms and encode every patch.",
     )
     inputs = t.add_argument_group("input")
     _add_patch_input(inputs)
@@ -265,11 +270,11 @@ def _add_training_options(group, training: TrainConfig) -> None:
 
 def _add_encode_parser(sub) -> None:
     """``encode``: the input and the model file, the output folder."""
-    e = sub.add_parser(
+    e = _subcommand(
+        sub,
         "encode",
-        help="encode patches with a trained model",
-        formatter_class=_HelpFormatter,
-        description="Encode the patches around the atoms with a model written by 'train'.",
+        "encode patches with a trained model",
+        "Encode the patches around the atoms with a model written by 'train'.",
     )
     inputs = e.add_argument_group("input")
     _add_patch_input(inputs)
@@ -291,11 +296,11 @@ def _detect_default(name: str):
 
 def _add_detect_parser(sub) -> None:
     """``detect``: the image, detection settings (defaults those of ``detect_atoms``), the output file."""
-    d = sub.add_parser(
+    d = _subcommand(
+        sub,
         "detect",
-        help="find atoms (bright or dark features) in an image",
-        formatter_class=_HelpFormatter,
-        description="Find atom columns: local maxima of a difference-of-Gaussians filter.",
+        "find atoms (bright or dark features) in an image",
+        "Find atom columns: local maxima of a difference-of-Gaussians filter.",
     )
     d.add_argument("input", metavar="IMAGE", help="2-D image (TIFF, PNG, .npy, microscopy formats)")
     find = d.add_argument_group("detection")
@@ -324,11 +329,11 @@ def _add_detect_parser(sub) -> None:
 
 def _add_sample_parser(sub) -> None:
     """``sample``: which example data set, where, with which seed."""
-    s = sub.add_parser(
+    s = _subcommand(
+        sub,
         "sample",
-        help="write the bundled example data (generated or shipped, no download)",
-        formatter_class=_HelpFormatter,
-        description="Write example data with known answers.",
+        "write the bundled example data (generated or shipped, no download)",
+        "Write example data with known answers.",
     )
     s.add_argument(
         "name",

@@ -58,7 +58,39 @@ class PickWidget(JobWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
         layout = QVBoxLayout(self)
+        layout.addLayout(self._detection_form(napari_viewer))
+        self.detect_button = QPushButton("Detect")
+        self.detect_button.setToolTip("Find atoms into a new Points layer; your layers are not changed.")
+        self.detect_button.clicked.connect(self.detect)
+        layout.addWidget(self.detect_button)
+        layout.addWidget(self._patches_box(napari_viewer))
+        layout.addWidget(self._classes_box())
+        layout.addStretch()
 
+        # Editing points fires many data events: refresh the preview at most every 0.25 s.
+        self._debounce = QTimer(self, singleShot=True, interval=250)
+        self._debounce.timeout.connect(self.update_preview)
+        self.image_combo.currentTextChanged.connect(self._inputs_changed)
+        self.points_combo.currentTextChanged.connect(self._inputs_changed)
+        self.points_combo.follow("data", self._schedule_preview)
+        self.patch_size.valueChanged.connect(self._inputs_changed)
+        self.memory = remember(
+            self,
+            "pick",
+            {
+                "level": self.level,
+                "sigma": self.sigma,
+                "min_distance": self.min_distance,
+                "threshold": self.threshold,
+                "dark": self.dark,
+                "refine": self.refine,
+                "patch_size": self.patch_size,
+            },
+        )
+        self._inputs_changed()
+
+    def _detection_form(self, napari_viewer) -> QFormLayout:
+        """The image, the levelling and the detector's settings."""
         form = QFormLayout()
         self.image_combo = LayerCombo(napari_viewer, Image)
         form.addRow("Image", self.image_combo)
@@ -84,12 +116,10 @@ class PickWidget(JobWidget):
         form.addRow("Threshold", self.threshold)
         form.addRow(self.dark)
         form.addRow(self.refine)
-        layout.addLayout(form)
-        self.detect_button = QPushButton("Detect")
-        self.detect_button.setToolTip("Find atoms into a new Points layer; your layers are not changed.")
-        self.detect_button.clicked.connect(self.detect)
-        layout.addWidget(self.detect_button)
+        return form
 
+    def _patches_box(self, napari_viewer) -> QGroupBox:
+        """The points layer, the patch size and a gallery of the first patches."""
         box = QGroupBox("Points and patches")
         bform = QFormLayout(box)
         self.points_combo = LayerCombo(napari_viewer, Points)
@@ -105,8 +135,10 @@ class PickWidget(JobWidget):
             thumb.setFixedSize(THUMB_PX, THUMB_PX)
             self.gallery.addWidget(thumb, i // 4, i % 4)
         bform.addRow(self.gallery)
-        layout.addWidget(box)
+        return box
 
+    def _classes_box(self) -> QGroupBox:
+        """Class numbers written into the points' features, for the models that learn from labels."""
         cbox = QGroupBox("Classes (for crvae / ssrvae)")
         crow = QHBoxLayout(cbox)
         self.class_value = QSpinBox(minimum=0, maximum=99, value=0)
@@ -119,29 +151,7 @@ class PickWidget(JobWidget):
         crow.addWidget(QLabel("Class"))
         crow.addWidget(self.class_value)
         crow.addWidget(self.assign_button)
-        layout.addWidget(cbox)
-        layout.addStretch()
-
-        # Editing points fires many data events: refresh the preview at most every 0.25 s.
-        self._debounce = QTimer(self, singleShot=True, interval=250)
-        self._debounce.timeout.connect(self.update_preview)
-        self.image_combo.currentTextChanged.connect(self._inputs_changed)
-        self.points_combo.currentTextChanged.connect(self._inputs_changed)
-        self.points_combo.follow("data", self._schedule_preview)
-        self.patch_size.valueChanged.connect(self._inputs_changed)
-        self.memory = remember(
-            self,
-            "pick",
-            {
-                "sigma": self.sigma,
-                "min_distance": self.min_distance,
-                "threshold": self.threshold,
-                "dark": self.dark,
-                "refine": self.refine,
-                "patch_size": self.patch_size,
-            },
-        )
-        self._inputs_changed()
+        return cbox
 
     # ------------------------------------------------------------------ state
 
