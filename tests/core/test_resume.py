@@ -11,7 +11,8 @@ import torch
 
 from napari_rvae.cli import main
 from napari_rvae.core import InputError, ModelConfig, TrainConfig, load_model, save_model, train
-from napari_rvae.core.resume import FRESH_OPTIMIZER_NOTE, labels_for_model
+from napari_rvae.core.labels import labels_for_model
+from napari_rvae.core.resume import FRESH_OPTIMIZER_NOTE
 
 from .test_cli import gaussian_lattice
 

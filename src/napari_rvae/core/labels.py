@@ -3,7 +3,7 @@
 A labels column holds class names (any values; empty means unknown). Training
 turns them into codes ``0..C-1`` in sorted order (:func:`class_codes`) and
 stores the names in the model file; encoding with a trained model maps the
-names back (:func:`codes_for_names`). :func:`check_labels` and
+names back (:func:`codes_for_names`, :func:`labels_for_model`). :func:`check_labels` and
 :func:`encoding_labels` say what each model kind needs (``core/config.py``).
 """
 
@@ -25,13 +25,31 @@ def class_codes(values: pd.Series) -> tuple[np.ndarray, list]:
     return codes, [v.item() if isinstance(v, np.generic) else v for v in names]
 
 
+def labels_for_model(codes, names, model_names) -> np.ndarray | None:
+    """Class codes (0..C-1 over ``names``, -1 unknown) renumbered to a trained model's ``model_names``.
+
+    Raises
+    ------
+    InputError
+        If a class is not one the model was trained on.
+    """
+    if codes is None or not model_names or list(names or []) == list(model_names):
+        return codes
+    lookup = {name: i for i, name in enumerate(model_names)}
+    unknown = [name for name in names if name not in lookup]
+    if unknown:
+        raise InputError(
+            f"Class {unknown[0]!r} is not among the classes the model was trained on ({', '.join(map(str, model_names))})."
+        )
+    mapping = np.array([lookup[name] for name in names] + [-1], dtype=np.int64)
+    codes = np.asarray(codes, dtype=np.int64)
+    return mapping[np.where(codes >= 0, codes, len(names))]
+
+
 def codes_for_names(values, class_names) -> np.ndarray:
-    """The codes of ``values`` among a trained model's ``class_names``."""
-    lookup = {name: i for i, name in enumerate(class_names or [])}
-    try:
-        return np.array([lookup[v] for v in values], dtype=np.int64)
-    except KeyError as exc:
-        raise InputError(f"Class {exc.args[0]!r} was not among the classes the model was trained on.") from None
+    """The codes of a labels column's ``values`` among a trained model's ``class_names`` (-1 where empty)."""
+    codes, names = class_codes(pd.Series(values))
+    return labels_for_model(codes, names, class_names)
 
 
 def check_labels(labels, n: int, config: ModelConfig) -> np.ndarray | None:

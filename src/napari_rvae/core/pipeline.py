@@ -22,7 +22,7 @@ from .config import ModelConfig, TrainConfig
 from .errors import InputError
 from .exports import write_map_exports
 from .image import as_image2d
-from .labels import class_codes, codes_for_names
+from .labels import class_codes, codes_for_names, labels_for_model
 from .level import level_image
 from .modelfile import load_model, save_model
 from .outputs import REPORT, OutputDir
@@ -32,7 +32,6 @@ from .report import (  # the one builder of report.json (also the widget's)
     checks_report,
     training_report,
 )
-from .resume import labels_for_model
 from .train import drive
 
 MODEL_FILE = "model.pt"

@@ -15,10 +15,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-
-from .errors import InputError
 
 FRESH_OPTIMIZER_NOTE = (
     "The model holds no optimizer state (a model file from before napari-rvae stored it, or a model not "
@@ -113,24 +110,3 @@ def earlier_epochs(state: TrainingState | None) -> int:
     """Epochs the model was trained before (the history's length): the KL warm-up and the loss
     curve go on after them."""
     return 0 if state is None else len(state.history)
-
-
-def labels_for_model(codes, names, model_names) -> np.ndarray | None:
-    """Class codes (0..C-1 over ``names``, -1 unknown) renumbered to a trained model's ``model_names``.
-
-    Raises
-    ------
-    InputError
-        If a class is not one the model was trained on.
-    """
-    if codes is None or not model_names or list(names or []) == list(model_names):
-        return codes
-    lookup = {name: i for i, name in enumerate(model_names)}
-    unknown = [name for name in names if name not in lookup]
-    if unknown:
-        raise InputError(
-            f"Class {unknown[0]!r} is not among the classes the model was trained on ({', '.join(map(str, model_names))})."
-        )
-    mapping = np.array([lookup[name] for name in names] + [-1], dtype=np.int64)
-    codes = np.asarray(codes, dtype=np.int64)
-    return mapping[np.where(codes >= 0, codes, len(names))]

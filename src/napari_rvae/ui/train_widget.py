@@ -47,7 +47,7 @@ from napari_rvae.core.config import (
 )
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
-from napari_rvae.core.labels import encoding_labels
+from napari_rvae.core.labels import encoding_labels, labels_for_model
 from napari_rvae.core.modelfile import load_model, save_model
 from napari_rvae.core.report import (
     analysis_report,
@@ -55,7 +55,6 @@ from napari_rvae.core.report import (
     report_path,
     write_report,
 )
-from napari_rvae.core.resume import labels_for_model
 
 from .form_memory import remember
 from .layer_combo import LayerCombo
@@ -678,13 +677,15 @@ class TrainWidget(JobWidget):
         try:
             # Patches are cut at the model's own size, whatever the form says now.
             snap = self._snapshot(cfg.patch_size, cfg.kind, cfg.class_input)
-            labels, names = snap.labels, snap.class_names
-            # Checked here too (as the core checks them), so a misfit is said before any work starts.
+            model_names = self.model_extra.get("class_names")
+            # The layer's classes numbered as the model knows them, checked here too (as the core
+            # checks them), so a misfit is said before any work starts.
+            labels = labels_for_model(snap.labels, snap.class_names, model_names)
             labels = encoding_labels(labels, cfg, len(snap.points))
         except InputError as err:
             show_warning(f"The model does not fit: {err}")
             return
-        names = names or self.model_extra.get("class_names")
+        names = model_names or snap.class_names
         run = f"{snap.layers[0].name} {cfg.kind} applied"
         self.status.setText(f"Applying the model ({cfg.patch_size} px patches)…")
         self.run_job(
