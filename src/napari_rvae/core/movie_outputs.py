@@ -71,7 +71,7 @@ def circular_mean_spread(angles_deg, period: float = 360.0) -> tuple[float, floa
     --------
     >>> m, s = circular_mean_spread([170.0, 10.0], period=180.0)
     >>> round(m, 6), round(s, 3)
-    (0.0, 10.043)
+    (0.0, 10.104)
     """
     a = np.asarray(angles_deg, dtype=np.float64).ravel()
     a = a[np.isfinite(a)]
@@ -83,7 +83,7 @@ def circular_mean_spread(angles_deg, period: float = 360.0) -> tuple[float, floa
     if r < 1e-12:
         return math.nan, math.inf
     direction = float(np.angle(mean) / k) % period
-    return (0.0 if direction >= period else direction), float(np.sqrt(-2.0 * np.log(r)) / k)
+    return (0.0 if direction >= period else direction), float(np.sqrt(max(0.0, -2.0 * np.log(r))) / k)
 
 
 def frame_summary(table: pd.DataFrame, *, period: float, n_classes: int) -> dict:
@@ -432,7 +432,9 @@ class MovieWriter:
         files = [POINTS_FILE]
         rows = self._points.rows
         if self.parquet or (self.parquet is None and rows > PARQUET_ROWS):
-            csv_to_parquet(self._points.path, _out_path(self.out, PARQUET_FILE), self._points.dtypes)
+            csv_to_parquet(
+                self._points.path, _out_path(self.out, PARQUET_FILE), self._points.dtypes, chunk_rows=_CHUNK_ROWS
+            )
             files.append(PARQUET_FILE)
         for name in (n for n in self.map_names if n in self._map_dtypes):
             for i in range(len(self.sources)):
