@@ -278,3 +278,21 @@ def test_frames_figure_without_classes_has_one_panel():
     assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 2  # the class line and where input b starts
     names = fig.axes[0].child_axes[0].get_xticklabels()
     assert [t.get_text() for t in names] == ["a", "b"]
+
+
+def test_parquet_keeps_text_that_looks_missing(tmp_path):
+    csv = tmp_path / "t.csv"
+    frame = pd.DataFrame({"name": ["NA", None, "b"], "v": np.array([1.5, np.nan, 2.0], np.float32)})
+    frame.to_csv(csv, index=False)
+    rows = movie_outputs.csv_to_parquet(csv, tmp_path / "t.parquet", {"name": object, "v": np.float32}, chunk_rows=2)
+    back = pd.read_parquet(tmp_path / "t.parquet")
+    assert rows == 3 and back["name"].tolist()[0] == "NA" and back["name"].isna().tolist() == [False, True, False]
+    assert back["v"].dtype == np.float32 and np.isnan(back["v"][1])
+
+
+def test_a_map_of_another_shape_is_refused(tmp_path):
+    with OutputDir(tmp_path / "run") as out:
+        writer = MovieWriter(out, [Src("movie.tif", 3)], several_files=False, period=180.0, n_classes=2)
+        with pytest.raises(ValueError, match=r"frame 0 is \(5, 5\)"):
+            writer.add(Frame(0, 0, table([1.0], [0]), {"angle_map": np.zeros((5, 5), np.float32)}))
+        writer.abort()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,10 @@ class _MapStack:
             kwargs["resolution"] = (1.0 / float(source.pixel_size),) * 2
             if source.unit:
                 metadata["unit"] = _imagej_unit(source.unit)
-        tifffile.imwrite(self.path, shape=shape, dtype=dtype, imagej=True, metadata=metadata, **kwargs)
+        with warnings.catch_warnings():
+            # Over 4 GB tifffile writes the one IFD ImageJ itself writes for large stacks, and says so.
+            warnings.filterwarnings("ignore", message=".*truncating ImageJ file", category=UserWarning)
+            tifffile.imwrite(self.path, shape=shape, dtype=dtype, imagej=True, metadata=metadata, **kwargs)
         with tifffile.TiffFile(self.path) as tif:
             self.offset = tif.series[0].dataoffset
             self.dtype = np.dtype(dtype).newbyteorder(tif.byteorder)
@@ -198,10 +202,12 @@ class _MapStack:
 
     def write(self, t: int, page) -> None:
         """Write frame ``t`` (``None``: a filled page), filling the pages skipped before it."""
+        if self.next > t:
+            return
+        fill = np.full(self.frame_shape, self.fill, dtype=self.dtype) if self.next < t or page is None else None
         with open(self.path, "r+b") as fh:
             while self.next <= t:
-                data = page if self.next == t and page is not None else None
-                self._put(fh, self.next, data)
+                self._put(fh, self.next, page if self.next == t and page is not None else fill)
                 self.next += 1
 
     def finish(self) -> None:
@@ -210,17 +216,15 @@ class _MapStack:
             self.write(self.n_frames - 1, None)
 
     def _put(self, fh, t: int, page) -> None:
-        if page is None:
-            arr = np.full(self.frame_shape, self.fill, dtype=self.dtype)
-        else:
-            arr = np.asarray(page)
-            if arr.shape != self.frame_shape:
-                raise ValueError(f"{self.path.name}: frame {t} is {arr.shape}, the input's frames {self.frame_shape}.")
+        arr = np.asarray(page)
+        if arr.shape != self.frame_shape:
+            raise ValueError(f"{self.path.name}: frame {t} is {arr.shape}, the input's frames {self.frame_shape}.")
+        if arr.dtype != self.dtype:
             if self.dtype.kind == "u" and arr.size and (arr.min() < 0 or arr.max() > np.iinfo(self.dtype).max):
                 raise ValueError(f"{self.path.name}: frame {t} has values outside {self.dtype.name}.")
             arr = arr.astype(self.dtype)
         fh.seek(self.offset + t * arr.nbytes)
-        fh.write(np.ascontiguousarray(arr).tobytes())
+        fh.write(memoryview(np.ascontiguousarray(arr)).cast("B"))  # no bytes copy of the frame
 
 
 def _tiff_dtype(arr: np.ndarray) -> np.dtype:
@@ -240,7 +244,16 @@ def _merge_dtype(a, b):
     numeric = pd.api.types.is_numeric_dtype
     boolean = pd.api.types.is_bool_dtype
     if numeric(a) and numeric(b) and not boolean(a) and not boolean(b):
-        return np.promote_types(np.dtype(a), np.dtype(b))
+        return np.promote_types(_numpy_dtype(a), _numpy_dtype(b))
+    return np.dtype(object)
+
+
+def _numpy_dtype(dtype) -> np.dtype:
+    """A column's dtype as NumPy has it: pandas' nullable numbers (which may hold NA) become float64, text object."""
+    if isinstance(dtype, np.dtype):
+        return dtype
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return np.dtype(np.float64)
     return np.dtype(object)
 
 
@@ -271,7 +284,8 @@ class _PointsStream:
         for i, name in enumerate(self.lead):
             df.insert(i, name, lead_values[name])
         for c in df.columns:
-            self.dtypes[c] = _merge_dtype(self.dtypes[c], df[c].dtype) if c in self.dtypes else df[c].dtype
+            dtype = _numpy_dtype(df[c].dtype)
+            self.dtypes[c] = _merge_dtype(self.dtypes[c], dtype) if c in self.dtypes else dtype
         df.to_csv(self.fh, header=False, index=False)
         self.rows += len(df)
 
@@ -305,7 +319,8 @@ def csv_to_parquet(csv_path, parquet_path, dtypes: dict, *, chunk_rows: int = _C
     schema = pa.schema(fields)
     rows = 0
     with pq.ParquetWriter(parquet_path, schema) as writer:
-        with pd.read_csv(csv_path, dtype=read, chunksize=chunk_rows) as reader:
+        # Only empty fields are missing: a text value "NA" or "null" stays text, as in the CSV.
+        with pd.read_csv(csv_path, dtype=read, chunksize=chunk_rows, keep_default_na=False, na_values=[""]) as reader:
             for chunk in reader:
                 writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))
                 rows += len(chunk)
@@ -390,6 +405,10 @@ class MovieWriter:
             raise ValueError(f"Frame {t} of input {i} is not in the inputs.")
         if (i, t) <= self._last:
             raise ValueError(f"Frame {t} of input {i} came after frame {self._last[1]} of input {self._last[0]}.")
+        shape = tuple(int(s) for s in self.sources[i].frame_shape)
+        for name, page in (result.maps or {}).items():  # checked before anything of the frame is written
+            if name in self.map_names and np.shape(page) != shape:
+                raise ValueError(f"{name}: frame {t} is {np.shape(page)}, the input's frames {shape}.")
         lead = {"file": str(self.sources[i].name), "frame": t}
         table = result.table if result.table is not None else pd.DataFrame()
         self._points.write(table, lead)
