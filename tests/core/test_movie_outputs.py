@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 
 from napari_rvae.core import movie_outputs
-from napari_rvae.core.movie_outputs import MovieWriter, circular_mean_spread, frame_summary, frames_figure
+from napari_rvae.core.circstats import circular_mean_spread
+from napari_rvae.core.movie_outputs import MovieWriter, frame_summary, frames_figure
 from napari_rvae.core.outputs import OutputDir
 from napari_rvae.core.readers import read_image_file
 

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .circstats import circular_mean_spread
+
 __all__ = [
     "PARQUET_ROWS",
     "MovieWriter",
     "frame_summary",
     "frames_figure",
-    "circular_mean_spread",
     "map_file_names",
 ]
 
@@ -45,46 +46,6 @@ MAP_NAMES = ("angle_map", "class_map", "psi_map")
 # Rows per chunk when points.csv is converted to Parquet: a few tens of MB, whatever the movie's length.
 _CHUNK_ROWS = 250_000
 _LEAD = ("file", "frame")
-
-
-def circular_mean_spread(angles_deg, period: float = 360.0) -> tuple[float, float]:
-    """Circular mean direction and circular standard deviation of angles modulo ``period`` (degrees).
-
-    With ``phi = 2 pi angle / period`` and ``R`` the length of the mean of
-    ``exp(i phi)``, the mean is ``arg`` of that mean and the spread is Mardia's
-    circular standard deviation ``sqrt(-2 ln R)``, both converted back to
-    degrees on the ``period`` circle. NaN angles are left out.
-
-    Parameters
-    ----------
-    angles_deg : array_like
-    period : float
-        ``360 / n`` for an n-fold symmetric angle.
-
-    Returns
-    -------
-    mean : float
-        In ``[0, period)``; NaN without angles or when they cancel (``R == 0``).
-    spread : float
-        0 when all angles agree, ``inf`` when they cancel, NaN without angles.
-
-    Examples
-    --------
-    >>> m, s = circular_mean_spread([170.0, 10.0], period=180.0)
-    >>> round(m, 6), round(s, 3)
-    (0.0, 10.104)
-    """
-    a = np.asarray(angles_deg, dtype=np.float64).ravel()
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return math.nan, math.nan
-    k = 2 * np.pi / period
-    mean = np.exp(1j * k * a).mean()
-    r = min(float(abs(mean)), 1.0)
-    if r < 1e-12:
-        return math.nan, math.inf
-    direction = float(np.angle(mean) / k) % period
-    return (0.0 if direction >= period else direction), float(np.sqrt(max(0.0, -2.0 * np.log(r))) / k)
 
 
 def frame_summary(table: pd.DataFrame, *, period: float, n_classes: int) -> dict:
