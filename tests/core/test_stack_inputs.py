@@ -130,6 +130,9 @@ def test_every_format_reads_the_same_frames_and_windows(tmp_path):
         window = read_window(src, 2, slice(10, 30), slice(40, 90))
         assert window.dtype == np.float32
         np.testing.assert_array_equal(window, movie[2, 10:30, 40:90], err_msg=name)
+    files = ["m.npy", "m.tif", "m.zarr", "ome.zarr", "m.h5", "m.h5::/data/movie"]
+    names = [s.name for s in open_inputs([str(tmp_path / n) for n in files]).sources]
+    assert names == ["m.npy", "m.tif", "m.zarr", "ome.zarr", "m.h5", "m.h5_data_movie"]
     ome = open_inputs(tmp_path / "ome.zarr").sources[0]
     assert ome.pixel_size == pytest.approx(0.2) and ome.unit == "nm"
 

@@ -7,6 +7,11 @@ Through the optional extra ``napari-rvae[formats]`` (RosettaSciIO): Gatan
 ``.mrc``. Through ``napari-rvae[spm]`` (see :mod:`napari_rvae.core.spm`):
 Nanonis ``.sxm``, Gwyddion ``.gwy`` and Igor ``.ibw`` scanning-probe files.
 
+:func:`read_image_lazy` opens the first image of a file without reading its
+pixels (a :class:`LazyArray` that pickles as how to reopen the file): ``.npy``,
+TIFF, HDF5 (``.h5``/``.hdf5``/``.hdf``), Zarr/OME-Zarr stores and the
+RosettaSciIO formats; :mod:`.stack` builds movies and many-file runs on it.
+
 Pure core: no Qt, no napari.
 """
 

@@ -199,8 +199,8 @@ def _unique_names(paths: list[Path]) -> list[str]:
 
 
 def _looks_rgb(shape) -> bool:
-    """A 3-D shape whose last axis of 3 or 4 is much smaller than the image (an RGB(A) picture)."""
-    return len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4 * shape[-1]
+    """A 3-D shape whose last axis of 3 or 4 is smaller than the image's (an RGB(A) picture)."""
+    return len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > shape[-1]
 
 
 def _is_rgb(shape, requested: str, rgb: bool | None) -> bool:
@@ -272,8 +272,8 @@ def _layout_2d(shape, requested: str, rgb: bool) -> Layout:
 
 def _layout_3d(shape, spatial, requested: str, has_frame_points: bool) -> Layout:
     n, h, w = spatial
-    colour = " of RGB(A) frames (their luminance is used)" if len(shape) > 3 else ""
-    movie = f"a movie of {n} frames of {h} x {w} px{colour}"
+    colour = "RGB(A) " if len(shape) > 3 else ""  # their luminance is read (noted by the caller)
+    movie = f"a movie of {n} {colour}frames of {h} x {w} px"
     patches = f"a stack of {n} patches of {h} px"
     if requested == "image":
         raise InputError(
