@@ -502,7 +502,9 @@ class LazyArray:
             out = self._array[key]
             if hasattr(out, "compute"):  # a dask array from RosettaSciIO: read it here, in this task
                 out = out.compute(scheduler="synchronous")
-        return np.asarray(out)
+        out = np.asarray(out)
+        # A memory-mapped slice is read-only and pins the file: hand out a copy of the pixels.
+        return np.array(out) if isinstance(out, np.memmap) or not out.flags.writeable else out
 
     def __array__(self, dtype=None, copy=None):
         out = self[...]

@@ -474,10 +474,11 @@ def _calibration_notes(sources: list[Source]) -> list[str]:
 
 
 def _read(data, key) -> np.ndarray:
+    """``data[key]`` read into an array of its own (never a view of a layer's or a file's pixels)."""
     part = data[key]
     if hasattr(part, "compute"):  # one frame is one chunk: no parallelism to gain, and safe inside a worker
         part = part.compute(scheduler="synchronous")
-    return np.asarray(part)
+    return np.array(part)
 
 
 def _check_frame(source: Source, t: int) -> int:
