@@ -48,7 +48,8 @@ def test_small_square_planes_are_patches_unless_told_or_points_have_frames(tmp_p
     np.save(tmp_path / "patches.npy", _movie(500, 32, 32))
     scans = open_inputs(tmp_path / "patches.npy")
     assert scans.layout.kind == "patches" and "--layout movie" in scans.layout.reason
-    assert scans.sources[0].n_frames == 500
+    assert scans.sources[0].n_frames == 500 and scans.sources[0].data.numblocks == (1, 1, 1)  # not 500 tasks
+    np.testing.assert_array_equal(read_frame(scans.sources[0], 499), np.load(tmp_path / "patches.npy")[499])
     assert open_inputs(tmp_path / "patches.npy", layout="movie").layout.kind == "movie"
     assert open_inputs(tmp_path / "patches.npy", has_frame_points=True).layout.kind == "movie"
 

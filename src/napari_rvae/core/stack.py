@@ -362,6 +362,8 @@ def scan_set_from_array(
     arr = _as_dask(data, rgb=False)
     rgb = _is_rgb(arr.shape, layout, None)
     lay = _named(name, choose_layout(arr.shape, layout, has_frame_points=has_frame_points, rgb=rgb))
+    if lay.kind == "patches":
+        arr = arr.rechunk(_frame_chunks(arr.shape, False, lead=_patches_per_chunk(arr.shape)))
     source = _source(arr, name, name, rgb, pixel_size if unit else None, unit if pixel_size else None, notes)
     return ScanSet([source], lay, notes)
 
@@ -390,6 +392,8 @@ def _open_source(path: Path, name: str, requested: str, plane, has_frame_points:
         lay = choose_layout(arr.shape, requested, has_frame_points=has_frame_points, rgb=rgb)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
+    if lay.kind == "patches" and image.data.ndim == 3:
+        arr = _as_dask(image.data, rgb=False, lead=_patches_per_chunk(arr.shape))
     scale = tuple(image.scale or ())
     pixel_size = float(scale[-1]) if scale and image.unit else None  # as the 2-D path reads calibration
     source = _source(arr, os.fspath(path), name, rgb, pixel_size, image.unit if pixel_size else None, notes)
@@ -414,8 +418,8 @@ def _luminance_block(block: np.ndarray) -> np.ndarray:
     return block[..., :3].astype(np.float64) @ _LUMA
 
 
-def _as_dask(data, *, rgb: bool):
-    """``data`` as a dask array chunked by frame (a whole frame, and its colour axis, per chunk)."""
+def _as_dask(data, *, rgb: bool, lead: int = 1):
+    """``data`` as a dask array chunked by frame (``lead`` frames, each whole with its colour axis, per chunk)."""
     import dask.array as da
 
     if isinstance(data, da.Array):
@@ -423,17 +427,21 @@ def _as_dask(data, *, rgb: bool):
     else:
         if not hasattr(data, "shape"):
             data = np.asarray(data)
-        arr = da.from_array(
-            data, chunks=_frame_chunks(data.shape, rgb), meta=np.empty((0,) * len(data.shape), data.dtype)
-        )
+        chunks = _frame_chunks(data.shape, rgb, lead=lead)
+        arr = da.from_array(data, chunks=chunks, meta=np.empty((0,) * len(data.shape), data.dtype))
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"The input is not numeric (dtype {arr.dtype}).")
-    return arr.rechunk(_frame_chunks(arr.shape, rgb)) if arr.ndim > 2 + rgb else arr
+    return arr.rechunk(_frame_chunks(arr.shape, rgb, lead=lead)) if arr.ndim > 2 + rgb else arr
 
 
-def _frame_chunks(shape, rgb: bool) -> tuple[int, ...]:
+def _frame_chunks(shape, rgb: bool, *, lead: int = 1) -> tuple[int, ...]:
     tail = 2 + bool(rgb)
-    return tuple(1 if i < len(shape) - tail else int(n) for i, n in enumerate(shape))
+    return tuple(min(lead, int(n)) if i < len(shape) - tail else int(n) for i, n in enumerate(shape))
+
+
+def _patches_per_chunk(shape) -> int:
+    """Patches per dask chunk: about 4 Mpx (16 MB of float32), not one task per patch."""
+    return max(1, (1 << 22) // max(1, int(shape[-1]) * int(shape[-2])))
 
 
 def _combined_layout(sources: list[Source], layouts: list[Layout]) -> Layout:
