@@ -28,7 +28,16 @@ from napari_rvae.core.detect import (
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.patches import extract_patches
 from napari_rvae.core.synthetic import make_lattice
-from napari_rvae.core.tiles import Tile, cut_tile, detect_tiled, frame_points, owned, tile_candidates, tile_grid
+from napari_rvae.core.tiles import (
+    Tile,
+    cut_tile,
+    detect_tiled,
+    detection_settings_tiled,
+    frame_points,
+    owned,
+    tile_candidates,
+    tile_grid,
+)
 
 TILE = 16
 
@@ -225,7 +234,25 @@ def test_detect_with_window_checks():
     bad = img.copy()
     bad[3, 3] = np.nan
     with pytest.raises(InputError, match="NaN"):
-        detect_with(bad, s)
+        detect_with(bad[:40, :40], s, frame_shape=(64, 64))
+    # a whole frame is read as detect_atoms reads it (NaN pixels filled with the median)
+    pd.testing.assert_frame_equal(detect_with(bad, detection_settings(bad)), detect_atoms(bad), check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "image, options",
+    [
+        (make_lattice((1030, 48), seed=6).image, {}),  # the feature size's central crop is a part of the frame
+        (make_lattice((90, 70), seed=7).image, {"dark": True, "threshold": 0.3}),
+        (blocks((40, 50), 6, (1, 2)), {"sigma": 1.0}),
+        (np.full((40, 30), 3.0), {}),
+        (np.pad(np.ones((1, 1)), ((5, 1094), (10, 13))), {}),  # a constant crop: one bright pixel outside it
+    ],
+)
+def test_settings_read_tile_by_tile_are_the_whole_frames(image, options):
+    f = image.astype(np.float32)
+    tiled = detection_settings_tiled(lambda rows, cols: f[rows, cols], f.shape, tile=17, **options)
+    assert tiled == detection_settings(f, **options)
 
 
 def test_halo_formula():

@@ -73,11 +73,18 @@ def _noise_std(img: np.ndarray) -> float:
     block (unit gain for white noise, small for smooth atoms) and its median
     absolute deviation, on a subsample of at most ~1 M blocks.
     """
-    step = max(1, int(np.sqrt(img.size / 1e6)))
-    a = img[:-1:step, :-1:step].astype(np.float64)
-    b = img[1::step, :-1:step][: a.shape[0], : a.shape[1]]
-    cc = img[:-1:step, 1::step][: a.shape[0], : a.shape[1]]
-    d = img[1::step, 1::step][: a.shape[0], : a.shape[1]]
+    return _noise_std_read(lambda rows, cols: img[rows, cols], img.shape)
+
+
+def _noise_std_read(read, shape) -> float:
+    """:func:`_noise_std` of a frame of ``shape`` whose pixels ``read(rows, cols)`` gives (strided slices)."""
+    h, w = shape
+    step = max(1, int(np.sqrt(h * w / 1e6)))
+    a = np.asarray(read(slice(0, h - 1, step), slice(0, w - 1, step))).astype(np.float64)
+    n, m = a.shape
+    b = np.asarray(read(slice(1, h, step), slice(0, w - 1, step)))[:n, :m]
+    cc = np.asarray(read(slice(0, h - 1, step), slice(1, w, step)))[:n, :m]
+    d = np.asarray(read(slice(1, h, step), slice(1, w, step)))[:n, :m]
     diff = (a - b - cc + d) / 2.0
     med = np.median(diff)
     return float(1.4826 * np.median(np.abs(diff - med)))
@@ -125,12 +132,17 @@ def estimate_feature_size(image) -> float:
     img = _image(image)
     if img is None:
         raise InputError("The image is constant: there are no features to measure.")
-    h, w = img.shape
+    return _feature_size(lambda rows, cols: img[rows, cols], img.shape)
+
+
+def _feature_size(read, shape) -> float:
+    """:func:`estimate_feature_size` of a frame of ``shape`` whose pixels ``read(rows, cols)`` gives."""
+    h, w = shape
     if min(h, w) / 8.0 <= _SIGMA_MIN:
         # Too thin to measure (the result is clipped to [0.7, min(h, w) / 8] below), and the
         # autocorrelation's lags would reach past the image: no overlap, division by zero.
         return _SIGMA_MIN
-    crop = _central_crop(img)
+    crop = _central_crop(read, shape)
     profile = _radial_autocorrelation(crop)
     spacing, floor = _neighbour_spacing(profile)
     if spacing is None:
@@ -158,12 +170,12 @@ def _without_background(crop: np.ndarray, profile: np.ndarray, floor):
     return profile, None, floor
 
 
-def _central_crop(img: np.ndarray) -> np.ndarray:
+def _central_crop(read, shape) -> np.ndarray:
     """The central crop of at most ``_SIZE_CROP`` px a side, float64, zero mean."""
-    h, w = img.shape
+    h, w = shape
     ch, cw = min(h, _SIZE_CROP), min(w, _SIZE_CROP)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    crop = img[y0 : y0 + ch, x0 : x0 + cw].astype(np.float64)
+    crop = np.asarray(read(slice(y0, y0 + ch), slice(x0, x0 + cw))).astype(np.float64)
     crop -= crop.mean()
     return crop
 
@@ -395,14 +407,13 @@ def detection_settings(
     return settings
 
 
-def _frame_settings(img, sigma, min_distance, *, threshold, dark, margin, refine, refine_method):
+def _frame_settings(img, sigma, min_distance, *, threshold, **options):
     """The settings (None: nothing to find) and the frame's maxima above the floor ``(iy, ix, strength)``.
 
     ``img`` is the float32 frame, already negated for dark columns.
     """
     sigma = float(estimate_feature_size(img) if sigma is None else sigma)
-    # the window's half side in whole pixels; by default 1.5 sigma, at least 2
-    md = int(round(max(2, int(round(1.5 * sigma))) if min_distance is None else min_distance))
+    md = _min_distance(sigma, min_distance)
     resp = _dog_response(img, sigma)
     noise = _noise_std(img) * _dog_gain(sigma)
     peak = float(resp.max())
@@ -411,10 +422,20 @@ def _frame_settings(img, sigma, min_distance, *, threshold, dark, margin, refine
     floor = max(_NOISE_K * noise, 1e-6 * peak)
     iy, ix, strength = _maxima(resp, md, floor)
     del resp
-    if iy.size == 0:
-        return None, None
+    return _settings(sigma, md, floor, strength, threshold, **options), (iy, ix, strength)
+
+
+def _min_distance(sigma: float, min_distance) -> int:
+    """The maximum filter's half side in whole pixels; by default 1.5 sigma, at least 2."""
+    return int(round(max(2, int(round(1.5 * sigma))) if min_distance is None else min_distance))
+
+
+def _settings(sigma, md, floor, strength, threshold, *, dark, margin, refine, refine_method):
+    """The settings from the frame's maxima above the floor (their ``strength``); None without any."""
+    if strength.size == 0:
+        return None
     ref = float(np.percentile(strength, 99))
-    settings = DetectionSettings(
+    return DetectionSettings(
         sigma=sigma,
         min_distance=md,
         floor=float(floor),
@@ -424,7 +445,18 @@ def _frame_settings(img, sigma, min_distance, *, threshold, dark, margin, refine
         refine=bool(refine),
         refine_method=refine_method,
     )
-    return settings, (iy, ix, strength)
+
+
+def _core_statistics(img: np.ndarray, sigma: float, md: int, cut: float, local):
+    """The largest response in a window's core ``local`` and the responses of its maxima above ``cut``.
+
+    ``img``: float32, already negated for dark columns, with enough halo around the core.
+    """
+    resp = _dog_response(img, sigma)
+    y0, y1, x0, x1 = local
+    peak = float(resp[y0:y1, x0:x1].max()) if y1 > y0 and x1 > x0 else -np.inf
+    _iy, _ix, strength = _maxima(resp, md, cut, local)
+    return peak, strength
 
 
 def detect_atoms(
@@ -674,14 +706,20 @@ def _empty_candidates() -> pd.DataFrame:
 
 
 def _window_image(window, settings: DetectionSettings, origin, frame_shape):
-    """The window as float32 (negated for dark columns), its origin and the frame's shape, checked."""
-    arr = np.asarray(window)
-    if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise InputError(f"A detection window must be a real 2-D array, not {arr.dtype} of shape {arr.shape}.")
-    img = arr.astype(np.float32, copy=False)
-    if not np.isfinite(img).all():
-        raise InputError("A detection window has NaN or infinite pixels: fill them for the whole frame first.")
+    """The window as float32 (negated for dark columns), its origin and the frame's shape, checked.
+
+    A whole frame is read as :func:`detect_atoms` reads it (RGB, NaN pixels); a part of one must
+    be finite and 2-D already (NaN pixels are filled from the whole frame's statistics).
+    """
     origin = (int(origin[0]), int(origin[1]))
+    img = _image(window) if frame_shape is None and origin == (0, 0) else None
+    if img is None:  # a part of a frame, or a constant frame
+        arr = np.asarray(window)
+        if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise InputError(f"A detection window must be a real 2-D array, not {arr.dtype} of shape {arr.shape}.")
+        img = arr.astype(np.float32, copy=False)
+        if not np.isfinite(img).all():
+            raise InputError("A detection window has NaN or infinite pixels: fill them for the whole frame first.")
     frame_shape = img.shape if frame_shape is None else (int(frame_shape[0]), int(frame_shape[1]))
     h, w = img.shape
     if min(origin) < 0 or origin[0] + h > frame_shape[0] or origin[1] + w > frame_shape[1]:

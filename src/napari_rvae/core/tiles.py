@@ -29,7 +29,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .detect import DetectionSettings, detection_candidates, detection_halo, finish_detection
+from .detect import (
+    _NOISE_K,
+    _SIZE_CROP,
+    DetectionSettings,
+    _check_detection_settings,
+    _core_statistics,
+    _dog_gain,
+    _feature_size,
+    _local_box,
+    _min_distance,
+    _noise_std_read,
+    _settings,
+    detection_candidates,
+    detection_halo,
+    finish_detection,
+)
 from .errors import InputError
 from .patches import (
     BORDER_TOLERANCE,
@@ -44,7 +59,16 @@ from .patches import (
     _sample_interior,
 )
 
-__all__ = ["Tile", "tile_grid", "owned", "detect_tiled", "tile_candidates", "cut_tile", "frame_points"]
+__all__ = [
+    "Tile",
+    "tile_grid",
+    "owned",
+    "detect_tiled",
+    "detection_settings_tiled",
+    "tile_candidates",
+    "cut_tile",
+    "frame_points",
+]
 
 
 @dataclass(frozen=True)
@@ -223,6 +247,100 @@ def detect_tiled(
     tiles = tile_grid(frame_shape, tile, detection_halo(settings))
     parts = [tile_candidates(read_window(t.rows, t.cols), t, settings) for t in tiles]
     return finish_detection(pd.concat(parts, ignore_index=True), settings, frame_shape)
+
+
+def detection_settings_tiled(
+    read_window: Callable[[slice, slice], np.ndarray],
+    frame_shape,
+    *,
+    tile: int,
+    sigma=None,
+    min_distance=None,
+    threshold=0.1,
+    dark=False,
+    margin=0,
+    refine=True,
+    refine_method="com",
+) -> DetectionSettings | None:
+    """:func:`~napari_rvae.core.detect.detection_settings` of a frame read tile by tile (a mosaic larger
+    than memory): the same settings, with one tile's pixels in memory at a time.
+
+    The feature size comes from the central crop (at most 1024 x 1024 px),
+    the noise from strided samples of the frame (about a million 2 x 2
+    blocks), the strongest response and the candidates' strengths from every
+    tile's core.
+
+    Parameters
+    ----------
+    read_window : callable
+        ``read_window(rows, cols)`` -> the frame's finite pixels there; the
+        slices may have a step.
+    frame_shape : (int, int)
+    tile : int
+        Side of the tiles' cores in px.
+    sigma, min_distance, threshold, dark, margin, refine, refine_method
+        As for :func:`~napari_rvae.core.detect.detect_atoms`.
+
+    Returns
+    -------
+    DetectionSettings or None
+        ``None``: nothing to find.
+
+    Examples
+    --------
+    >>> from napari_rvae.core.detect import detection_settings
+    >>> from napari_rvae.core.synthetic import make_lattice
+    >>> img = make_lattice((96, 96), seed=1).image.astype(np.float32)
+    >>> detection_settings_tiled(lambda r, c: img[r, c], img.shape, tile=32) == detection_settings(img)
+    True
+    """
+    _check_detection_settings(sigma, min_distance, threshold, margin)
+    h, w = (int(n) for n in frame_shape)
+
+    def read(rows, cols):
+        win = np.asarray(read_window(rows, cols), dtype=np.float32)
+        return -win if dark else win
+
+    if _constant_crop(read, (h, w)) and _constant_frame(read, (h, w), tile):
+        return None
+    sigma = float(_feature_size(read, (h, w)) if sigma is None else sigma)
+    md = _min_distance(sigma, min_distance)
+    cut = _NOISE_K * (_noise_std_read(read, (h, w)) * _dog_gain(sigma))  # as the whole frame rounds it
+    halo = detection_halo(DetectionSettings(sigma=sigma, min_distance=md, floor=cut, min_strength=0.0))
+    peak, parts = -np.inf, []
+    for t in tile_grid((h, w), tile, halo):
+        win = read(t.rows, t.cols)
+        core_peak, strength = _core_statistics(win, sigma, md, cut, _local_box(t.core, t.origin, win.shape))
+        peak = max(peak, core_peak)
+        parts.append(strength)
+    if not peak > 0:
+        return None
+    floor = max(cut, 1e-6 * peak)
+    strength = np.concatenate(parts)
+    # the whole frame keeps responses above the float32 floor; those above the noise cut include them
+    strength = strength[strength > np.float32(floor)]
+    options = dict(dark=dark, margin=margin, refine=refine, refine_method=refine_method)
+    return _settings(sigma, md, floor, strength, threshold, **options)
+
+
+def _constant_crop(read, shape) -> bool:
+    """Whether the central crop (the feature size's) is constant: only then can the frame be."""
+    h, w = shape
+    ch, cw = min(h, _SIZE_CROP), min(w, _SIZE_CROP)
+    crop = read(slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw))
+    return bool(crop.min() == crop.max())
+
+
+def _constant_frame(read, shape, tile: int) -> bool:
+    """Whether every pixel of the frame has one value (read tile by tile)."""
+    first = None
+    for t in tile_grid(shape, tile, 0):
+        win = read(t.rows, t.cols)
+        lo, hi = float(win.min()), float(win.max())
+        if lo != hi or (first is not None and lo != first):
+            return False
+        first = lo
+    return True
 
 
 def cut_tile(
