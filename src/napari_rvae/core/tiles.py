@@ -19,6 +19,14 @@ belongs to its core:
 With a halo of ``detection_halo(settings, patch_size)`` px every pixel of a
 core sees the values the whole frame gives it, and the filters' and the
 patches' edge modes act only where a tile touches the frame's border.
+
+Keeping the atoms of ``detect_with`` on each window whose centre is in the
+core is *not* exact: a plateau of tied maxima can chain its ties across any
+halo. Hence candidates per tile, ties per frame. A frame too large to hold
+gets its settings tile by tile too (:func:`detection_settings_tiled`).
+``cut_tile`` is ``extract_patches``' own steps on a window; only the rule on
+the share of points beyond the border is left to :func:`frame_points`, run
+once per frame, because it is about all of a frame's points.
 """
 
 from __future__ import annotations
