@@ -33,6 +33,7 @@ With one process nothing here is used: the one-process loop is unchanged.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import warnings
 from dataclasses import dataclass
@@ -167,7 +168,8 @@ class GlobalNoise(Messenger):
     generator and returns ``loc + eps * scale``. Drawing ``eps`` for all
     ``total`` rows (as one process would) and keeping this process's rows
     gives every patch the noise it gets in one process. Observed, replayed
-    and enumerated sites are left alone (they draw nothing).
+    and enumerated sites are left alone (they draw nothing), and so are sites
+    of other distributions (the guides sample only Normal latents).
     """
 
     def __init__(self, total: int, offset: int):
@@ -179,8 +181,8 @@ class GlobalNoise(Messenger):
             return
         fn = msg["fn"]
         base = fn.base_dist if isinstance(fn, Independent) else fn
-        if not isinstance(base, Normal):
-            raise TypeError(f"GlobalNoise draws Normal sites only; {msg['name']!r} is {type(base).__name__}.")
+        if not isinstance(base, Normal):  # a plate's subsample site, for one
+            return
         shape = base.batch_shape
         eps = torch.empty((self.total, *shape[1:]), dtype=base.loc.dtype, device=base.loc.device).normal_()
         msg["value"] = base.loc + eps[self.offset : self.offset + shape[0]] * base.scale
@@ -253,14 +255,16 @@ class ShardedObjective(Objective):
 
     def _balance_share(self, idx: torch.Tensor) -> torch.Tensor:
         """The class-balance term of the whole batch, from the all-reduced sum of class posteriors."""
-        from torch.distributed.nn.functional import all_reduce
+        from torch.distributed.nn.functional import all_reduce  # with autograd
 
         mine = idx[self.ctx.rows(idx.numel())]
         weight = 1.0
         if mine.numel() == 0:
             mine, weight = idx[:1], 0.0
         total = torch.softmax(self.model.encoder(self.x_all[mine])[2], -1).sum(0) * weight
-        q = all_reduce(total, group=self.ctx.loss_group) / idx.numel()
+        with warnings.catch_warnings():  # its successor in torch 2.13 has no backward yet
+            warnings.filterwarnings("ignore", ".*all_reduce is deprecated", FutureWarning)
+            q = all_reduce(total, group=self.ctx.loss_group) / idx.numel()
         return self._balance_term(q, idx.numel())
 
 
@@ -282,6 +286,14 @@ class _StepLoss(nn.Module):
         return self.objective(idx, kl_scale)
 
 
+def _fixed_buffers() -> dict:
+    """DDP's option not to re-send the buffers (normalisation, alignment reference: fixed while
+    training) at every forward; its name changed in torch 2.13."""
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
 class DistributedLoss:
     """The training loop's objective in a process group: the loss through DDP's forward.
 
@@ -298,10 +310,10 @@ class DistributedLoss:
         self.ddp = DistributedDataParallel(
             _StepLoss(objective),
             device_ids=[device.index] if device.type == "cuda" else None,
-            # The buffers (normalisation, alignment reference) are fixed while training.
-            broadcast_buffers=False,
-            # A class latent's branches (labelled, unlabelled, classifier) may leave a head unused in a step.
-            find_unused_parameters=model.config.class_latent,
+            **_fixed_buffers(),
+            # Every process's graph touches every parameter at every step (a share with no rows
+            # runs one row weighted 0), so no search for unused ones.
+            find_unused_parameters=False,
         )
         self._share = None
 
