@@ -32,17 +32,18 @@ def _cases():
     labels = np.full(N_PATCHES, -1)
     labels[:6], labels[6:12] = 0, 1  # ssrvae: labelled and unlabelled patches in most batches
     small = {"patch_size": 16, "hidden_dim": 16}
+    plain = {"alignment": "none", "encoder_rotations": 1, **small}  # the rvae case fits the alignment
     return {
         # Coarse alignment (fitted on rank 0, its reference shared) and the plain ELBO.
         "rvae": (ModelConfig(kind="rvae", **small), SETTINGS, None),
         # No class targets: the class-balance term of the whole batch, all-reduced.
         "jrvae": (
-            ModelConfig(kind="jrvae", n_classes=2, **small),
+            ModelConfig(kind="jrvae", n_classes=2, **plain),
             TrainConfig(**{**SETTINGS.to_dict(), "graph_targets": False}),
             None,
         ),
         # Labelled and unlabelled branches, similarity-graph targets and the classifier term.
-        "ssrvae": (ModelConfig(kind="ssrvae", n_classes=2, **small), SETTINGS, labels),
+        "ssrvae": (ModelConfig(kind="ssrvae", n_classes=2, **plain), SETTINGS, labels),
     }
 
 
