@@ -85,6 +85,7 @@ def _worker(rank: int, world: int, port: int, out: str, patches) -> None:
             result = train(patches, model_config, train_config, labels=labels)  # the group joined above
             found[name] = (result.history, {k: v.clone() for k, v in result.model.state_dict().items()})
         found["bypassed"] = _bypassed_step(ctx, patches)
+        found["shared"] = [ddp.broadcast_array(a if ctx.is_main else None, ctx) for a in (patches, None, np.arange(3))]
         torch.save(found, os.path.join(out, f"rank{rank}.pt"))
     finally:
         ddp.shutdown()
@@ -127,6 +128,14 @@ def test_both_processes_hold_the_same_model(runs, kind):
 def test_a_loss_outside_ddps_forward_trains_a_model_per_process(runs):
     # The gradients of a loss DDP's forward did not compute are not all-reduced.
     assert runs[0][0]["bypassed"] > 1e-4
+
+
+def test_rank_0s_arrays_reach_every_process(runs):
+    patches = rotated_glyphs(N_PATCHES)[0]
+    for found in runs[0]:
+        shared, none, small = found["shared"]
+        assert none is None and small.tolist() == [0, 1, 2] and small.dtype == np.arange(3).dtype
+        assert shared.dtype == patches.dtype and np.array_equal(shared, patches)
 
 
 def test_every_row_of_a_batch_goes_to_exactly_one_process():

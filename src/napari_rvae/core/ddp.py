@@ -38,6 +38,7 @@ import os
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -144,6 +145,24 @@ def broadcast_object(obj, ctx: DistContext):
     box = [obj if ctx.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def broadcast_array(array, ctx: DistContext) -> np.ndarray | None:
+    """Rank 0's numpy array (or None) in every process, sent as one tensor (no pickling of the data).
+
+    For what rank 0 alone reads or computes before training (the patch stack, its labels).
+    """
+    meta = None if not ctx.is_main or array is None else (np.asarray(array).shape, np.asarray(array).dtype.str)
+    meta = broadcast_object(meta, ctx)
+    if meta is None:
+        return None
+    shape, dtype = meta
+    if ctx.is_main:
+        data = torch.from_numpy(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    else:
+        data = torch.empty(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize, dtype=torch.uint8)
+    dist.broadcast(data, src=0)
+    return data.numpy().view(np.dtype(dtype)).reshape(shape)
 
 
 def rng_state() -> dict:
