@@ -73,6 +73,19 @@ def _bypassed_step(ctx, patches) -> float:
     return float((params[0] - params[1]).abs().max())
 
 
+def _stopped_on_rank_1(ctx, patches):
+    """A run whose stop flag is raised in rank 1 only, before its third step: (epochs run, parameters)."""
+    checks = []
+
+    def stop():
+        checks.append(1)
+        return ctx.rank == 1 and len(checks) == 3
+
+    model_config = ModelConfig(kind="rvae", patch_size=16, hidden_dim=16, alignment="none", encoder_rotations=1)
+    result = train(patches, model_config, SETTINGS, stop=stop)
+    return result.stopped, result.epochs_run, _flat(result.model)
+
+
 def _worker(rank: int, world: int, port: int, out: str, patches) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
@@ -84,6 +97,7 @@ def _worker(rank: int, world: int, port: int, out: str, patches) -> None:
         for name, (model_config, train_config, labels) in _cases().items():
             result = train(patches, model_config, train_config, labels=labels)  # the group joined above
             found[name] = (result.history, {k: v.clone() for k, v in result.model.state_dict().items()})
+        found["stopped"] = _stopped_on_rank_1(ctx, patches)
         found["bypassed"] = _bypassed_step(ctx, patches)
         found["shared"] = [ddp.broadcast_array(a if ctx.is_main else None, ctx) for a in (patches, None, np.arange(3))]
         torch.save(found, os.path.join(out, f"rank{rank}.pt"))
@@ -123,6 +137,13 @@ def test_both_processes_hold_the_same_model(runs, kind):
     assert history0 == history1
     for key, value in state0.items():
         torch.testing.assert_close(state1[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+def test_a_stop_in_one_process_stops_all_after_the_same_step(runs):
+    (stopped0, epochs0, params0), (stopped1, epochs1, params1) = (r["stopped"] for r in runs[0])
+    assert stopped0 and stopped1
+    assert epochs0 == epochs1 == 2 * BATCH / N_PATCHES  # two steps of the first epoch
+    assert torch.equal(params0, params1)
 
 
 def test_a_loss_outside_ddps_forward_trains_a_model_per_process(runs):

@@ -16,6 +16,8 @@ is no other training loop. Contract:
 * Seeded: the same seed, data and device give the same loss curve on the CPU.
 * Given a trained ``model``, training goes on (:mod:`.resume`): with the
   model's own settings, Adam's state and the loss history of its earlier runs.
+* Under torchrun (:mod:`.ddp`) every process runs this loop on its share of
+  each batch and they train one model, the one a single process trains.
 """
 
 from __future__ import annotations
