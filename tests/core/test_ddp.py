@@ -96,6 +96,7 @@ def _worker(rank: int, world: int, port: int, out: str, patches) -> None:
         found = {}
         for name, (model_config, train_config, labels) in _cases().items():
             result = train(patches, model_config, train_config, labels=labels)  # the group joined above
+            assert result.processes == world
             found[name] = (result.history, {k: v.clone() for k, v in result.model.state_dict().items()})
         found["stopped"] = _stopped_on_rank_1(ctx, patches)
         found["bypassed"] = _bypassed_step(ctx, patches)

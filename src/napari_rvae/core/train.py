@@ -107,6 +107,7 @@ class TrainResult:
     epochs_before: float = 0.0
     history_before: int = 0
     optimizer_resumed: bool = False
+    processes: int = 1  # processes that trained the model together (torchrun, core/ddp.py)
 
     @property
     def epochs_total(self) -> float:
@@ -517,6 +518,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         symmetry=symmetry,
         train_config=train_config,
         class_window=class_window_size(train_config.class_window, model_config.patch_size),
+        processes=1 if dist is None else dist.world_size,
     )
     t0 = time.perf_counter()
     # A batch larger than the data would train nothing in some libraries: clamp it.
