@@ -73,6 +73,17 @@ def _bypassed_step(ctx, patches) -> float:
     return float((params[0] - params[1]).abs().max())
 
 
+PLAIN_RVAE = ModelConfig(kind="rvae", patch_size=16, hidden_dim=16, alignment="none", encoder_rotations=1)
+
+
+def _resumed(patches):
+    """One epoch, then one more from the trained model (Adam's state and the streams go on): (history, parameters)."""
+    one = TrainConfig(**{**SETTINGS.to_dict(), "epochs": 1})
+    first = train(patches, PLAIN_RVAE, one)
+    more = train(patches, PLAIN_RVAE, one, model=first.model)
+    return more.history, _flat(more.model)
+
+
 def _stopped_on_rank_1(ctx, patches):
     """A run whose stop flag is raised in rank 1 only, before its third step: (epochs run, parameters)."""
     checks = []
@@ -81,8 +92,7 @@ def _stopped_on_rank_1(ctx, patches):
         checks.append(1)
         return ctx.rank == 1 and len(checks) == 3
 
-    model_config = ModelConfig(kind="rvae", patch_size=16, hidden_dim=16, alignment="none", encoder_rotations=1)
-    result = train(patches, model_config, SETTINGS, stop=stop)
+    result = train(patches, PLAIN_RVAE, SETTINGS, stop=stop)
     return result.stopped, result.epochs_run, _flat(result.model)
 
 
@@ -98,6 +108,7 @@ def _worker(rank: int, world: int, port: int, out: str, patches) -> None:
             result = train(patches, model_config, train_config, labels=labels)  # the group joined above
             assert result.processes == world
             found[name] = (result.history, {k: v.clone() for k, v in result.model.state_dict().items()})
+        found["resumed"] = _resumed(patches)
         found["stopped"] = _stopped_on_rank_1(ctx, patches)
         found["bypassed"] = _bypassed_step(ctx, patches)
         found["shared"] = [ddp.broadcast_array(a if ctx.is_main else None, ctx) for a in (patches, None, np.arange(3))]
@@ -138,6 +149,13 @@ def test_both_processes_hold_the_same_model(runs, kind):
     assert history0 == history1
     for key, value in state0.items():
         torch.testing.assert_close(state1[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+def test_training_goes_on_across_processes_as_in_one(runs):
+    whole = train(rotated_glyphs(N_PATCHES)[0], PLAIN_RVAE, SETTINGS)
+    for history, params in (r["resumed"] for r in runs[0]):
+        np.testing.assert_allclose(history, whole.history, rtol=1e-5, atol=0)
+        torch.testing.assert_close(params, _flat(whole.model), rtol=0, atol=1e-5)
 
 
 def test_a_stop_in_one_process_stops_all_after_the_same_step(runs):
