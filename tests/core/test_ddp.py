@@ -42,6 +42,8 @@ def _cases():
             TrainConfig(**{**SETTINGS.to_dict(), "graph_targets": False}),
             None,
         ),
+        # The class as the decoder's input, known for every patch.
+        "crvae": (ModelConfig(kind="crvae", n_classes=2, **plain), SETTINGS, np.arange(N_PATCHES) % 2),
         # Labelled and unlabelled branches, similarity-graph targets and the classifier term.
         "ssrvae": (ModelConfig(kind="ssrvae", n_classes=2, **plain), SETTINGS, labels),
     }
@@ -131,7 +133,7 @@ def runs(tmp_path_factory):
     return ranks, alone
 
 
-@pytest.mark.parametrize("kind", ["rvae", "jrvae", "ssrvae"])
+@pytest.mark.parametrize("kind", ["rvae", "crvae", "jrvae", "ssrvae"])
 def test_two_processes_train_the_one_process_model(runs, kind):
     ranks, alone = runs
     history, state = alone[kind]
@@ -143,7 +145,7 @@ def test_two_processes_train_the_one_process_model(runs, kind):
             torch.testing.assert_close(found_state[key], value, rtol=0, atol=1e-5, equal_nan=True, msg=key)
 
 
-@pytest.mark.parametrize("kind", ["rvae", "jrvae", "ssrvae"])
+@pytest.mark.parametrize("kind", ["rvae", "crvae", "jrvae", "ssrvae"])
 def test_both_processes_hold_the_same_model(runs, kind):
     (history0, state0), (history1, state1) = (r[kind] for r in runs[0])
     assert history0 == history1
