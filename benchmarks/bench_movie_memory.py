@@ -17,7 +17,7 @@ Steps: (1) write the movie (:func:`napari_rvae.core.synthetic.make_movie` with
 dumbbells at spacing 24 px, sigma 3 px); (2) train a model with today's
 ``napari-rvae train`` on the top-left ``--train-crop`` pixels of frame 0
 (quality is not the point here); (3) ``napari-rvae encode movie.zarr --model
-M --out DIR --workers N --memory-limit CAP`` as a subprocess while a thread
+M --out DIR --workers N --memory-limit CAP/N`` (dask's limit is per worker) as a subprocess while a thread
 samples the resident memory of its whole process tree (the dask workers are
 its children) every 50 ms; (4) check the results: points.csv has a row for
 every atom (``--points truth``: the true columns are given as a (frame, y, x)
@@ -88,7 +88,8 @@ def encode(movie_path: Path, model: Path, points: Path | None, out: Path, args) 
         cmd += ["--movie", str(movie_path), "--model", str(model), "--out", str(out), "--workers", "0"]
     else:
         cmd = [*cli(), "encode", str(movie_path), "--model", str(model), "--out", str(out), "--quiet"]
-        cmd += ["--workers", str(args.workers), "--memory-limit", args.memory_limit]
+        per_worker = parse_bytes(args.memory_limit) // max(args.workers, 1) // 2**20
+        cmd += ["--workers", str(args.workers), "--memory-limit", f"{per_worker}MiB"]
         if points is not None:
             cmd += ["--points", str(points)]
     return run_measured(cmd, log=out.parent / f"{out.name}.log")
@@ -128,7 +129,11 @@ def main(argv=None):
     ap.add_argument("--spacing", type=float, default=24.0)
     ap.add_argument("--sigma", type=float, default=3.0, help="atom width, pixels")
     ap.add_argument("--distinct", type=int, default=4, help="rendered frames, repeated under fresh noise")
-    ap.add_argument("--memory-limit", default="2GB", help="the job's cap (passed to encode --memory-limit)")
+    ap.add_argument(
+        "--memory-limit",
+        default="2GB",
+        help="the whole job's cap; encode --memory-limit (per worker) gets it / workers",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--points", choices=("detect", "truth"), default="detect")
     ap.add_argument("--train-crop", type=int, default=1024, help="train on this top-left square of frame 0")
@@ -174,9 +179,10 @@ def main(argv=None):
 
 def markdown(r: dict, args, command: str, cap_mb: float) -> str:
     head = ["engine", "movie", "on disk (GB)", "cap (MB)", "peak memory (MB)", "rows", "frames present"]
-    head += ["encode (s)", "s / frame", "atoms / s", "result"]
+    head += ["encode (s)", "CPU (s)", "s / frame", "atoms / s", "result"]
     cells = [args.engine, f"{args.frames} x {args.size}²", f"{r['movie_gb']:.2f}", f"{cap_mb:,.0f}"]
     cells += [f"{r['peak_mb']:,.0f}", f"{r['rows']:,}", f"{r['frames_present']}/{args.frames}", f"{r['seconds']:.0f}"]
+    cells += [f"{r['cpu_s']:.0f}"]
     cells += [f"{r['seconds'] / args.frames:.2f}", f"{r['rows'] / r['seconds']:,.0f}", "PASS" if r["pass"] else "FAIL"]
     note = (
         f"Command: `{command}` on a {MACHINE} (load average {os.getloadavg()[0]:.1f} at the end). Rows per frame / true columns whose patch fits: "

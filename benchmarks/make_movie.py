@@ -88,17 +88,31 @@ def cli() -> list[str]:
 
 
 def run_measured(cmd: list[str], *, log=None) -> dict:
-    """Run ``cmd``; its wall seconds and the peak memory (MB) of its process tree. Stops on failure."""
+    """Run ``cmd``; its wall seconds, CPU seconds and the peak memory (MB) of its process tree. Stops on failure.
+
+    The CPU seconds (user + system of the command and every process it waited
+    for, dask workers included) do not depend on what else loads the machine:
+    they are what to estimate an idle machine's time from.
+    """
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     with PeakRSS(proc.pid) as mem:
         out, _ = proc.communicate()
     seconds = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
     if log is not None:
         log.write_text(out)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
-    return {"seconds": seconds, "peak_mb": mem.peak_mb}
+    return {"seconds": seconds, "cpu_s": cpu, "peak_mb": mem.peak_mb}
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_movie(frames: int, size: int, spacing: float, *, seed: int = 0, distinct=None, **options) -> SyntheticMovie:
