@@ -48,6 +48,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -156,6 +157,8 @@ def run_job(engine: str, mode: str, movie: Path, model: Path, out: Path, args) -
         child = "frames" if engine == "frames" else "python"
         cmd = [sys.executable, __file__, "--child", child, "--movie", str(movie), "--model", str(model)]
         cmd += ["--out", str(out), "--workers", str(workers)]
+    if out.exists():
+        shutil.rmtree(out)  # a run's outputs are made afresh (the CLI refuses a folder of results)
     out.parent.mkdir(parents=True, exist_ok=True)
     res = run_measured(cmd, log=out.parent / f"{out.name}.log")
     res["frames"] = movie_from_zarr(movie).n_frames
@@ -203,7 +206,11 @@ def train_model(movie: Path, args, work: Path) -> tuple[Path, float, int]:
     from napari_rvae.core.modelfile import load_model
     from napari_rvae.core.readers import write_tiff
 
-    out = work / f"train-{args.train_frames}f-{args.epochs}ep"
+    clip = f"-x{args.speedup:g}" if args.train_frames > 1 else ""  # frame 0 is the same at any speed
+    out = work / (
+        f"train-{args.size}px-{args.spacing:g}-{args.train_frames}f{clip}-{args.epochs}ep-p{args.patch_size}"
+        f"-sym{args.symmetry}-seed{args.seed}"
+    )
     if not (out / "model.pt").exists():
         full = movie_from_zarr(movie)
         if args.train_frames == 1:  # today's 2-D path
@@ -303,7 +310,7 @@ def markdown(runs: list, series: pd.DataFrame, info: dict, args, command: str) -
 def run_all(args, work: Path, say) -> tuple[list, dict, Path]:
     """Write the movie and its shorter cuts, train, run every job; the runs and where the scored points are."""
     movie_path = work / f"movie-{args.frames}x{args.size}.zarr"
-    movie = bench_movie(args.frames, args.size, args.spacing, seed=args.seed)
+    movie = bench_movie(args.frames, args.size, args.spacing, seed=args.seed, speedup=args.speedup)
     info = {"frames": args.frames, "write_s": write_movie(movie_path, movie, say=say)}
     model, info["train_s"], info["symmetry"] = train_model(movie_path, args, work)
     say(f"model: {model} ({info['symmetry']}-fold, {info['train_s']:.0f} s)")
@@ -335,6 +342,9 @@ def main(argv=None):
     ap.add_argument("--spacing", type=float, default=12.0)
     ap.add_argument("--memory-frames", default="25,50,100,200", help="movie lengths of the memory runs")
     ap.add_argument("--workers", type=int, default=2, help="dask workers of the chunked runs")
+    ap.add_argument(
+        "--speedup", type=float, default=1.0, help="grains turn and the boundary moves this much faster (short runs)"
+    )
     ap.add_argument("--train-frames", type=int, default=1, help="1: frame 0, today's train; more: a clip")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--patch-size", type=int, default=24)

@@ -115,9 +115,9 @@ def check_rows(out: Path, movie, given: int | None, patch: int) -> dict:
     report = out / "report.json"
     dropped = len(json.loads(report.read_text()).get("dropped_rows", [])) if report.exists() else None
     if given is not None and dropped is not None:
-        res["ok"] = rows == given - dropped and res["frames_present"] == movie.n_frames
+        res["ok"] = bool(rows == given - dropped and res["frames_present"] == movie.n_frames)
     else:
-        res["ok"] = res["frames_present"] == movie.n_frames and ratio.min() >= 0.97 and ratio.max() <= 1.03
+        res["ok"] = bool(res["frames_present"] == movie.n_frames and 0.97 <= ratio.min() and ratio.max() <= 1.03)
     return res
 
 
@@ -169,7 +169,7 @@ def main(argv=None):
     job = encode(movie_path, model, points, out, args)
     check = check_rows(out, movie, given, args.patch_size)
     cap = parse_bytes(args.memory_limit) / 2**20
-    ok = check["ok"] and (args.engine == "frames" or job["peak_mb"] <= cap)
+    ok = bool(check["ok"] and (args.engine == "frames" or job["peak_mb"] <= cap))
     results = {"args": vars(args), "movie_gb": gb, "write_s": write_s, "train_s": train_s, **job, **check, "pass": ok}
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print()
