@@ -117,7 +117,7 @@ def check_rows(out: Path, movie, given: int | None, patch: int) -> dict:
     if given is not None and dropped is not None:
         res["ok"] = bool(rows == given - dropped and res["frames_present"] == movie.n_frames)
     else:
-        res["ok"] = bool(res["frames_present"] == movie.n_frames and 0.97 <= ratio.min() and ratio.max() <= 1.03)
+        res["ok"] = bool(res["frames_present"] == movie.n_frames and ratio.min() >= 0.97 and ratio.max() <= 1.03)
     return res
 
 
