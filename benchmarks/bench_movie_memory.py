@@ -1,14 +1,18 @@
 """Encoding a Zarr movie several times larger than the memory the job may use: it completes, all rows written.
 
-Full run (after the movie engine is merged; 384 frames of 2048 x 2048 float32
-= 6.4 GB on disk against a 2 GB cap; about 30 min on an idle 2-core box,
-estimated from the quick runs below: ~2 min to write the movie (4 distinct
-frames, fresh noise on each), ~1 min to train, then ~4 s a frame to detect and
-encode ~7,200 atoms, more while other jobs load the machine)::
+Full run (after the movie engine and CLI are merged; 384 frames of 2048 x
+2048 float32 = 6.4 GB on disk against a 2 GB cap)::
 
     python benchmarks/bench_movie_memory.py --frames 384 --size 2048 --memory-limit 2GB
 
-Quick run: ``--frames 8 --size 1024`` (about 2 min). ``--engine frames`` runs
+Expected: about 30 min on an idle 2-core box (estimated from the CPU seconds
+of the quick runs, 2026-11-29, under a load average of 15-18): ~4 min to
+write the movie (4 distinct frames, fresh noise on each), ~2 min to train,
+then ~7 CPU-s a frame to detect and encode ~7,250 atoms (2048 x 2048 px),
+~3.5 s a frame on two workers: ~22 min. ``--frames 128`` for a 2.1 GB movie
+in a third of the time.
+
+Quick run: ``--frames 8 --size 1024 --train-crop 512`` (about 1.5 min idle). ``--engine frames`` runs
 today's 2-D path frame by frame instead (no cluster, no memory limit: the
 reference for the row count and the memory of one frame).
 

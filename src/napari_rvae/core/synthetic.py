@@ -475,7 +475,7 @@ class SyntheticMovie:
     seed: int
     options: LatticeOptions
     distinct: int | None = None
-    _clean: dict = field(default_factory=dict, repr=False, compare=False)
+    _clean: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.n_frames
