@@ -4,14 +4,16 @@ Full run (after the movie engine and CLI are merged)::
 
     python benchmarks/bench_movie.py --engine cli --frames 200 --size 1024 --memory-frames 25,50,100,200
 
-Expected: about 35-45 min on an idle 2-core box (estimated from the CPU
+Expected: about 60 min on an idle 2-core box (estimated from the CPU
 seconds of the quick runs, 2026-11-29, when a load average of 11-18 made
-every wall clock 5-10 times longer): ~3.5 min to write the movie, ~5 min to
-train on frame 0 (7,250 patches, 20 epochs), then ~4 CPU-s a frame (detection
-and encoding of ~7,250 atoms): the chunked runs on 25 + 50 + 100 + 200 frames
-at ~2 s a frame on two workers (~13 min) and the in-memory run on 200 frames
-(~13 min), plus ~30 s to start each cluster. ``--engine python`` runs the
-same jobs through ``core.movie`` in a child Python.
+every wall clock 5-10 times longer): ~3.5 min to write the movie, ~5-10 min
+to train on frame 0 (7,250 patches, 20 epochs), then ~6.5 CPU-s a frame
+(detection and encoding of ~7,250 atoms; 1.5 CPU-s for 1,630 atoms of a
+512 x 512 frame measured): the chunked runs on 25 + 50 + 100 + 200 frames at
+~3.3 s a frame on two workers (~20 min) and the in-memory run on 200 frames
+(~20 min), plus ~30 s to start each cluster. ``--engine python`` runs the
+same jobs through ``core.movie`` in a child Python. ``--memory-frames 25,200``
+saves a third.
 
 Quick run: ``--frames 12 --size 512 --memory-frames 6,12 --epochs 5 --speedup 16`` (the same turns
 as 200 frames; ~3 min idle, 10-15 min on the loaded box). ``--engine frames``

@@ -8,8 +8,8 @@ Full run (after the movie engine and CLI are merged; 384 frames of 2048 x
 Expected: about 30 min on an idle 2-core box (estimated from the CPU seconds
 of the quick runs, 2026-11-29, under a load average of 15-18): ~4 min to
 write the movie (4 distinct frames, fresh noise on each), ~2 min to train,
-then ~7 CPU-s a frame to detect and encode ~7,250 atoms (2048 x 2048 px),
-~3.5 s a frame on two workers: ~22 min. ``--frames 128`` for a 2.1 GB movie
+then ~6 CPU-s a frame to detect and encode ~7,000 atoms (2048 x 2048 px;
+measured with ``--engine frames``), ~3 s a frame on two workers: ~20 min. ``--frames 128`` for a 2.1 GB movie
 in a third of the time.
 
 Quick run: ``--frames 8 --size 1024 --train-crop 512`` (about 1.5 min idle). ``--engine frames`` runs
