@@ -370,7 +370,9 @@ class PickWidget(JobWidget):
 
 
 def _frames(image_layer) -> int:
-    """The image's frames (0 for a 2-D image, or one whose axes this plugin does not take)."""
+    """The image's frames (0 for a 2-D image, no image, or one whose axes this plugin does not take)."""
+    if image_layer is None:
+        return 0
     try:
         return stack_frames(image_layer)
     except InputError:

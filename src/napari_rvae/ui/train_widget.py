@@ -51,7 +51,7 @@ from napari_rvae.core.config import (
 )
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
-from napari_rvae.core.frames import largest_frame
+from napari_rvae.core.frames import frame_indices, largest_frame
 from napari_rvae.core.labels import encoding_labels, labels_for_model
 from napari_rvae.core.modelfile import load_model, save_model
 from napari_rvae.core.report import (
@@ -506,6 +506,8 @@ class TrainWidget(JobWidget):
         else:
             image, notes = snapshot_image(image_layer)
         points, labels, names = snapshot_points(points_layer, image_layer, column, stack=bool(n_frames))
+        if n_frames:
+            frame_indices(points, n_frames)  # points beyond the stack: said now, not from the worker
         for note in notes:
             show_info(note)
         sources = {"image_layer": image_layer.name, "points_layer": points_layer.name, "labels_column": column}
