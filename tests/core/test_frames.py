@@ -86,6 +86,13 @@ def test_one_model_encodes_each_frame_as_the_2d_path(stack):
         np.testing.assert_allclose(again.table.loc[mine, "z0"], single.table["z0"], atol=1e-5)
         # The lattice check sees this frame's neighbours only.
         np.testing.assert_allclose(table.loc[mine, "psi_angle"], single.table["psi_angle"], atol=1e-6)
+    # Training goes on from the model, over the frames again.
+    more = run(
+        analyse_frames_iter(
+            lambda t: movie[t], points, model_config, TrainConfig(epochs=1, batch_size=64), model=analysis.model
+        )
+    )
+    assert more.training.epochs_before == 2 and more.training.epochs_run == 1
     # The same 2-D path when there is one frame.
     one = points[points[:, 0] == 0]
     a2 = run(analyse_iter(movie[0], one[:, 1:], model_config, TrainConfig(epochs=1, batch_size=64, seed=1)))

@@ -304,6 +304,10 @@ class PickWidget(JobWidget):
 
         def done(result):
             table, done_frames = result
+            if level != "none":  # a levelled movie would be a whole copy in memory
+                show_info(
+                    f"Each frame was levelled ({level}) for detection only; no levelled copy of the stack is added."
+                )
             if every and len(done_frames) < stack.n_frames:
                 show_info(f"Detection stopped after {len(done_frames)} of {stack.n_frames} frames.")
             self._add_points(table, f"{name} atoms", geometry)
