@@ -67,6 +67,9 @@ def test_pick_every_frame_and_frame_in_view(make_napari_viewer, qtbot, movie):
     assert sorted(points.features["frame"].unique()) == [0, 1, 2]
     np.testing.assert_array_equal(points.features["frame"], points.data[:, 0])
     check_points_per_frame(points, atoms)
+    # The gallery shows patches of the frame in view, the count all frames' points.
+    qtbot.waitUntil(lambda: not widget.thumbs[0].pixmap().isNull(), timeout=WAIT_MS)
+    assert widget.count_label.text().startswith(f"{len(points.data):,} points")
 
     # The frame in view: only that frame's atoms, at that frame.
     viewer.layers.remove(points)

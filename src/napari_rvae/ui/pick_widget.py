@@ -46,6 +46,7 @@ from .layers import (
     current_frame,
     image_geometry,
     image_shape,
+    points_in_frames,
     points_in_image_pixels,
     stack_frames,
     stack_geometry,
@@ -241,10 +242,9 @@ class PickWidget(JobWidget):
         t = current_frame(self.viewer, image)
         points = self.points_combo.layer()
         img = snapshot_stack(image).read(t)
-        if np.ndim(points.data) == 2 and np.shape(points.data)[1] >= 3:
-            world_t = np.asarray(points.data)[:, -3] * points.scale[-3] + points.translate[-3]
-            on_frame = np.rint((world_t - image.translate[0]) / image.scale[0]) == t
-            pts = pts[on_frame]
+        if np.ndim(points.data) == 2 and np.shape(points.data)[1] >= 3:  # else 2-D points: shown on every frame
+            tyx = points_in_frames(points, image)
+            pts = tyx[np.rint(tyx[:, 0]) == t, 1:]
         return img, pts
 
     # ---------------------------------------------------------------- actions
