@@ -4,7 +4,8 @@ The napari widgets run these on a (T, Y, X) layer: each frame is read on its
 own (``read_plane(t)``, so a dask-backed movie is never loaded whole), its
 points' patches are cut with :func:`~.patches.extract_patches`, all frames'
 patches train one model, and each frame is encoded and painted with the 2-D
-path's own functions. The results are an :class:`~.analysis.Analysis` whose
+path's own functions (:func:`~.analysis.train_patches_iter`,
+:func:`~.analysis.encode_patches`, :func:`~.exports.result_maps`). The results are an :class:`~.analysis.Analysis` whose
 table starts with a ``frame`` column; the lattice check and the maps look at
 one frame's atoms at a time (atoms of different frames are not neighbours).
 """
@@ -18,23 +19,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .analysis import Analysis
+from .analysis import Analysis, encode_patches, train_patches_iter
 from .bond_order import with_lattice_check
 from .config import ModelConfig, TrainConfig
-from .encode import encode
 from .errors import InputError
 from .exports import result_maps
 from .maps import typical_spacing
 from .models import RVAE
 from .patches import extract_patches
-from .train import Progress, resolve_class_window, train_iter
+from .train import Progress, resolve_class_window
 
 __all__ = [
     "FramePatches",
     "split_by_frame",
     "frame_indices",
     "cut_frames",
-    "encode_frames",
+    "with_frames",
     "analyse_frames_iter",
     "apply_model_frames",
     "frame_spacing",
@@ -153,20 +153,18 @@ def cut_frames(
     )
 
 
-def encode_frames(model: RVAE, fp: FramePatches, *, labels=None, notes=None) -> pd.DataFrame:
-    """The encoder's table with the lattice check done frame by frame, after a ``frame`` column.
-
-    ``labels`` are per kept patch (``-1`` unknown), as :func:`~.encode.encode` takes them.
+def with_frames(table: pd.DataFrame, fp: FramePatches, symmetry: int) -> pd.DataFrame:
+    """The encoder's table (a row per patch of ``fp``) after a ``frame`` column, with the lattice check
+    done frame by frame (:func:`~.bond_order.with_lattice_check`: atoms of different frames are not neighbours).
     """
-    tables = []
+    table = table.reset_index(drop=True)
+    checked = []
     for _, idx in split_by_frame(fp.frames):
-        frame_labels = None if labels is None else np.asarray(labels)[idx]
-        table = encode(model, fp.patches[idx], labels=frame_labels, notes=notes)
-        table = with_lattice_check(table, fp.centers[idx], model.config.symmetry)
-        tables.append(table.set_index(pd.Index(idx)))
-    table = pd.concat(tables).sort_index().reset_index(drop=True)
-    table.insert(0, "frame", fp.frames.astype(np.int64))
-    return table
+        rows = with_lattice_check(table.iloc[idx], fp.centers[idx], symmetry)
+        checked.append(rows.set_index(pd.Index(idx)))
+    out = pd.concat(checked).sort_index().reset_index(drop=True)
+    out.insert(0, "frame", fp.frames.astype(np.int64))
+    return out
 
 
 def largest_frame(frames) -> np.ndarray:
@@ -199,7 +197,7 @@ def analyse_frames_iter(
     stop=None,
     model: RVAE | None = None,
 ) -> Generator[Progress, None, Analysis]:
-    """Cut every frame's patches, train one model on all of them, encode frame by frame.
+    """Cut every frame's patches, train one model on all of them and encode them, lattice-check frame by frame.
 
     As :func:`~.analysis.analyse_iter` for a stack: ``read_plane`` and
     ``points_tyx`` as in :func:`cut_frames`; ``labels`` per input point.
@@ -210,15 +208,22 @@ def analyse_frames_iter(
         model_config = model.config
     fp = cut_frames(read_plane, points_tyx, model_config.patch_size, edge=edge, n_frames=n_frames)
     t_extract = time.perf_counter() - t_start
-    kept_labels = _kept_labels(labels, fp.kept)
     # The class window follows the spacing within a frame, not across stacked frames.
     train_config = resolve_class_window(train_config, model_config, fp.centers[largest_frame(fp.frames)])
-    result = yield from train_iter(fp.patches, model_config, train_config, labels=kept_labels, stop=stop, model=model)
-    t_encode = time.perf_counter()
-    table = encode_frames(result.model, fp, labels=kept_labels, notes=result.notes)
-    t_end = time.perf_counter()
-    seconds = {"extract": t_extract, "encode": t_end - t_encode, "total": t_end - t_start}
-    return Analysis(table, fp.kept, fp.dropped, fp.centers, result.model, result, seconds)
+    # Without centers: the lattice check is done frame by frame below.
+    analysis = yield from train_patches_iter(
+        fp.patches, None, model_config, train_config, labels=_kept_labels(labels, fp.kept), stop=stop, model=model
+    )
+    return _framed(analysis, fp, t_extract)
+
+
+def _framed(analysis: Analysis, fp: FramePatches, t_extract: float) -> Analysis:
+    """A patch-stack analysis of ``fp`` made a stack's: frames, lattice check, kept/dropped points, centers."""
+    analysis.table = with_frames(analysis.table, fp, analysis.model.config.symmetry)
+    analysis.kept, analysis.dropped, analysis.centers = fp.kept, fp.dropped, fp.centers
+    analysis.seconds["extract"] = t_extract
+    analysis.seconds["total"] += t_extract
+    return analysis
 
 
 def apply_model_frames(
@@ -228,10 +233,7 @@ def apply_model_frames(
     t_start = time.perf_counter()
     fp = cut_frames(read_plane, points_tyx, model.config.patch_size, edge=edge, n_frames=n_frames)
     t_extract = time.perf_counter() - t_start
-    table = encode_frames(model, fp, labels=_kept_labels(labels, fp.kept))
-    t_end = time.perf_counter()
-    seconds = {"extract": t_extract, "encode": t_end - t_start - t_extract, "total": t_end - t_start}
-    return Analysis(table, fp.kept, fp.dropped, fp.centers, model, seconds=seconds)
+    return _framed(encode_patches(model, fp.patches, labels=_kept_labels(labels, fp.kept)), fp, t_extract)
 
 
 def paint_frames(
