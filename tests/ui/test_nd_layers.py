@@ -152,6 +152,20 @@ def check_results(viewer, run_name, tyx, frames):
     return layers
 
 
+def check_reconstruction_in_its_frame(viewer, qtbot, points, frames):
+    """The explorer cuts an atom's patch from that atom's own frame."""
+    from napari_rvae.core.patches import extract_patches
+
+    _, explorer = viewer.window.add_plugin_dock_widget("napari-rvae", "Latent explorer")
+    index = int(np.flatnonzero(points.features["frame"].to_numpy() == 2)[0])
+    points.selected_data = {index}
+    qtbot.waitUntil(lambda: explorer.reconstruction is not None and explorer.reconstruction[0] == index, timeout=30_000)
+    _, patch, _ = explorer.reconstruction
+    centre = explorer.info["analysis"].centers[index : index + 1]
+    expected = extract_patches(frames[2], centre, patch.shape[0], edge="reflect").patches[0]
+    np.testing.assert_allclose(patch, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("backing, kind", [("numpy", "rvae"), ("dask", "jrvae")])
 def test_train_and_apply_on_a_stack(make_napari_viewer, qtbot, movie, backing, kind):
     frames, atoms = movie
@@ -168,6 +182,8 @@ def test_train_and_apply_on_a_stack(make_napari_viewer, qtbot, movie, backing, k
     assert "on 3 frames" in widget.status.text()
     assert widget.report["frames"] == 3 and widget.report["lattice_check"] is not None
     trained = check_results(viewer, f"movie {kind}", tyx, frames)
+    if backing == "numpy":
+        check_reconstruction_in_its_frame(viewer, qtbot, trained["points"], frames)
     if kind == "jrvae":  # classes: a class map per frame
         roles = {results_meta(lay)["role"]: lay for lay in run_layers(viewer, f"movie {kind}")}
         assert roles["class_map"].data.shape == frames.shape and roles["class_map"].data.max() >= 1

@@ -447,7 +447,9 @@ class ExplorerWidget(JobWidget):
         h, w = np.shape(data)[-2:]
         y0, x0 = max(int(cy) - p - 2, 0), max(int(cx) - p - 2, 0)
         y1, x1 = min(int(cy) + p + 3, h), min(int(cx) + p + 3, w)
-        window = np.array(data[..., y0:y1, x0:x1], dtype=np.float32, copy=True)
+        # A movie's atom is cut from its own frame (the features' ``frame``), never through every frame.
+        frame = (int(self._layer.features["frame"].iloc[index]),) if "frame" in self._layer.features else ()
+        window = np.array(data[(*frame, Ellipsis, slice(y0, y1), slice(x0, x1))], dtype=np.float32, copy=True)
         label = None
         if model.config.class_input and "class" in self._layer.features:
             label = [int(self._layer.features["class"].iloc[index])]
