@@ -83,7 +83,9 @@ def test_stack_matches_separate_2d_runs(client, movie, model):
         assert len(table) == len(today.table) and len(table) > 50
         np.testing.assert_array_equal(results[t].dropped, today.dropped)
         for col in _encoded_columns(today.table):
-            np.testing.assert_allclose(table[col].to_numpy(), today.table[col].to_numpy(), rtol=0, atol=1e-5, err_msg=col)
+            np.testing.assert_allclose(
+                table[col].to_numpy(), today.table[col].to_numpy(), rtol=0, atol=1e-5, err_msg=col
+            )
         assert set(results[t].maps) >= {"angle_map", "psi_map"}
         assert results[t].maps["angle_map"].shape == frame.shape
 
