@@ -453,6 +453,31 @@ class _ProgressBar:
             self.bar.close()
 
 
+class _FrameBar:
+    """A terminal bar over a movie's frames (detection, then encoding: a new bar when a pass starts)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet or total < 2:
+            return
+        if self.bar is None or done == 1:
+            from tqdm import tqdm
+
+            self.close()
+            self.bar = tqdm(
+                total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, disable=None
+            )
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _refuse_model_options(args) -> None:
     """With --resume, an InputError naming the model options given (those not at their defaults)."""
     from .core.errors import InputError
@@ -497,7 +522,7 @@ def _cmd_train(args, say) -> int:
         threads=args.threads,
         class_window=args.class_window,
     )
-    bar = _ProgressBar(args.quiet)
+    bar, frames = _ProgressBar(args.quiet), _FrameBar(args.quiet)
     stop = threading.Event()
     try:
         with _first_interrupt_stops(stop, say):
@@ -515,9 +540,11 @@ def _cmd_train(args, say) -> int:
                 stop=stop,
                 resume=args.resume,
                 engine=_engine(args),
+                on_frame=frames,
             )
     finally:
         bar.close()
+        frames.close()
     sym = report["symmetry"]
     if sym.get("source") == "estimated":
         say(
@@ -560,17 +587,22 @@ def _first_interrupt_stops(stop: threading.Event, say):
 def _cmd_encode(args, say) -> int:
     from .core.pipeline import run_encode
 
-    report = run_encode(
-        args.input,
-        args.model,
-        args.out,
-        points_path=args.points,
-        labels_col=args.labels_col,
-        edge=args.edge,
-        level=args.level,
-        say=say,
-        engine=_engine(args),
-    )
+    frames = _FrameBar(args.quiet)
+    try:
+        report = run_encode(
+            args.input,
+            args.model,
+            args.out,
+            points_path=args.points,
+            labels_col=args.labels_col,
+            edge=args.edge,
+            level=args.level,
+            say=say,
+            engine=_engine(args),
+            on_frame=frames,
+        )
+    finally:
+        frames.close()
     say(f"Encoded {report['n_patches']} patches in {report['seconds']['encode']:.1f} s. Results in {args.out}")
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 
 from .errors import InputError
 
@@ -114,11 +115,14 @@ def _local_cluster(workers: int | None, memory_limit: str | None):
             raise InputError(f"--memory-limit {memory_limit!r} is not a size like 2GB, 500MiB or 1e9.") from None
     n = int(workers or os.cpu_count() or 1)
     kwargs = {} if memory_limit is None else {"memory_limit": memory_limit}
-    return LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        **kwargs,
-    )
+    with warnings.catch_warnings():
+        # The scheduler's HTTP endpoint moves to a free port when another cluster holds 8787: not news.
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        return LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            **kwargs,
+        )

@@ -487,6 +487,7 @@ def run_train(
     stop=None,
     resume=None,
     engine: Engine | None = None,
+    on_frame=None,
 ) -> dict:
     """Train on INPUT (one image, a patch stack, a movie or several files) and write the results into ``out_dir``.
 
@@ -494,7 +495,8 @@ def run_train(
     report.json). A movie or several files are detected, sampled for training
     and encoded frame by frame (:mod:`.movie`) on the cluster ``engine`` names;
     points.csv then has ``frame`` (and ``file``) columns, the maps are stacks.
-    ``stop``, ``resume``, ``edge``, ``level``: as for one image.
+    ``stop``, ``resume``, ``edge``, ``level``: as for one image. ``on_frame(done, total)``:
+    after each frame of a movie's detection and encoding.
     """
     engine = engine or Engine()
     scans = open_scans(input_path, points_path, engine)
@@ -514,7 +516,12 @@ def run_train(
     }
     if not is_single_image(scans):
         return _train_movie(
-            scans, out_dir, engine=engine, sources=_train_sources(input_path, points_path, resume), **options
+            scans,
+            out_dir,
+            engine=engine,
+            sources=_train_sources(input_path, points_path, resume),
+            on_frame=on_frame,
+            **options,
         )
     item = input_items(input_path)[0]
     return _train_image(item, out_dir, more=_image_report(scans), **options)
@@ -532,6 +539,7 @@ def run_encode(
     level: str | None = None,
     say: Say = lambda s: None,
     engine: Engine | None = None,
+    on_frame=None,
 ) -> dict:
     """Encode INPUT (one image, a patch stack, a movie or several files) with a saved model.
 
@@ -550,7 +558,9 @@ def run_encode(
         "say": say,
     }
     if not is_single_image(scans):
-        return _encode_movie(scans, model_path, out_dir, engine=engine, input_path=input_path, **options)
+        return _encode_movie(
+            scans, model_path, out_dir, engine=engine, input_path=input_path, on_frame=on_frame, **options
+        )
     return _encode_image(input_items(input_path)[0], model_path, out_dir, more=_image_report(scans), **options)
 
 
@@ -593,13 +603,15 @@ def atoms_from_points(scans, points: pd.DataFrame) -> pd.DataFrame:
     return atoms
 
 
-def movie_atoms(scans, points_path, detect_options, level: str, client, engine: Engine, say: Say) -> pd.DataFrame:
+def movie_atoms(
+    scans, points_path, detect_options, level: str, client, engine: Engine, say: Say, on_frame=None
+) -> pd.DataFrame:
     """The atoms of every frame: from the points file, else detected frame by frame."""
     from .movie import detect_frames
 
     if points_path is not None:
         return atoms_from_points(scans, read_points_csv(points_path))
-    atoms = detect_frames(scans, detect_options or {}, client=client, tile=engine.tile, level=level)
+    atoms = detect_frames(scans, detect_options or {}, client=client, tile=engine.tile, level=level, on_frame=on_frame)
     if len(atoms) == 0:
         raise InputError(
             "No atoms were found in any frame with the default detector settings. "
@@ -693,7 +705,7 @@ def _movie_training(scans, atoms, model_config, train_config, *, client, edge, l
 
 def _train_movie(
     scans, out_dir, *, engine: Engine, sources: dict, model_config, train_config, points_path, labels_col, edge,
-    detect_options, level, on_progress, say, stop, resume,
+    detect_options, level, on_progress, say, stop, resume, on_frame=None,
 ) -> dict:  # fmt: skip
     """:func:`run_train` for a movie or several files: detect, sample, train here, encode on the cluster."""
     from .cluster import cluster_summary
@@ -704,7 +716,7 @@ def _train_movie(
     edge = edge or extra.get("edge", "drop")
     _say_all(say, scans.notes)
     with OutputDir(out_dir) as out, engine_client(engine) as client:
-        atoms = movie_atoms(scans, points_path, detect_options, level, client, engine, say)
+        atoms = movie_atoms(scans, points_path, detect_options, level, client, engine, say, on_frame)
         empty = Inputs(np.empty((0, model_config.patch_size, model_config.patch_size), np.float32), atoms)
         model_config, labels, class_names = _training_labels(empty, model_config, labels_col, extra.get("class_names"))
         analysis, train_config, sample = _movie_training(
@@ -725,7 +737,7 @@ def _train_movie(
         )
         written = write_movie_results(
             out, scans, atoms, result.model, client, engine=engine, edge=edge, level=level, labels=labels,
-            class_names=class_names,
+            class_names=class_names, on_frame=on_frame,
         )  # fmt: skip
         files = [MODEL_FILE, *written["files"], *_latent_png(out, analysis.table, result.model), REPORT]
         t_end = time.perf_counter()
@@ -745,6 +757,7 @@ def _train_movie(
 
 def _encode_movie(
     scans, model_path, out_dir, *, engine: Engine, input_path, points_path, labels_col, edge, detect_options, level, say,
+    on_frame=None,
 ) -> dict:  # fmt: skip
     """:func:`run_encode` for a movie or several files: atoms and encoding frame by frame on the cluster."""
     from .cluster import cluster_summary
@@ -755,15 +768,16 @@ def _encode_movie(
     edge, level = edge or extra.get("edge", "drop"), level or extra.get("level", "none")
     _say_all(say, scans.notes)
     with OutputDir(out_dir) as out, engine_client(engine) as client:
-        atoms = movie_atoms(scans, points_path, detect_options, level, client, engine, say)
+        atoms = movie_atoms(scans, points_path, detect_options, level, client, engine, say, on_frame)
         empty = Inputs(np.empty((0, cfg.patch_size, cfg.patch_size), np.float32), atoms)
         labels = _encoding_labels(empty, cfg, extra, labels_col)
         class_names = extra.get("class_names")
         names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
         t_encode = time.perf_counter()
         written = write_movie_results(
-            out, scans, atoms, model, client, engine=engine, edge=edge, level=level, labels=labels, class_names=names
-        )
+            out, scans, atoms, model, client, engine=engine, edge=edge, level=level, labels=labels, class_names=names,
+            on_frame=on_frame,
+        )  # fmt: skip
         t_end = time.perf_counter()
         first = scans.sources[0]
         report = {
