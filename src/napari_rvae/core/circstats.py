@@ -7,6 +7,8 @@ it with the truth, then measure.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -78,3 +80,43 @@ def aligned_errors(pred_deg, true_deg, *, groups=None, period: float = 360.0, si
         if best is None or err.mean() < best[0].mean():
             best = (err, s)
     return best[0] / k, best[1]
+
+
+def circular_mean_spread(angles_deg, period: float = 360.0) -> tuple[float, float]:
+    """Circular mean direction and circular standard deviation of angles modulo ``period`` (degrees).
+
+    With ``phi = 2 pi angle / period`` and ``R`` the length of the mean of
+    ``exp(i phi)``, the mean is ``arg`` of that mean and the spread is Mardia's
+    circular standard deviation ``sqrt(-2 ln R)``, both converted back to
+    degrees on the ``period`` circle. NaN angles are left out.
+
+    Parameters
+    ----------
+    angles_deg : array_like
+    period : float
+        ``360 / n`` for an n-fold symmetric angle.
+
+    Returns
+    -------
+    mean : float
+        In ``[0, period)``; NaN without angles or when they cancel (``R == 0``).
+    spread : float
+        0 when all angles agree, ``inf`` when they cancel, NaN without angles.
+
+    Examples
+    --------
+    >>> m, s = circular_mean_spread([170.0, 10.0], period=180.0)
+    >>> round(m, 6), round(s, 3)
+    (0.0, 10.104)
+    """
+    a = np.asarray(angles_deg, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return math.nan, math.nan
+    k = 2 * np.pi / period
+    mean = np.exp(1j * k * a).mean()
+    r = min(float(abs(mean)), 1.0)
+    if r < 1e-12:
+        return math.nan, math.inf
+    direction = float(np.angle(mean) / k) % period
+    return (0.0 if direction >= period else direction), float(np.sqrt(max(0.0, -2.0 * np.log(r))) / k)

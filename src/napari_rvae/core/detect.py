@@ -11,9 +11,17 @@ Three steps, all vectorised and in float32 where it matters:
    image's contrast.
 3. :func:`refine_positions` moves every maximum to the sub-pixel centre of its
    column (iterated Gaussian-weighted centre of mass, or a Gaussian fit).
+
+Step 2 is split for chunked work: :func:`detection_settings` fixes what the
+whole frame's statistics decide (feature size, noise floor, strength cut),
+and :func:`detect_with` does the local work on any window of the frame with
+them (:func:`detection_halo` px of context make it agree with the whole
+frame; :mod:`napari_rvae.core.tiles` cuts a frame into such windows).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,7 +30,17 @@ from scipy import ndimage as ndi
 from .errors import InputError
 from .image import as_image2d
 
-__all__ = ["estimate_feature_size", "detect_atoms", "refine_positions"]
+__all__ = [
+    "estimate_feature_size",
+    "detect_atoms",
+    "refine_positions",
+    "DetectionSettings",
+    "detection_settings",
+    "detect_with",
+    "detection_halo",
+    "detection_candidates",
+    "finish_detection",
+]
 
 # Largest side of the central crop used to estimate the feature size.
 _SIZE_CROP = 1024
@@ -55,11 +73,18 @@ def _noise_std(img: np.ndarray) -> float:
     block (unit gain for white noise, small for smooth atoms) and its median
     absolute deviation, on a subsample of at most ~1 M blocks.
     """
-    step = max(1, int(np.sqrt(img.size / 1e6)))
-    a = img[:-1:step, :-1:step].astype(np.float64)
-    b = img[1::step, :-1:step][: a.shape[0], : a.shape[1]]
-    cc = img[:-1:step, 1::step][: a.shape[0], : a.shape[1]]
-    d = img[1::step, 1::step][: a.shape[0], : a.shape[1]]
+    return _noise_std_read(lambda rows, cols: img[rows, cols], img.shape)
+
+
+def _noise_std_read(read, shape) -> float:
+    """:func:`_noise_std` of a frame of ``shape`` whose pixels ``read(rows, cols)`` gives (strided slices)."""
+    h, w = shape
+    step = max(1, int(np.sqrt(h * w / 1e6)))
+    a = np.asarray(read(slice(0, h - 1, step), slice(0, w - 1, step))).astype(np.float64)
+    n, m = a.shape
+    b = np.asarray(read(slice(1, h, step), slice(0, w - 1, step)))[:n, :m]
+    cc = np.asarray(read(slice(0, h - 1, step), slice(1, w, step)))[:n, :m]
+    d = np.asarray(read(slice(1, h, step), slice(1, w, step)))[:n, :m]
     diff = (a - b - cc + d) / 2.0
     med = np.median(diff)
     return float(1.4826 * np.median(np.abs(diff - med)))
@@ -107,12 +132,17 @@ def estimate_feature_size(image) -> float:
     img = _image(image)
     if img is None:
         raise InputError("The image is constant: there are no features to measure.")
-    h, w = img.shape
+    return _feature_size(lambda rows, cols: img[rows, cols], img.shape)
+
+
+def _feature_size(read, shape) -> float:
+    """:func:`estimate_feature_size` of a frame of ``shape`` whose pixels ``read(rows, cols)`` gives."""
+    h, w = shape
     if min(h, w) / 8.0 <= _SIGMA_MIN:
         # Too thin to measure (the result is clipped to [0.7, min(h, w) / 8] below), and the
         # autocorrelation's lags would reach past the image: no overlap, division by zero.
         return _SIGMA_MIN
-    crop = _central_crop(img)
+    crop = _central_crop(read, shape)
     profile = _radial_autocorrelation(crop)
     spacing, floor = _neighbour_spacing(profile)
     if spacing is None:
@@ -140,12 +170,12 @@ def _without_background(crop: np.ndarray, profile: np.ndarray, floor):
     return profile, None, floor
 
 
-def _central_crop(img: np.ndarray) -> np.ndarray:
+def _central_crop(read, shape) -> np.ndarray:
     """The central crop of at most ``_SIZE_CROP`` px a side, float64, zero mean."""
-    h, w = img.shape
+    h, w = shape
     ch, cw = min(h, _SIZE_CROP), min(w, _SIZE_CROP)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    crop = img[y0 : y0 + ch, x0 : x0 + cw].astype(np.float64)
+    crop = np.asarray(read(slice(y0, y0 + ch), slice(x0, x0 + cw))).astype(np.float64)
     crop -= crop.mean()
     return crop
 
@@ -288,6 +318,147 @@ def _empty_frame() -> pd.DataFrame:
     return pd.DataFrame({"y": np.empty(0), "x": np.empty(0), "strength": np.empty(0)})
 
 
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Everything the whole image decides about detection, fixed once per frame.
+
+    With these fixed, detection is local: :func:`detect_with` on any window
+    of the frame (with :func:`detection_halo` px of context) finds the same
+    columns there as on the whole frame.
+
+    Attributes
+    ----------
+    sigma : float
+        Gaussian sigma of the columns (px).
+    min_distance : int
+        Half side of the maximum filter's window (px).
+    floor : float
+        Absolute cut: a response must exceed it (noise floor; compared in float32).
+    min_strength : float
+        Absolute cut: a response must reach it (``threshold`` times the 99th
+        percentile of the frame's candidates).
+    dark : bool
+        Dark columns on a bright background (the image is negated).
+    margin : float
+        Columns closer than this to the frame's border are discarded (px).
+    refine : bool
+        Refine positions to sub-pixel accuracy.
+    refine_method : str
+        ``"com"`` or ``"gaussian"`` (see :func:`refine_positions`).
+    """
+
+    sigma: float
+    min_distance: int
+    floor: float
+    min_strength: float
+    dark: bool = False
+    margin: float = 0.0
+    refine: bool = True
+    refine_method: str = "com"
+
+
+def detection_settings(
+    image, *, sigma=None, min_distance=None, threshold=0.1, dark=False, margin=0, refine=True, refine_method="com"
+) -> DetectionSettings | None:
+    """The detection settings that the whole image's statistics decide.
+
+    The feature size, the noise floor (the noise of the whole image) and the
+    strength cut (``threshold`` times the 99th percentile of the whole
+    image's candidate maxima) are measured here, once per frame, so that
+    detection in chunks (:func:`detect_with` on windows) agrees with
+    detection on the whole frame.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        The whole frame.
+    sigma, min_distance, threshold, dark, margin, refine, refine_method
+        As for :func:`detect_atoms`.
+
+    Returns
+    -------
+    DetectionSettings or None
+        ``None`` when there is nothing to find (a constant image, no response
+        above the noise).
+
+    Raises
+    ------
+    InputError
+        For the settings :func:`detect_atoms` refuses, or an unusable image.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> img = np.exp(-((yy - 20.3) ** 2 + (xx - 40.6) ** 2) / 8)
+    >>> s = detection_settings(img, sigma=2.0)
+    >>> s.sigma, s.min_distance, detect_with(img, s).round(2)[["y", "x"]].values.tolist()
+    (2.0, 3, [[20.3, 40.6]])
+    >>> detection_settings(np.ones((8, 8))) is None
+    True
+    """
+    _check_detection_settings(sigma, min_distance, threshold, margin)
+    img = _image(image)
+    if img is None:
+        return None
+    if dark:
+        img = -img
+    options = dict(threshold=threshold, dark=dark, margin=margin, refine=refine, refine_method=refine_method)
+    settings, _found = _frame_settings(img, sigma, min_distance, **options)
+    return settings
+
+
+def _frame_settings(img, sigma, min_distance, *, threshold, **options):
+    """The settings (None: nothing to find) and the frame's maxima above the floor ``(iy, ix, strength)``.
+
+    ``img`` is the float32 frame, already negated for dark columns.
+    """
+    sigma = float(estimate_feature_size(img) if sigma is None else sigma)
+    md = _min_distance(sigma, min_distance)
+    resp = _dog_response(img, sigma)
+    noise = _noise_std(img) * _dog_gain(sigma)
+    peak = float(resp.max())
+    if not peak > 0:
+        return None, None
+    floor = max(_NOISE_K * noise, 1e-6 * peak)
+    iy, ix, strength = _maxima(resp, md, floor)
+    del resp
+    return _settings(sigma, md, floor, strength, threshold, **options), (iy, ix, strength)
+
+
+def _min_distance(sigma: float, min_distance) -> int:
+    """The maximum filter's half side in whole pixels; by default 1.5 sigma, at least 2."""
+    return int(round(max(2, int(round(1.5 * sigma))) if min_distance is None else min_distance))
+
+
+def _settings(sigma, md, floor, strength, threshold, *, dark, margin, refine, refine_method):
+    """The settings from the frame's maxima above the floor (their ``strength``); None without any."""
+    if strength.size == 0:
+        return None
+    ref = float(np.percentile(strength, 99))
+    return DetectionSettings(
+        sigma=sigma,
+        min_distance=md,
+        floor=float(floor),
+        min_strength=float(threshold * ref),
+        dark=bool(dark),
+        margin=float(margin),
+        refine=bool(refine),
+        refine_method=refine_method,
+    )
+
+
+def _core_statistics(img: np.ndarray, sigma: float, md: int, cut: float, local):
+    """The largest response in a window's core ``local`` and the responses of its maxima above ``cut``.
+
+    ``img``: float32, already negated for dark columns, with enough halo around the core.
+    """
+    resp = _dog_response(img, sigma)
+    y0, y1, x0, x1 = local
+    peak = float(resp[y0:y1, x0:x1].max()) if y1 > y0 and x1 > x0 else -np.inf
+    _iy, _ix, strength = _maxima(resp, md, cut, local)
+    return peak, strength
+
+
 def detect_atoms(
     image, *, sigma=None, min_distance=None, threshold=0.1, dark=False, margin=0, refine=True, refine_method="com"
 ) -> pd.DataFrame:
@@ -295,7 +466,9 @@ def detect_atoms(
 
     The response is ``G(sigma) * image - G(3 sigma) * image``: the column
     contrast above its local background, with low noise gain (the narrow
-    Gaussian is the matched filter of a Gaussian column).
+    Gaussian is the matched filter of a Gaussian column). The same as
+    ``detect_with(image, detection_settings(image, ...))``, with the filter
+    run once.
 
     Parameters
     ----------
@@ -354,18 +527,253 @@ def detect_atoms(
         return _empty_frame()
     if dark:
         img = -img
-    sigma = float(estimate_feature_size(img) if sigma is None else sigma)
-    # the window's half side in whole pixels; by default 1.5 sigma, at least 2
-    md = int(round(max(2, int(round(1.5 * sigma))) if min_distance is None else min_distance))
-    found = _strong_maxima(img, sigma, md, threshold)
-    if found is None:
+    options = dict(threshold=threshold, dark=dark, margin=margin, refine=refine, refine_method=refine_method)
+    settings, found = _frame_settings(img, sigma, min_distance, **options)
+    if settings is None:
         return _empty_frame()
     iy, ix, strength = found
+    keep = strength >= settings.min_strength
+    return _finish(img, settings, iy[keep], ix[keep], strength[keep], (0, 0), img.shape)
+
+
+def detect_with(window, settings: DetectionSettings | None, *, origin=(0, 0), frame_shape=None) -> pd.DataFrame:
+    """Find the columns in a window of a frame with settings fixed for the whole frame.
+
+    Parameters
+    ----------
+    window : array_like, shape (h, w)
+        Finite pixels of the frame, ``frame[y0:y0 + h, x0:x0 + w]`` (not
+        negated for dark columns; ``settings.dark`` does that).
+    settings : DetectionSettings or None
+        From :func:`detection_settings` on the whole frame. ``None``: nothing
+        to find, an empty table.
+    origin : (int, int)
+        ``(y0, x0)``: where the window starts in the frame.
+    frame_shape : (int, int), optional
+        ``(H, W)`` of the frame. Default: the window is the whole frame.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``"y"``, ``"x"`` (float64, frame px) and ``"strength"``, in raster
+        order, as :func:`detect_atoms`. The filters' boundary modes act at
+        the window's border, so only columns at least
+        ``detection_halo(settings)`` px inside it (or near a window edge that
+        is the frame's border) are those of the whole frame: cut the frame
+        into tiles with that halo and keep each tile's core
+        (:mod:`napari_rvae.core.tiles` does, and resolves ties across cores).
+        The margin counts from the frame's border.
+
+    Raises
+    ------
+    InputError
+        For a window that is not a finite 2-D array inside the frame.
+    """
+    if settings is None:
+        return _empty_frame()
+    img, origin, frame_shape = _window_image(window, settings, origin, frame_shape)
+    resp = _dog_response(img, settings.sigma)
+    iy, ix, strength = _maxima(resp, settings.min_distance, settings.floor)
+    del resp
+    keep = strength >= settings.min_strength
+    return _finish(img, settings, iy[keep], ix[keep], strength[keep], origin, frame_shape)
+
+
+def detection_candidates(
+    window, settings: DetectionSettings | None, *, origin=(0, 0), frame_shape=None, core=None
+) -> pd.DataFrame:
+    """The maxima of one chunk of a frame, refined, before ties are resolved.
+
+    Ties (plateaus of equal response within ``min_distance``) can chain
+    across a whole plateau, so they are resolved by :func:`finish_detection`
+    on the candidates of all chunks together: that is what makes chunked
+    detection agree with the whole frame's.
+
+    Parameters
+    ----------
+    window, settings, origin, frame_shape
+        As for :func:`detect_with`.
+    core : (int, int, int, int), optional
+        ``(y0, y1, x0, x1)``, half-open, in frame px: keep the maxima whose
+        integer pixel lies in it (a tile's core). Default: the whole window.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``"iy"``, ``"ix"`` (int64, the maximum's frame pixel), ``"y"``,
+        ``"x"`` (float64, refined, frame px) and ``"strength"``, in raster
+        order of ``(iy, ix)``.
+    """
+    if settings is None:
+        return _empty_candidates()
+    img, origin, frame_shape = _window_image(window, settings, origin, frame_shape)
+    local = None if core is None else _local_box(core, origin, img.shape)
+    resp = _dog_response(img, settings.sigma)
+    iy, ix, strength = _maxima(resp, settings.min_distance, settings.floor, local)
+    del resp
+    keep = strength >= settings.min_strength
+    iy, ix, strength = iy[keep], ix[keep], strength[keep]
+    pts = _positions(img, settings, iy, ix, origin, frame_shape)
+    return pd.DataFrame(
+        {"iy": iy + origin[0], "ix": ix + origin[1], "y": pts[:, 0], "x": pts[:, 1], "strength": strength}
+    )
+
+
+def finish_detection(candidates: pd.DataFrame, settings: DetectionSettings | None, frame_shape) -> pd.DataFrame:
+    """The columns of a frame from the candidates of all its chunks.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame
+        :func:`detection_candidates` of chunks whose cores cover the frame
+        once, concatenated in any order.
+    settings : DetectionSettings or None
+        The frame's settings.
+    frame_shape : (int, int)
+        ``(H, W)`` of the frame (for the margin).
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`detect_with` on the whole frame: ties resolved as there
+        (the first in strength-then-raster order wins), the margin applied,
+        raster order.
+
+    Raises
+    ------
+    ValueError
+        If a pixel came from two chunks (their cores overlap).
+    """
+    if settings is None or len(candidates) == 0:
+        return _empty_frame()
+    cand = candidates.sort_values(["iy", "ix"], kind="stable")
+    iy = cand["iy"].to_numpy(np.int64)
+    ix = cand["ix"].to_numpy(np.int64)
+    if np.any((np.diff(iy) == 0) & (np.diff(ix) == 0)):
+        raise ValueError("Some maxima came from two chunks: the chunks' cores overlap.")
+    strength = cand["strength"].to_numpy(np.float64)
+    keep = _tie_winners(iy, ix, strength, settings.min_distance)
+    pts = cand[["y", "x"]].to_numpy(np.float64)[keep]
+    return _table(pts, strength[keep], settings, tuple(int(n) for n in frame_shape))
+
+
+def detection_halo(settings: DetectionSettings, patch_size: int = 0) -> int:
+    """Pixels of context a chunk needs around its core, for detection and patches.
+
+    The sum, each term the reach of one step (scipy's kernel radius is
+    ``int(truncate * sd + 0.5)``):
+
+    - ``int(3.5 sigma + 0.5)``: the narrow Gaussian of the response;
+    - ``int(3.0 sqrt(8) sigma + 0.5)``: the wide one, run on the narrow one's output;
+    - ``min_distance``: the maximum filter, run on the response;
+
+    and at least the refinement's reach, ``ceil(2.5 sigma) + 4`` (its
+    window's half side, plus the Gaussian fit's 5 x 5 around an estimate up
+    to half a window away, with its 9 x 9 background). With those, every
+    pixel of the core sees the values the whole frame gives it, and the
+    filters' boundary modes act only where the chunk touches the frame's
+    border. A ``patch_size`` ``P`` asks for ``P + 1`` px: the ``P // 2 + 2``
+    a patch around a core point reaches, and windows larger than a patch
+    (whose patches are cut as the whole frame's are).
+
+    Parameters
+    ----------
+    settings : DetectionSettings
+    patch_size : int
+        Side of the patches to be cut from the chunks; 0 for detection only.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> s = DetectionSettings(sigma=2.0, min_distance=3, floor=0.0, min_strength=0.0)
+    >>> detection_halo(s), detection_halo(s, 64)
+    (27, 65)
+    """
+    sigma = float(settings.sigma)
+    narrow = int(3.5 * sigma + 0.5)
+    wide = int(3.0 * float(np.sqrt(_DOG_K**2 - 1) * sigma) + 0.5)
+    refine = int(np.ceil(2.5 * sigma)) + 4 if settings.refine else 0
+    halo = max(narrow + wide + int(settings.min_distance), refine)
+    return max(halo, int(patch_size) + 1 if patch_size else 0)
+
+
+def _empty_candidates() -> pd.DataFrame:
+    empty = np.empty(0, np.int64)
+    return pd.DataFrame({"iy": empty, "ix": empty, "y": np.empty(0), "x": np.empty(0), "strength": np.empty(0)})
+
+
+def _window_image(window, settings: DetectionSettings, origin, frame_shape):
+    """The window as float32 (negated for dark columns), its origin and the frame's shape, checked.
+
+    A whole frame is read as :func:`detect_atoms` reads it (RGB, NaN pixels); a part of one must
+    be finite and 2-D already (NaN pixels are filled from the whole frame's statistics).
+    """
+    origin = (int(origin[0]), int(origin[1]))
+    img = _image(window) if frame_shape is None and origin == (0, 0) else None
+    if img is None:  # a part of a frame, or a constant frame
+        arr = np.asarray(window)
+        if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise InputError(f"A detection window must be a real 2-D array, not {arr.dtype} of shape {arr.shape}.")
+        img = arr.astype(np.float32, copy=False)
+        if not np.isfinite(img).all():
+            raise InputError("A detection window has NaN or infinite pixels: fill them for the whole frame first.")
+    frame_shape = img.shape if frame_shape is None else (int(frame_shape[0]), int(frame_shape[1]))
+    h, w = img.shape
+    if min(origin) < 0 or origin[0] + h > frame_shape[0] or origin[1] + w > frame_shape[1]:
+        raise InputError(f"A {h} x {w} window at {origin} does not lie in the {frame_shape} frame.")
+    return (-img if settings.dark else img), origin, frame_shape
+
+
+def _local_box(core, origin, shape) -> tuple[int, int, int, int]:
+    """A frame box ``(y0, y1, x0, x1)`` in a window's px, clipped to the window."""
+    (y0, y1, x0, x1), (oy, ox), (h, w) = core, origin, shape
+    return tuple(int(min(max(v - o, 0), n)) for v, o, n in ((y0, oy, h), (y1, oy, h), (x0, ox, w), (x1, ox, w)))
+
+
+def _maxima(resp: np.ndarray, md: int, floor: float, core=None):
+    """Rows, columns (int64, raster order) and responses (float64) of the maxima above ``floor``.
+
+    A maximum is the largest response within ``md`` px (ties included).
+    ``core``: ``(y0, y1, x0, x1)`` of ``resp`` to keep them in.
+    """
+    mx = ndi.maximum_filter(resp, size=2 * md + 1, mode="nearest")
+    mask = resp == mx
+    del mx  # image-sized temporaries: freed as soon as they are used
+    mask &= resp > np.float32(floor)
+    y0 = x0 = 0
+    if core is not None:
+        y0, y1, x0, x1 = core
+        mask = mask[y0:y1, x0:x1]
+    iy, ix = np.nonzero(mask)
+    del mask
+    iy = iy.astype(np.int64) + y0
+    ix = ix.astype(np.int64) + x0
+    return iy, ix, resp[iy, ix].astype(np.float64)
+
+
+def _finish(img, settings: DetectionSettings, iy, ix, strength, origin, frame_shape) -> pd.DataFrame:
+    """Ties resolved, positions refined (frame px), margin applied: the table."""
+    keep = _tie_winners(iy, ix, strength, settings.min_distance)
+    iy, ix, strength = iy[keep], ix[keep], strength[keep]
+    pts = _positions(img, settings, iy, ix, origin, frame_shape)
+    return _table(pts, strength, settings, frame_shape)
+
+
+def _positions(img, settings: DetectionSettings, iy, ix, origin, frame_shape) -> np.ndarray:
+    """``(N, 2)`` float64 frame positions of the window's maxima ``(iy, ix)``, refined if asked."""
     pts = np.column_stack([iy, ix]).astype(np.float64)
-    if refine and pts.shape[0]:
-        pts = refine_positions(img, pts, sigma=sigma, method=refine_method)
-    if margin > 0:
-        pts, strength = _within_margin(pts, strength, img.shape, margin)
+    if settings.refine and pts.shape[0]:
+        return _refine(img, pts, settings.sigma, settings.refine_method, origin=origin, frame_shape=frame_shape)
+    return pts + np.asarray(origin, np.float64)  # whole numbers: exact
+
+
+def _table(pts: np.ndarray, strength: np.ndarray, settings: DetectionSettings, frame_shape) -> pd.DataFrame:
+    """The detection table: margin (from the frame's border) applied, raster order."""
+    if settings.margin > 0:
+        pts, strength = _within_margin(pts, strength, frame_shape, settings.margin)
     order = np.lexsort((pts[:, 1], pts[:, 0]))
     return pd.DataFrame({"y": pts[order, 0], "x": pts[order, 1], "strength": strength[order]})
 
@@ -383,34 +791,6 @@ def _check_detection_settings(sigma, min_distance, threshold, margin) -> None:
         raise InputError(f"The margin must be zero or a positive number of pixels, not {margin!r}.")
 
 
-def _strong_maxima(img: np.ndarray, sigma: float, md: int, threshold: float):
-    """Integer rows, columns and responses of the filter's maxima that stand out, or None.
-
-    A maximum is the largest response within ``md`` px, stands ``_NOISE_K``
-    noise standard deviations above zero, reaches ``threshold`` of the 99th
-    percentile of the candidates and is the first of any tie.
-    """
-    resp = _dog_response(img, sigma)
-    noise = _noise_std(img) * _dog_gain(sigma)
-    peak = float(resp.max())
-    if not peak > 0:
-        return None
-    floor = max(_NOISE_K * noise, 1e-6 * peak)
-    mx = ndi.maximum_filter(resp, size=2 * md + 1, mode="nearest")
-    mask = resp == mx
-    del mx  # image-sized temporaries: freed as soon as they are used
-    mask &= resp > np.float32(floor)
-    iy, ix = np.nonzero(mask)
-    del mask
-    strength = resp[iy, ix].astype(np.float64)
-    del resp
-    if iy.size == 0:
-        return None
-    ref = float(np.percentile(strength, 99))
-    keep = strength >= threshold * ref
-    return _suppress_ties(iy[keep], ix[keep], strength[keep], md)
-
-
 def _within_margin(pts: np.ndarray, strength: np.ndarray, shape, margin: float):
     """The points (and their strengths) at least ``margin`` px inside the image's pixel centres."""
     h, w = shape
@@ -418,22 +798,24 @@ def _within_margin(pts: np.ndarray, strength: np.ndarray, shape, margin: float):
     return pts[ok], strength[ok]
 
 
-def _suppress_ties(iy, ix, strength, md):
-    """Drop maxima within ``md`` px (Chebyshev) of an equal or stronger one.
+def _tie_winners(iy, ix, strength, md) -> np.ndarray:
+    """Boolean mask: False for maxima within ``md`` px (Chebyshev) of an equal or stronger one.
 
     ``maximum_filter`` already guarantees there is no strictly stronger
     response nearby; what remains are plateaus (saturated or integer
-    images). Keep the first of each tie group in strength-then-raster order.
+    images). Keep the first of each tie group in strength-then-raster order,
+    whatever the order of the input.
     """
     from scipy.spatial import cKDTree
 
+    keep = np.ones(iy.size, bool)
     if iy.size < 2:
-        return iy, ix, strength
+        return keep
     pts = np.column_stack([iy, ix]).astype(np.float64)
     tree = cKDTree(pts)
     pairs = tree.query_pairs(r=md, p=np.inf, output_type="ndarray")
     if pairs.size == 0:
-        return iy, ix, strength
+        return keep
     order = np.lexsort((ix, iy, -strength))
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
@@ -442,13 +824,11 @@ def _suppress_ties(iy, ix, strength, md):
     swap = rank[a] > rank[b]
     better = np.where(swap, b, a)
     worse = np.where(swap, a, b)
-    removed = np.zeros(iy.size, bool)
     by = np.argsort(rank[better], kind="stable")
     for bi, wi in zip(better[by], worse[by]):  # only tie pairs: few
-        if not removed[bi]:
-            removed[wi] = True
-    keep = ~removed
-    return iy[keep], ix[keep], strength[keep]
+        if keep[bi]:
+            keep[wi] = False
+    return keep
 
 
 def refine_positions(image, points, *, window=None, method="com", sigma=None, n_iter=20) -> np.ndarray:
@@ -506,6 +886,17 @@ def refine_positions(image, points, *, window=None, method="com", sigma=None, n_
         sigma = estimate_feature_size(img)
     if not (np.isfinite(sigma) and sigma > 0):
         raise InputError(f"The feature size sigma must be a positive number of pixels, not {sigma!r}.")
+    return _refine(img, pts, float(sigma), method, window=window, n_iter=n_iter)
+
+
+def _refine(img, pts, sigma: float, method: str, *, window=None, n_iter=20, origin=(0, 0), frame_shape=None):
+    """:func:`refine_positions` of ``pts`` (px in ``img``) on a float32 ``img``, without its checks.
+
+    ``img`` may be a window at ``origin`` of a frame of ``frame_shape``:
+    positions come back in frame px, kept within the frame.
+    """
+    if method not in ("com", "gaussian"):
+        raise InputError(f"Unknown refinement method {method!r}: use 'com' or 'gaussian'.")
     if window is None:
         window = 2 * int(np.ceil(2.5 * sigma)) + 3
     window = int(window)
@@ -513,10 +904,12 @@ def refine_positions(image, points, *, window=None, method="com", sigma=None, n_
         raise InputError(f"The refinement window must be at least 3 px, not {window}.")
     if window % 2 == 0:
         window += 1
+    frame_shape = img.shape if frame_shape is None else frame_shape
     out = np.empty_like(pts)
     chunk = max(1, (1 << 21) // (window * window))
     for s in range(0, pts.shape[0], chunk):
-        out[s : s + chunk] = _refine_chunk(img, pts[s : s + chunk], window, float(sigma), method, n_iter)
+        part = pts[s : s + chunk]
+        out[s : s + chunk] = _refine_chunk(img, part, window, float(sigma), method, n_iter, origin, frame_shape)
     return out
 
 
@@ -529,7 +922,7 @@ def _gather(img, cy, cx, half):
     return img[ry[:, :, None], rx[:, None, :]]
 
 
-def _refine_chunk(img, pts, window, sigma, method, n_iter):
+def _refine_chunk(img, pts, window, sigma, method, n_iter, origin, frame_shape):
     h, w = img.shape
     half = window // 2
     cy = np.clip(np.rint(pts[:, 0]), 0, h - 1).astype(np.intp)
@@ -559,8 +952,10 @@ def _refine_chunk(img, pts, window, sigma, method, n_iter):
         ox = np.clip(ox + omega * (nx - ox), -lim, lim)
     if method == "gaussian":
         oy, ox = _gauss_fit(img, cy, cx, oy, ox, lim)
-    # never leave the image (a column cut by the border would pull outwards)
-    return np.column_stack([np.clip(cy + oy, 0, h - 1), np.clip(cx + ox, 0, w - 1)])
+    # never leave the frame (a column cut by the border would pull outwards); the integer pixel
+    # in frame px plus the offset: the same float operation as on the whole frame
+    fy, fx = cy + int(origin[0]), cx + int(origin[1])
+    return np.column_stack([np.clip(fy + oy, 0, frame_shape[0] - 1), np.clip(fx + ox, 0, frame_shape[1] - 1)])
 
 
 def _gauss_fit(img, cy, cx, oy, ox, lim):

@@ -7,6 +7,11 @@ Through the optional extra ``napari-rvae[formats]`` (RosettaSciIO): Gatan
 ``.mrc``. Through ``napari-rvae[spm]`` (see :mod:`napari_rvae.core.spm`):
 Nanonis ``.sxm``, Gwyddion ``.gwy`` and Igor ``.ibw`` scanning-probe files.
 
+:func:`read_image_lazy` opens the first image of a file without reading its
+pixels (a :class:`LazyArray` that pickles as how to reopen the file): ``.npy``,
+TIFF, HDF5 (``.h5``/``.hdf5``/``.hdf``), Zarr/OME-Zarr stores and the
+RosettaSciIO formats; :mod:`.stack` builds movies and many-file runs on it.
+
 Pure core: no Qt, no napari.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +37,11 @@ __all__ = [
     "SPM_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
     "FORMATS_EXTRA_HINT",
+    "LazyArray",
+    "read_image_lazy",
+    "HDF5_EXTENSIONS",
+    "ZARR_EXTENSIONS",
+    "LAZY_EXTENSIONS",
 ]
 
 PLAIN_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -63,6 +74,8 @@ _UNIT_ALIASES = {
     "\u212b": "Å",  # angstrom sign
     "nanometer": "nm",
     "nanometers": "nm",
+    "micrometer": "µm",  # OME-Zarr's unit names
+    "micrometers": "µm",
     "pixel": None,
     "pixels": None,
     "px": None,
@@ -225,20 +238,24 @@ def _read_tiff(p: Path) -> list[ImageData]:
         with tifffile.TiffFile(p) as tif:
             if not tif.series:
                 raise InputError(f"{p} holds no image.")
-            series = tif.series[0]
-            data = series.asarray()
-            axes = series.axes
-            page = series.pages[0] if series.pages else tif.pages[0]
-            tags = page.tags if page is not None else {}
-            ij = tif.imagej_metadata or {}
-            fei = getattr(tif, "fei_metadata", None) or {}
-            pixel, unit, zspacing, source = _tiff_calibration(tags, ij, fei)
+            data = tif.series[0].asarray()
+            image = _tiff_image(p, tif, tif.series[0], data)
     except InputError:
         raise
     except Exception as exc:
         raise _fail(p, "TIFF image", exc) from exc
+    return [image]
 
-    rgb = "S" in axes and axes.endswith("S") and data.shape[-1] in (3, 4)
+
+def _tiff_image(p: Path, tif, series, data) -> ImageData:
+    """The :class:`ImageData` of one TIFF series, its calibration read from the file's tags."""
+    axes = series.axes
+    page = series.pages[0] if series.pages else tif.pages[0]
+    tags = page.tags if page is not None else {}
+    ij = tif.imagej_metadata or {}
+    fei = getattr(tif, "fei_metadata", None) or {}
+    pixel, unit, zspacing, source = _tiff_calibration(tags, ij, fei)
+    rgb = "S" in axes and axes.endswith("S") and series.shape[-1] in (3, 4)
     scale = []
     for i, ax in enumerate(axes):
         if rgb and i == len(axes) - 1:
@@ -256,7 +273,7 @@ def _read_tiff(p: Path) -> list[ImageData]:
         md["rgb"] = True
     if ij:
         md["imagej"] = {k: v for k, v in ij.items() if isinstance(v, (str, int, float, bool))}
-    return [ImageData(data=data, name=p.stem, scale=tuple(float(s) for s in scale), unit=unit, metadata=md)]
+    return ImageData(data=data, name=p.stem, scale=tuple(float(s) for s in scale), unit=unit, metadata=md)
 
 
 def _rational(tag) -> float | None:
@@ -309,7 +326,7 @@ def _tiff_calibration(tags, ij: dict, fei: dict):
 # --- RosettaSciIO formats -------------------------------------------------------------------
 
 
-def _read_rosetta(p: Path, ext: str) -> list[ImageData]:
+def _read_rosetta(p: Path, ext: str, *, lazy: bool = False) -> list[ImageData]:
     import importlib
 
     modname, fmt = _ROSETTA[ext]
@@ -320,7 +337,7 @@ def _read_rosetta(p: Path, ext: str) -> list[ImageData]:
             f"Reading {ext} files needs the optional extra: {FORMATS_EXTRA_HINT} (cannot read {p})."
         ) from None
     try:
-        signals = mod.file_reader(str(p))
+        signals = mod.file_reader(str(p), lazy=True) if lazy else mod.file_reader(str(p))
     except ImportError as exc:  # e.g. h5py missing for .emd
         raise InputError(
             f"Reading {ext} files needs the optional extra: {FORMATS_EXTRA_HINT} ({exc}; cannot read {p})."
@@ -330,13 +347,40 @@ def _read_rosetta(p: Path, ext: str) -> list[ImageData]:
     out = []
     n_sig = len(signals)
     for i, sig in enumerate(signals):
-        img = _from_rsciio_dict(p, sig, fmt, i, n_sig)
+        img = _from_rsciio_dict(p, sig, fmt, i, n_sig, lazy=lazy)
         if img is not None:
             out.append(img)
     if not out and signals:
         shapes = ", ".join(str(np.shape(s.get("data"))) for s in signals)
         raise InputError(f"{p} holds no 2-D or 3-D image (signal shapes: {shapes}).")
     return out
+
+
+def _squeezed_signal(sig: dict, *, lazy: bool = False):
+    """A signal's data with its length-1 axes (and their calibration) squeezed away, and its axes.
+
+    ``lazy`` keeps a dask array as it is (a reshape only); otherwise it is read.
+    (None, []) when the signal has no data or less than two axes.
+    """
+    data = sig.get("data")
+    if data is None:
+        return None, []
+    if hasattr(data, "compute") and (not lazy or data.dtype.names is not None):
+        data = data.compute()  # RGB structured dtypes are read: small, and stacked below
+    if not hasattr(data, "compute"):
+        data = np.asarray(data)
+    axes = list(sig.get("axes") or [])
+    if all(isinstance(a, dict) and "index_in_array" in a for a in axes):
+        axes.sort(key=lambda a: int(a["index_in_array"]))
+    if len(axes) != data.ndim:
+        axes = [{} for _ in range(data.ndim)]
+    keep = [i for i, n in enumerate(data.shape) if n > 1]
+    if len(keep) < data.ndim and len(keep) >= 2:
+        data = data.reshape([data.shape[i] for i in keep])
+        axes = [axes[i] for i in keep]
+    if data.ndim < 2:
+        return None, []
+    return data, axes
 
 
 def _signal_name(stem: str, title: str, index: int, n_sig: int) -> str:
@@ -353,24 +397,9 @@ def _signal_title(sig: dict) -> str:
     return str(title).strip() if title else ""
 
 
-def _from_rsciio_dict(p: Path, sig: dict, fmt: str, index: int, n_sig: int) -> ImageData | None:
-    data = sig.get("data")
+def _from_rsciio_dict(p: Path, sig: dict, fmt: str, index: int, n_sig: int, *, lazy: bool = False) -> ImageData | None:
+    data, axes = _squeezed_signal(sig, lazy=lazy)
     if data is None:
-        return None
-    if hasattr(data, "compute"):  # dask
-        data = data.compute()
-    data = np.asarray(data)
-    # squeeze length-1 axes (and their calibration) away
-    axes = list(sig.get("axes") or [])
-    if all(isinstance(a, dict) and "index_in_array" in a for a in axes):
-        axes.sort(key=lambda a: int(a["index_in_array"]))
-    if len(axes) != data.ndim:
-        axes = [{} for _ in range(data.ndim)]
-    keep = [i for i, n in enumerate(data.shape) if n > 1]
-    if len(keep) < data.ndim and len(keep) >= 2:
-        data = data.reshape([data.shape[i] for i in keep])
-        axes = [axes[i] for i in keep]
-    if data.ndim < 2:
         return None
     rgb = data.dtype.names is not None  # rsciio RGB structured dtypes
     if rgb:
@@ -425,6 +454,306 @@ def _plain_dict(d, depth: int = 0):
     if isinstance(d, np.generic):
         return d.item()
     return None
+
+
+# --- lazy reading: the pixels stay in the file ------------------------------------------------
+
+HDF5_EXTENSIONS = (".h5", ".hdf5", ".hdf")
+ZARR_EXTENSIONS = (".zarr",)
+# What read_image_lazy opens: a Zarr store is a folder (with or without the .zarr suffix).
+LAZY_EXTENSIONS = SUPPORTED_EXTENSIONS + HDF5_EXTENSIONS + ZARR_EXTENSIONS
+INNER_SEP = "::"  # file.h5::/path/to/dataset, store.zarr::path/to/array
+
+
+class LazyArray:
+    """A read-only array in a file, opened on first use in each process.
+
+    It pickles as how to open it (a module-level function and its arguments), never as
+    its pixels or an open file handle, so a dask graph built on it can go to another
+    process. Reads are serialised per process: file handles (h5py, tifffile) are not
+    safe to share between threads.
+
+    Examples
+    --------
+    >>> a = LazyArray(np.arange, (6,), (6,), np.int64)
+    >>> a[2:4], a.shape, a.ndim
+    (array([2, 3]), (6,), 1)
+    """
+
+    def __init__(self, opener, args, shape, dtype):
+        self.opener = opener
+        self.args = tuple(args)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self._array = None
+        self._lock = threading.Lock()
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        with self._lock:
+            if self._array is None:
+                self._array = self.opener(*self.args)
+            out = self._array[key]
+            if hasattr(out, "compute"):  # a dask array from RosettaSciIO: read it here, in this task
+                out = out.compute(scheduler="synchronous")
+        out = np.asarray(out)
+        # A memory-mapped slice is read-only and pins the file: hand out a copy of the pixels.
+        return np.array(out) if isinstance(out, np.memmap) or not out.flags.writeable else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getstate__(self):
+        return {"opener": self.opener, "args": self.args, "shape": self.shape, "dtype": self.dtype}
+
+    def __setstate__(self, state):
+        self.__init__(state["opener"], state["args"], state["shape"], state["dtype"])
+
+    def __dask_tokenize__(self):
+        return ("LazyArray", self.opener.__module__, self.opener.__qualname__, self.args, self.shape, str(self.dtype))
+
+    def __repr__(self) -> str:
+        return f"LazyArray({self.opener.__name__}{self.args!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def split_inner(spec) -> tuple[Path, str | None]:
+    """``file.h5::/path/to/ds`` -> (Path('file.h5'), '/path/to/ds'); a plain path -> (path, None).
+
+    Examples
+    --------
+    >>> split_inner("movie.h5::/data/frames")
+    (PosixPath('movie.h5'), '/data/frames')
+    >>> split_inner("scan.tif")
+    (PosixPath('scan.tif'), None)
+    """
+    text = os.fspath(spec)
+    if INNER_SEP in text:
+        outer, inner = text.split(INNER_SEP, 1)
+        return Path(outer).expanduser(), inner or None
+    return Path(text).expanduser(), None
+
+
+def is_zarr_store(p: Path) -> bool:
+    """Whether the folder ``p`` is a Zarr store (v2 or v3, array or group)."""
+    p = Path(p)
+    if not p.is_dir():
+        return False
+    return p.suffix.lower() in ZARR_EXTENSIONS or any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def read_image_lazy(spec) -> tuple[ImageData, list[str]]:
+    """The first image of a file with its pixels left in the file, and notes.
+
+    Like :func:`read_first_image`, but ``data`` is a :class:`LazyArray` for the formats
+    that can be read a piece at a time: ``.npy`` (memory-mapped), TIFF (through
+    tifffile's Zarr view), HDF5 (``file.h5`` takes the first dataset of two or more
+    axes in HDF5's name order; ``file.h5::/path`` names one), Zarr and OME-Zarr (an
+    array, or a group: OME-Zarr's level 0, else its first array) and the RosettaSciIO
+    formats (read with ``lazy=True``). PNG/JPEG and the scanning-probe formats are read
+    whole: they hold one 2-D scan.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image_file`, and for a Zarr store or HDF5 file without an array.
+    """
+    p, inner = split_inner(spec)
+    if not p.exists():
+        raise InputError(f"No such file: {p}")
+    if is_zarr_store(p):
+        return _lazy_zarr(p, inner), []
+    ext = p.suffix.lower()
+    if inner is not None and ext not in HDF5_EXTENSIONS:
+        raise InputError(f"'{INNER_SEP}{inner}' names an array inside an HDF5 file or a Zarr store; {p} is neither.")
+    if p.is_dir():
+        raise InputError(f"{p} is a folder, not an image file or a Zarr store.")
+    if ext in HDF5_EXTENSIONS:
+        return _lazy_hdf5(p, inner), []
+    if ext == ".npy":
+        return _lazy_npy(p), []
+    if ext in TIFF_EXTENSIONS:
+        return _lazy_tiff(p)
+    if ext in _ROSETTA:
+        return _lazy_rosetta(p, ext)
+    return read_first_image(p)
+
+
+def _open_npy(path: str):
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _lazy_npy(p: Path) -> ImageData:
+    try:
+        arr = _open_npy(str(p))
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError/UnpicklingError...
+        raise _fail(p, "NumPy .npy array", exc) from exc
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"{p} does not hold a single array.")
+    data = LazyArray(_open_npy, (str(p),), arr.shape, arr.dtype)
+    return ImageData(data=data, name=p.stem, scale=(1.0,) * arr.ndim, metadata={"path": str(p), "format": "npy"})
+
+
+def _open_tiff(path: str):
+    import tifffile
+    import zarr
+
+    node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    return node if isinstance(node, zarr.Array) else node["0"]  # a pyramid: its full resolution
+
+
+def _lazy_tiff(p: Path) -> tuple[ImageData, list[str]]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            if not tif.series:
+                raise InputError(f"{p} holds no image.")
+            _check_tiff_frames(p, tif.series)
+            series = tif.series[0]
+            data = LazyArray(_open_tiff, (str(p),), series.shape, series.dtype)
+            image = _tiff_image(p, tif, series, data)
+            n_series = len(tif.series)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _fail(p, "TIFF image", exc) from exc
+    notes = [f"{p.name} holds {n_series} image series; the first {series.shape} is used."] if n_series > 1 else []
+    return image, notes
+
+
+def _check_tiff_frames(p: Path, series) -> None:
+    """Refuse a TIFF whose pages are single frames of different shapes (a stack that cannot be one)."""
+    frames = [s for s in series if len(s.shape) == 2 and not getattr(s.pages[0], "is_reduced", False)]
+    shapes = sorted({tuple(s.shape) for s in frames})
+    if len(frames) == len(series) > 1 and len(shapes) > 1:
+        listed = ", ".join(f"{h} x {w}" for h, w in shapes[:4]) + (", ..." if len(shapes) > 4 else "")
+        raise InputError(
+            f"{p.name} holds frames of different shapes ({listed} px): a stack needs one frame shape; "
+            "crop them to one size, or save them as separate files and give those."
+        )
+
+
+def _open_rosetta(path: str, ext: str, index: int):
+    import importlib
+
+    mod = importlib.import_module(f"rsciio.{_ROSETTA[ext][0]}")
+    data, _ = _squeezed_signal(mod.file_reader(path, lazy=True)[index], lazy=True)
+    return data
+
+
+def _lazy_rosetta(p: Path, ext: str) -> tuple[ImageData, list[str]]:
+    images = _read_rosetta(p, ext, lazy=True)
+    first = images[0]
+    if hasattr(first.data, "compute"):  # the reader kept it lazy: reopen it by recipe in each process
+        index = first.metadata["signal_index"]
+        first.data = LazyArray(_open_rosetta, (str(p), ext, index), first.data.shape, first.data.dtype)
+    notes = [f"{p.name} holds {len(images)} images; the first ({first.name}) is used."] if len(images) > 1 else []
+    return first, notes
+
+
+def _open_hdf5(path: str, name: str):
+    import h5py
+
+    return h5py.File(path, "r")[name]  # the dataset keeps its file open
+
+
+def _lazy_hdf5(p: Path, inner: str | None) -> ImageData:
+    import h5py
+
+    try:
+        f = h5py.File(p, "r")
+    except Exception as exc:  # h5py raises OSError for anything that is not HDF5
+        raise _fail(p, "HDF5 file", exc) from exc
+    with f:
+        if inner is None:
+            name = f.visititems(_image_dataset)
+            if name is None:
+                raise InputError(
+                    f"{p} holds no numeric dataset of two or more axes; name one as {p.name}{INNER_SEP}/path/to/dataset."
+                )
+            ds = f[name]
+        else:
+            ds = f.get(inner)
+            if not isinstance(ds, h5py.Dataset):
+                found = []
+                f.visititems(lambda n, o: found.append("/" + n) if isinstance(o, h5py.Dataset) else None)
+                what = "is a group, not a dataset" if ds is not None else "is not there"
+                raise InputError(f"{inner} in {p} {what}; its datasets: {', '.join(found[:8]) or 'none'}.")
+            if ds.ndim < 2 or ds.dtype.kind not in "biufc":
+                raise InputError(f"{inner} in {p} is not an image ({ds.ndim} axes, dtype {ds.dtype}).")
+        data = LazyArray(_open_hdf5, (str(p), ds.name), ds.shape, ds.dtype)
+        md = {"path": str(p), "format": "hdf5", "dataset": ds.name}
+    return ImageData(data=data, name=p.stem, scale=(1.0,) * data.ndim, unit=None, metadata=md)
+
+
+def _image_dataset(name, obj):
+    """visititems callback: the first numeric dataset of two or more axes (a non-None return stops the visit)."""
+    if getattr(obj, "ndim", 0) >= 2 and hasattr(obj, "dtype") and obj.dtype.kind in "biufc":
+        return obj.name
+    return None
+
+
+def _open_zarr(path: str, key: str):
+    import zarr
+
+    node = zarr.open(path, mode="r")
+    return node[key] if key else node
+
+
+def _lazy_zarr(p: Path, inner: str | None) -> ImageData:
+    import zarr
+
+    try:
+        node = zarr.open(str(p), mode="r")
+        if inner:
+            node = node[inner.strip("/")]
+    except (KeyError, FileNotFoundError) as exc:
+        raise InputError(f"The Zarr store {p} has no array or group {inner!r}.") from exc
+    except Exception as exc:  # zarr raises many types for a folder that is not a store
+        raise _fail(p, "Zarr store", exc) from exc
+    prefix = inner.strip("/") if inner else ""
+    scale, unit = None, None
+    if not isinstance(node, zarr.Array):
+        key, scale, unit = _zarr_image(node)
+        if key is None:
+            where = f"{p}{INNER_SEP}{inner}" if inner else str(p)
+            raise InputError(f"{where} is a Zarr group without an array: give the path to an array in it.")
+        prefix = f"{prefix}/{key}" if prefix else key
+        node = node[key]
+    if scale is None or len(scale) != node.ndim:
+        scale = (1.0,) * node.ndim
+    data = LazyArray(_open_zarr, (str(p), prefix), node.shape, node.dtype)
+    md = {"path": str(p), "format": "zarr", "array": prefix}
+    return ImageData(data=data, name=p.stem, scale=tuple(scale), unit=unit, metadata=md)
+
+
+def _zarr_image(group) -> tuple[str | None, tuple | None, str | None]:
+    """(key, scale, unit) of a group's image: OME-Zarr's level 0, else the first array (depth first)."""
+    attrs = dict(group.attrs)
+    multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    if multiscales:
+        ms = multiscales[0]
+        level = ms["datasets"][0]
+        scale = next(
+            (t.get("scale") for t in level.get("coordinateTransformations", []) if t.get("type") == "scale"), None
+        )
+        axes = ms.get("axes") or []
+        unit = normalize_unit(axes[-1].get("unit")) if axes and isinstance(axes[-1], dict) else None
+        return str(level["path"]), (tuple(float(s) for s in scale) if scale else None), unit
+    for key in sorted(group.array_keys()):
+        return key, None, None
+    for sub in sorted(group.group_keys()):
+        key, _, _ = _zarr_image(group[sub])
+        if key is not None:
+            return f"{sub}/{key}", None, None
+    return None, None, None
 
 
 # --- writing --------------------------------------------------------------------------------
