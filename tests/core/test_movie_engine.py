@@ -12,7 +12,7 @@ from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.detect import detect_atoms
 from napari_rvae.core.movie import cut_patches, detect_frames, encode_frames, frame_groups
 from napari_rvae.core.patches import extract_patches
-from napari_rvae.core.stack import Layout, ScanSet, Source
+from napari_rvae.core.stack import scan_set_from_array
 from napari_rvae.core.train import train
 
 from .lattice_util import render
@@ -31,9 +31,8 @@ def _lattice_frame(shape, offset, seed):
     return img.astype(np.float32), pts
 
 
-def _scans(frames) -> ScanSet:
-    stack = np.stack(frames).astype(np.float32)
-    return ScanSet([Source("movie.tif", "movie.tif", stack, None, None, True)], Layout("movie", "a test movie."), [])
+def _scans(frames):
+    return scan_set_from_array(np.stack(frames).astype(np.float32), name="movie.tif", layout="movie")
 
 
 @pytest.fixture(scope="module")

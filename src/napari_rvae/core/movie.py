@@ -4,11 +4,14 @@ The same task functions run on a ``distributed.Client``'s workers or, with
 ``client=None``, one after the other in this process, so the two agree:
 
 * :func:`detect_frames`: one task per frame; a frame larger than ``tile`` px
-  is detected tile by tile, with its detection settings fixed first on the
-  *whole* frame (one frame fits in memory; a central crop would not give the
-  whole-image threshold, and chunked and whole-image detection must agree).
-  A levelled frame (``level`` not "none") is detected whole: levelling fits
-  the whole frame.
+  is detected tile by tile: its detection settings are fixed first, from the
+  whole frame read tile by tile (:func:`~.tiles.detection_settings_tiled`:
+  the feature size from the central crop, noise and strengths from the whole
+  frame, as whole-image detection takes them), then one task per tile finds
+  the candidates in its core and the frame's ties are resolved together
+  (:func:`~.detect.finish_detection`), so chunked and whole-image detection
+  agree. A levelled frame (``level`` not "none") is detected whole:
+  levelling fits the whole frame.
 * :func:`sample_patches`: the training sample, cut frame by frame (only the
   sampled atoms' patches are cut).
 * :func:`encode_frames`: one task per frame (read, cut, encode, lattice
@@ -22,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -66,42 +69,6 @@ class FrameResult:
 # ---------------------------------------------------------------- reading frames
 
 
-class _Memmapped:
-    """A picklable stand-in for an ``np.memmap``: pickling a memmap would copy the whole file."""
-
-    def __init__(self, mm: np.memmap):
-        self.filename, self.offset = mm.filename, mm.offset
-        self.dtype, self.shape = mm.dtype, mm.shape
-        self.order = "F" if mm.flags.f_contiguous and not mm.flags.c_contiguous else "C"
-        self._mm = mm
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __getitem__(self, key):
-        if self._mm is None:
-            self._mm = np.memmap(self.filename, self.dtype, "r", self.offset, self.shape, self.order)
-        return self._mm[key]
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self[...], dtype=dtype)
-
-    def __getstate__(self):
-        return {**self.__dict__, "_mm": None}
-
-
-def portable_sources(sources) -> list:
-    """The sources with any memmapped data made cheap to send to workers."""
-    out = []
-    for src in sources:
-        data = src.data
-        if isinstance(data, np.memmap) and data.filename:
-            src = replace(src, data=_Memmapped(data))
-        out.append(src)
-    return out
-
-
 def frame_image(source, t: int, level: str = "none") -> np.ndarray:
     """Frame ``t`` of ``source`` as float32, levelled like today's 2-D path."""
     from .level import level_image
@@ -126,26 +93,25 @@ def _detect_frame_task(sources, s: int, t: int, options: dict, level: str) -> pd
     return detect_atoms(frame_image(sources[s], t, level), **options)
 
 
-def _settings_task(sources, s: int, t: int, options: dict):
-    """The detection settings of a frame, from the whole frame (None: nothing to find)."""
-    from .detect import detection_settings
-
-    limit_threads()
-    return detection_settings(frame_image(sources[s], t), **options)
-
-
-def _detect_tile_task(sources, s: int, t: int, tile, settings) -> pd.DataFrame:
-    """The atoms a tile owns: detected in its outer window, kept where their centre is in its core."""
-    from .detect import detect_with
+def _settings_task(sources, s: int, t: int, options: dict, tile: int):
+    """The detection settings of a frame too large for one task, read tile by tile (None: nothing to find)."""
     from .stack import read_window
-    from .tiles import owned
+    from .tiles import detection_settings_tiled
 
     limit_threads()
     src = sources[s]
-    y0, y1, x0, x1 = tile.outer
-    window = read_window(src, int(t), slice(y0, y1), slice(x0, x1))
-    found = detect_with(window, settings, origin=(y0, x0), frame_shape=src.frame_shape)
-    return found[owned(found[["y", "x"]].to_numpy(dtype=float), tile)]
+    return detection_settings_tiled(
+        lambda rows, cols: read_window(src, int(t), rows, cols), src.frame_shape, tile=int(tile), **options
+    )
+
+
+def _tile_task(sources, s: int, t: int, tile, settings) -> pd.DataFrame:
+    """The detection candidates a tile owns (maxima in its core), from its outer window."""
+    from .stack import read_window
+    from .tiles import tile_candidates
+
+    limit_threads()
+    return tile_candidates(read_window(sources[s], int(t), tile.rows, tile.cols), tile, settings)
 
 
 class _Runner:
@@ -157,7 +123,7 @@ class _Runner:
             self.sources = sources
         else:
             # Sent once; each task names it instead of carrying the sources along.
-            [self.sources] = client.scatter([portable_sources(sources)], broadcast=True, hash=False)
+            [self.sources] = client.scatter([list(sources)], broadcast=True, hash=False)
 
     def submit(self, fn, *args):
         if self.client is None:
@@ -188,19 +154,23 @@ def _stopped(stop) -> bool:
     return stop is not None and (stop.is_set() if hasattr(stop, "is_set") else bool(stop()))
 
 
-def _frame_detection(run: _Runner, scans, s: int, t: int, options: dict, tile, level) -> list:
-    """The futures whose tables make frame (s, t)'s atoms: one per frame, or one per tile."""
+def _frame_detection(run: _Runner, scans, s: int, t: int, options: dict, tile, level, settings: dict) -> list:
+    """The futures whose tables make frame (s, t)'s atoms: one per frame, or one per tile.
+
+    A tiled frame's settings go into ``settings[(s, t)]``: its tiles' candidates are
+    finished together (ties across tiles are the frame's).
+    """
     from .detect import detection_halo
     from .tiles import tile_grid
 
     shape = scans.sources[s].frame_shape
     if not _needs_tiles(shape, tile, level):
         return [run.submit(_detect_frame_task, s, t, options, level)]
-    settings = run.submit(_settings_task, s, t, options).result()
-    if settings is None:
+    settings[(s, t)] = frame_settings = run.submit(_settings_task, s, t, options, tile).result()
+    if frame_settings is None:
         return []
-    grid = tile_grid(shape, int(tile), detection_halo(settings))
-    return [run.submit(_detect_tile_task, s, t, tl, settings) for tl in grid]
+    grid = tile_grid(shape, int(tile), detection_halo(frame_settings))
+    return [run.submit(_tile_task, s, t, tl, frame_settings) for tl in grid]
 
 
 def detect_frames(
@@ -224,14 +194,20 @@ def detect_frames(
     stop : threading.Event or callable, optional
         Checked between frames; when set, the frames found so far are returned.
     """
+    from .detect import finish_detection
+
     run = _Runner(client, scans.sources)
     frames = list(scans.frames)
-    tables = []
+    tables, settings = [], {}
 
     def make(s, t):
-        return _frame_detection(run, scans, s, t, detect_options, tile, level)
+        return _frame_detection(run, scans, s, t, detect_options, tile, level, settings)
 
     for done, ((s, t), parts) in enumerate(in_order(run, frames, make, stop)):
+        if (s, t) in settings:
+            found = [p for p in parts if len(p)]
+            candidates = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+            parts = [finish_detection(candidates, settings.pop((s, t)), scans.sources[s].frame_shape)]
         tables.append(_frame_atoms(s, t, parts))
         if on_frame is not None:
             on_frame(done + 1, len(frames))

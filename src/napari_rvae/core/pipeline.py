@@ -629,23 +629,23 @@ def write_movie_results(out: OutputDir, scans, atoms, model, client, *, engine: 
     from .movie import encode_frames, frame_groups
     from .movie_outputs import MovieWriter
 
-    writer = MovieWriter(
+    groups = frame_groups(atoms)
+    n_patches, dropped = 0, []
+    with MovieWriter(
         out,
         scans.sources,
         several_files=len(scans.sources) > 1,
         period=360.0 / model.config.symmetry,
-        n_classes=model.config.n_classes,
+        n_classes=model.config.n_classes if model.config.class_model else 0,
         parquet=engine.parquet,
-    )
-    groups = frame_groups(atoms)
-    n_patches, dropped = 0, []
-    for result in encode_frames(scans, atoms, model, client=client, **encode_options):
-        writer.add(result)
-        n_patches += len(result.table)
-        rows = groups.get((result.source, result.frame))
-        if rows is not None and len(result.dropped):
-            dropped.extend(int(r) for r in rows[result.dropped])
-    files = writer.close()
+    ) as writer:  # on an error its files are closed unfinished, and the OutputDir drops them
+        for result in encode_frames(scans, atoms, model, client=client, **encode_options):
+            writer.add(result)
+            n_patches += len(result.table)
+            rows = groups.get((result.source, result.frame))
+            if rows is not None and len(result.dropped):
+                dropped.extend(int(r) for r in rows[result.dropped])
+        files = writer.close()
     if n_patches == 0:
         raise InputError(
             "Every point is too close to the edge for the model's patches; use --edge reflect or a smaller --patch-size."
