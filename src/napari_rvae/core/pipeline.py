@@ -239,9 +239,12 @@ def _patch_size_fit(inputs: Inputs, model_config: ModelConfig, resume) -> ModelC
     return replace(model_config, patch_size=size)
 
 
-def _every_patch(n: int) -> dict:
-    """report.json's ``training_sample`` when training saw every patch."""
-    return {"n_sample": int(n), "n_total": int(n), "rule": "every patch"}
+def _sample_report(result, n: int) -> dict:
+    """report.json's ``training_sample`` of one image: the budget's sample (when the run had a budget) or every patch."""
+    budget = getattr(result, "budget", None)
+    if budget is None or budget.n_sample >= budget.n_total:
+        return {"n_sample": int(n), "n_total": int(n), "rule": "every patch"}
+    return {"n_sample": int(budget.n_sample), "n_total": int(budget.n_total), "rule": budget.reason}
 
 
 def _input_text(input_path):
@@ -332,7 +335,7 @@ def _train_image(
             table=table,
             points_yx=atom_positions(inputs),
         )
-        report.update(level=inputs.level, **(more or {}), training_sample=_every_patch(len(inputs.patches)))
+        report.update(level=inputs.level, **(more or {}), training_sample=_sample_report(result, len(inputs.patches)))
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     return report
@@ -699,6 +702,7 @@ def _movie_training(scans, atoms, model_config, train_config, *, client, edge, l
     sample_labels = None if labels is None else np.asarray(labels)[rows]
     steps = train_patches_iter(patches, None, model_config, train_config, labels=sample_labels, stop=stop, model=model)
     analysis = drive(steps, on_progress)
+    analysis.training.budget = budget  # report.json's budget: the movie's, not the sample's own
     sample = {"n_sample": int(len(rows)), "n_total": n_total, "rule": rule, "budget": budget.reason}
     return analysis, train_config, sample
 
