@@ -149,3 +149,10 @@ def test_other_movie_mistakes_are_one_line(movie, tmp_path, capsys, args, words)
     assert run_cli("train", path, "--out", out, *args, *FAST, "--quiet") == 2
     assert words in _one_error_line(capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_a_glob_matching_nothing_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", tmp_path / "nothing*.tif", "--out", out, *FAST, "--quiet") == 2
+    assert "nothing*.tif" in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()
