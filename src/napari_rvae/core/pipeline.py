@@ -422,6 +422,10 @@ def open_scans(input_path, points_path=None, engine: Engine | None = None):
     from .stack import open_inputs
 
     engine = engine or Engine()
+    for item in input_items(input_path):
+        # Today's words for a missing file (scripts read them); globs and "file.h5::/dataset" are the reader's.
+        if not any(c in item for c in "*?[") and "::" not in item and not Path(item).exists():
+            raise InputError(f"Input file not found: {Path(item)}")
     frame_points = points_path is not None and has_frame_column(points_path)
     return open_inputs(input_items(input_path), layout=engine.layout, plane=engine.plane, has_frame_points=frame_points)
 

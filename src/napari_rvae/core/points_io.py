@@ -64,7 +64,7 @@ def points_from_table(table: pd.DataFrame, *, source: str = "points") -> pd.Data
         )
     out = pd.DataFrame({"y": coords[yx[0]].astype(float).to_numpy(), "x": coords[yx[1]].astype(float).to_numpy()})
     carried = table.drop(columns=drop).reset_index(drop=True)
-    if yx != ["y", "x"] and len(axis_cols) >= 3 and "frame" not in cols:
+    if len(axis_cols) >= 3 and "frame" not in cols:
         # napari's (t, y, x) points: the axis before the plane is the frame.
         carried.insert(0, "frame", table[axis_cols[-3]].to_numpy())
     if "frame" in carried:
@@ -79,7 +79,7 @@ def _frame_numbers(column: pd.Series, source: str) -> np.ndarray:
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"{source}: the frame column must hold frame numbers 0, 1, 2, ...; row {first + 1} has {column.iloc[first]!r}."
+            f"{source}: the frame column must hold frame numbers 0, 1, 2, ...; row {first + 1} has {column.iloc[first]}."
         )
     return np.rint(values).astype(np.int64)
 
@@ -90,7 +90,7 @@ def has_frame_column(path) -> bool:
         cols = [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
     except (OSError, ValueError, UnicodeDecodeError):
         return False  # read_points_csv says what is wrong with it
-    return "frame" in cols or ("y" not in cols and sum(c.startswith("axis-") for c in cols) >= 3)
+    return "frame" in cols or sum(c.startswith("axis-") for c in cols) >= 3
 
 
 def write_csv_atomic(table: pd.DataFrame, path) -> Path:
