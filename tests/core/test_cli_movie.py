@@ -91,10 +91,12 @@ def test_several_files_and_a_glob_share_one_model(tmp_path, capsys):
     np.testing.assert_allclose(encoded["angle"], table["angle"], atol=1e-5)
 
 
-def test_points_with_frames_place_the_atoms(movie, tmp_path):
+@pytest.mark.parametrize("columns", [["frame", "y", "x"], ["axis-0", "axis-1", "axis-2"]])
+def test_points_with_frames_place_the_atoms(movie, tmp_path, columns):
+    """A frame column, or napari's own (t, y, x) Points CSV."""
     path, pts = movie
     rows = [(t, y, x + t) for t in range(3) for y, x in pts]
-    pd.DataFrame(rows, columns=["frame", "y", "x"]).to_csv(tmp_path / "points.csv", index=False)
+    pd.DataFrame(rows, columns=columns).to_csv(tmp_path / "points.csv", index=False)
     out = tmp_path / "run"
     assert (
         run_cli("train", path, "--points", tmp_path / "points.csv", "--out", out, "--workers", "0", *FAST, "--quiet")
