@@ -143,3 +143,21 @@ def test_detection_stops_between_frames(movie):
     atoms = detect_frames(_scans(movie), {}, on_frame=on_frame, stop=Stop())
     assert seen == [(1, 3)]
     assert set(atoms["frame"]) <= {0, 1}
+
+
+def test_training_sample_cuts_only_the_sampled_patches(client, movie):
+    """More patches than the budget: a stratified sample across the frames, cut as the whole frames cut them."""
+    pytest.importorskip("napari_rvae.core.budget")
+    from napari_rvae.core.movie import sample_patches
+
+    scans = _scans(movie)
+    atoms = detect_frames(scans, {})
+    patches, rows, rule = sample_patches(scans, atoms, 60, PATCH, client=client, seed=3)
+    assert len(patches) == len(rows) == 60 and "stratified" in rule
+    assert (np.diff(rows) > 0).all()
+    assert set(atoms["frame"].to_numpy()[rows]) == {0, 1, 2}  # every frame is represented
+    expected, kept = cut_patches(scans, atoms, rows, PATCH)
+    np.testing.assert_array_equal(kept, rows)
+    np.testing.assert_array_equal(patches, expected)
+    every, _, rule = sample_patches(scans, atoms, 10_000, PATCH)
+    assert rule == "every patch" and len(every) == len(cut_patches(scans, atoms, np.arange(len(atoms)), PATCH)[0])
