@@ -97,9 +97,9 @@ def test_bad_input(make_napari_viewer, qtbot, messages):
     widget.detect()
     assert any("Choose an image layer" in m for m in messages())
 
-    viewer.add_image(np.random.default_rng(0).random((3, 32, 32)), name="stack")
+    viewer.add_image(np.random.default_rng(0).random((2, 3, 32, 32)), name="4-D")
     widget.detect()
-    assert not widget.busy and any("2-D image is needed" in m for m in messages())
+    assert not widget.busy and any("a 2-D image or a (T, Y, X) stack" in m for m in messages())
 
     viewer.add_image(np.full((64, 64), 0.5) + 1e-3 * np.random.default_rng(1).random((64, 64)), name="flat")
     widget.image_combo.setCurrentText("flat")

@@ -236,7 +236,8 @@ def test_buttons_follow_the_inputs(make_napari_viewer, lattice, messages):
 @pytest.mark.parametrize(
     "data, rgb, expected",
     [
-        (np.random.default_rng(0).random((3, 64, 64)), False, "2-D image is needed"),
+        (np.random.default_rng(0).random((2, 3, 64, 64)), False, "a 2-D image or a (T, Y, X) stack"),
+        (np.random.default_rng(0).random((3, 64, 64)), False, "outside the stack's frames 0 to 2"),
         (np.zeros((64, 64)), False, "constant"),
         (np.random.default_rng(0).random((40, 40)), False, "larger than the image"),
     ],

@@ -54,6 +54,8 @@ class Objective:
         has_targets = self.enum and targets is not None
         self.targets = targets
         self.labelled = torch.nonzero(targets >= 0).flatten() if has_targets else None
+        # jrvae without targets: the batch's mean class posterior is held near uniform.
+        self.balanced = self.enum and labels is None and self.labelled is None and BALANCE_WEIGHT > 0
 
     def __call__(self, idx: torch.Tensor, kl_scale: float) -> torch.Tensor:
         xb = self.x_all[idx]
@@ -71,9 +73,9 @@ class Objective:
         model = self.model
         if yb is None:
             loss = self.elbo.differentiable_loss(model.model, model.guide, xb, None, kl_scale)
-            if BALANCE_WEIGHT > 0 and self.labelled is None:
+            if self.balanced:
                 q = torch.softmax(model.encoder(xb)[2], -1).mean(0)
-                loss = loss + BALANCE_WEIGHT * xb.shape[0] * (q * torch.log(q.clamp_min(1e-12) * self.n_classes)).sum()
+                loss = loss + self._balance_term(q, xb.shape[0])
             return loss
         loss = xb.new_zeros(())
         known = yb >= 0
@@ -89,10 +91,27 @@ class Objective:
     def _classifier_term(self, batch: int) -> torch.Tensor:
         """Mean cross-entropy of the class head on (a sample of) the patches with a target,
         weighted per patch of the batch: the batch's ELBO is summed over patches and pixels."""
+        pick = self._classifier_pick()
+        return self._classifier_loss(pick, CLASSIFIER_WEIGHT * batch / pick.numel())
+
+    def _classifier_pick(self) -> torch.Tensor:
+        """The patches with a target the classifier term sees this step: all, or a random subset."""
         pick = self.labelled
         if pick.numel() > CLASSIFIER_BATCH:
             pick = pick[torch.randperm(pick.numel(), generator=self.gen)[:CLASSIFIER_BATCH].to(pick.device)]
-        scaled = poutine.scale(self.model.classify, scale=CLASSIFIER_WEIGHT * batch / pick.numel())
+        return pick
+
+    def _classifier_loss(self, pick: torch.Tensor, weight: float) -> torch.Tensor:
+        """The class head's cross-entropy summed over the patches ``pick``, times ``weight``."""
+        scaled = poutine.scale(self.model.classify, scale=weight)
         return self.classify_elbo.differentiable_loss(
             scaled, self.model.classify_guide, self.x_all[pick], self.targets[pick]
         )
+
+    def _balance_term(self, q: torch.Tensor, batch: int) -> torch.Tensor:
+        """KL(mean class posterior ``q`` || uniform), weighted per patch of the batch."""
+        return BALANCE_WEIGHT * batch * (q * torch.log(q.clamp_min(1e-12) * self.n_classes)).sum()
+
+    def reported(self, loss: torch.Tensor) -> torch.Tensor:
+        """The step's loss as the loss curve counts it (the batch's, summed over its patches)."""
+        return loss.detach()

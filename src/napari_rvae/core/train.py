@@ -16,21 +16,26 @@ is no other training loop. Contract:
 * Seeded: the same seed, data and device give the same loss curve on the CPU.
 * Given a trained ``model``, training goes on (:mod:`.resume`): with the
   model's own settings, Adam's state and the loss history of its earlier runs.
+* Under torchrun (:mod:`.ddp`) every process runs this loop on its share of
+  each batch and they train one model, the one a single process trains.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
 
+from . import ddp
 from .align import CoarseAlignment
 from .angle_sd import calibrate_angle_sd
 from .config import SYMMETRY_AUTO, ModelConfig, TrainConfig
@@ -102,6 +107,7 @@ class TrainResult:
     epochs_before: float = 0.0
     history_before: int = 0
     optimizer_resumed: bool = False
+    processes: int = 1  # processes that trained the model together (torchrun, core/ddp.py)
 
     @property
     def epochs_total(self) -> float:
@@ -142,6 +148,7 @@ def train_iter(
     labels=None,
     stop=None,
     model: RVAE | None = None,
+    distributed: ddp.DistContext | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train an rVAE-family model on a patch stack, yielding :class:`Progress`.
 
@@ -160,6 +167,10 @@ def train_iter(
         holds (``model_config`` is not used; the patch size must match), and
         its ``training_state`` (:mod:`.resume`) carries the loss history,
         Adam's state and, under the same seed, the random streams on.
+    distributed : DistContext, optional
+        Train one model across a process group (:mod:`.ddp`); default: the
+        group :func:`.ddp.init_from_env` joined, if any. Every process passes
+        the same patches and settings; ``batch_size`` is the global batch.
 
     Returns
     -------
@@ -168,11 +179,17 @@ def train_iter(
         :func:`train` to get it directly.
     """
     threads_before = torch.get_num_threads()
-    if train_config.threads:
+    distributed = distributed if distributed is not None else ddp.current()
+    # Under torchrun, OMP_NUM_THREADS (torchrun's per-process setting) decides.
+    if train_config.threads and not (distributed is not None and "OMP_NUM_THREADS" in os.environ):
         # torch's thread count is process-wide: set for the run, put back after it.
         torch.set_num_threads(int(train_config.threads))
     try:
-        return (yield from _train_steps(patches, model_config, train_config, labels=labels, stop=stop, model=model))
+        return (
+            yield from _train_steps(
+                patches, model_config, train_config, labels=labels, stop=stop, model=model, dist=distributed
+            )
+        )
     finally:
         torch.set_num_threads(threads_before)
 
@@ -347,9 +364,53 @@ def _prepare(x_np, lab, model_config: ModelConfig, train_config: TrainConfig, mo
     return _Prepared(model, model_config, x_all, labels, targets, calib, calib_x, alignment_error, notes)
 
 
-def _shrunk_batch(batch: int, device, notes: list[str]) -> int:
+def _prepare_run(x_np, lab, model_config: ModelConfig, train_config: TrainConfig, model, device, dist):
+    """The symmetry found and the prepared model and data; in a process group, fitted on rank 0 only."""
+    symmetry = data = None
+    if dist is None or dist.is_main:
+        model_config, symmetry = _resolve_symmetry(x_np, model_config, model, train_config.seed)
+        torch.manual_seed(train_config.seed)
+        pyro.set_rng_seed(train_config.seed)
+        data = _prepare(x_np, lab, model_config, train_config, model, device)
+    if dist is not None:
+        symmetry, data = _shared_preparation(symmetry, data, x_np, lab, train_config, model, device, dist)
+    return symmetry, data
+
+
+def _shared_preparation(symmetry, data, x_np, lab, train_config: TrainConfig, model, device, dist):
+    """Rank 0's symmetry, fitted model (normalisation, alignment reference), class targets and random
+    state in every process; the others put the patches in training form with that model.
+
+    Sharing the random state keeps the noise every process draws the one-process noise (core/ddp.py).
+    A continued model is the same file in every process and is not sent.
+    """
+    payload = None
+    if dist.is_main:
+        state = None if model is not None else {k: v.cpu() for k, v in data.model.state_dict().items()}
+        targets = None if data.targets is None else data.targets.cpu()
+        payload = (data.config, symmetry, state, targets, data.alignment_error, data.notes, ddp.rng_state())
+    config, symmetry, state, targets, error, notes, rng = ddp.broadcast_object(payload, dist)
+    if not dist.is_main:
+        torch.manual_seed(train_config.seed)
+        pyro.set_rng_seed(train_config.seed)
+        if model is None:
+            model = RVAE(config)
+            model.load_state_dict(state)
+        data = _prepare(x_np, lab, config, train_config, model, device)  # a given model: nothing fitted
+        data.targets = None if targets is None else targets.to(device)
+        data.alignment_error, data.notes = error, notes
+        ddp.set_rng_state(rng)
+    return symmetry, data
+
+
+def _shrunk_batch(batch: int, device, notes: list[str], dist: ddp.DistContext | None = None) -> int:
     """The batch after the device ran out of memory: half of it, said in the notes."""
     free_cached_memory(device)
+    if dist is not None:  # one process alone cannot change the global batch
+        raise InputError(
+            f"The {device} device ran out of memory with batches of {batch} patches over "
+            f"{dist.world_size} processes; use --batch-size {max(batch // 2, 1)}."
+        ) from None
     if batch == 1:
         raise InputError(
             f"The {device} device ran out of memory even with one patch per batch; "
@@ -373,6 +434,7 @@ class _Loop:
     t0: float
     last_yield: float
     epochs_before: int = 0  # epochs of the model's earlier runs (KL warm-up and Progress go on after them)
+    dist: ddp.DistContext | None = None  # the process group training runs across (core/ddp.py)
 
 
 def _epoch(loop: _Loop, epoch: int, epochs: int, kl_scale: float, stop, device):
@@ -384,7 +446,7 @@ def _epoch(loop: _Loop, epoch: int, epochs: int, kl_scale: float, stop, device):
     done = step = 0
     steps = math.ceil(n / loop.batch)
     while done < n:
-        if _is_stopped(stop):
+        if ddp.any_process(_is_stopped(stop), loop.dist):  # together: every process takes the same steps
             loop.result.stopped = True
             break
         idx = order[done : done + loop.batch]
@@ -397,10 +459,10 @@ def _epoch(loop: _Loop, epoch: int, epochs: int, kl_scale: float, stop, device):
             if not is_out_of_memory(exc):
                 raise
             loop.optim.zero_grad(set_to_none=True)
-            loop.batch = _shrunk_batch(loop.batch, device, loop.result.notes)
+            loop.batch = _shrunk_batch(loop.batch, device, loop.result.notes, loop.dist)
             steps = step + math.ceil((n - done) / loop.batch)
             continue
-        total = total + loss.detach()
+        total = total + loop.objective.reported(loss)
         done += idx.numel()
         step += 1
         now = time.perf_counter()
@@ -426,23 +488,22 @@ def _carry_on(model: RVAE, optim, gen: torch.Generator, train_config: TrainConfi
     return earlier_epochs(state)
 
 
-def _check_finite(epoch_loss: float, model: RVAE) -> None:
-    if not math.isfinite(epoch_loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
+def _check_finite(epoch_loss: float, model: RVAE, dist: ddp.DistContext | None = None) -> None:
+    bad = not math.isfinite(epoch_loss) or not all(torch.isfinite(p).all() for p in model.parameters())
+    if ddp.any_process(bad, dist):
         raise InputError("Training diverged (the loss became NaN or infinite); try a smaller learning rate.")
 
 
-def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, *, labels, stop, model):
+def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, *, labels, stop, model, dist=None):
     """:func:`train_iter`'s body (inputs checked here, threads set by the caller)."""
     resuming = model is not None
     if resuming:  # training goes on: the model's own settings, whatever was asked
         model_config = model.config
     x_np = _checked_patches(patches, model_config)
     lab = check_labels(labels, x_np.shape[0], model_config)
-    model_config, symmetry = _resolve_symmetry(x_np, model_config, model, train_config.seed)
     device = resolve_device(train_config.device)
-    torch.manual_seed(train_config.seed)
-    pyro.set_rng_seed(train_config.seed)
-    data = _prepare(x_np, lab, model_config, train_config, model, device)
+    device = device if dist is None else dist.device(device)
+    symmetry, data = _prepare_run(x_np, lab, model_config, train_config, model, device, dist)
     model, model_config, n = data.model, data.config, x_np.shape[0]
 
     import_dynamo_safely()  # the optimizer's first use imports it; see core/dynamo_import.py
@@ -457,11 +518,13 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         symmetry=symmetry,
         train_config=train_config,
         class_window=class_window_size(train_config.class_window, model_config.patch_size),
+        processes=1 if dist is None else dist.world_size,
     )
     t0 = time.perf_counter()
     # A batch larger than the data would train nothing in some libraries: clamp it.
     batch = min(int(train_config.batch_size), n)
-    loop = _Loop(Objective(model, data.x, data.labels, data.targets, gen), optim, batch, gen, result, t0, t0)
+    objective = Objective if dist is None else partial(ddp.DistributedLoss, ctx=dist)
+    loop = _Loop(objective(model, data.x, data.labels, data.targets, gen), optim, batch, gen, result, t0, t0, dist=dist)
     epochs, warm = int(train_config.epochs), train_config.kl_warmup_epochs
     loop.epochs_before = _carry_on(model, optim, gen, train_config, result) if resuming else 0
     model.train()
@@ -471,7 +534,7 @@ def _train_steps(patches, model_config: ModelConfig, train_config: TrainConfig, 
         if done == 0:
             break
         epoch_loss = float(total) / done
-        _check_finite(epoch_loss, model)
+        _check_finite(epoch_loss, model, dist)
         result.history.append(epoch_loss)
         result.epochs_run = epoch if not result.stopped else epoch - 1 + done / n
         loop.last_yield = time.perf_counter()

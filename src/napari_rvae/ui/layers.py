@@ -1,4 +1,4 @@
-"""What the widgets read off napari layers: image shape, geometry, pixel size, the plugin's tags.
+"""What the widgets read off napari layers: image shape, frames, geometry, pixel size, the plugin's tags.
 
 One place for these, so that multiscale and RGB images, napari's plugin
 proxy and the metadata that marks a results layer are handled the same way
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 from napari.layers import Points
+
+from napari_rvae.core.errors import InputError
 
 META = "napari_rvae"  # the metadata key that marks (and describes) a layer made here
 LABEL_COLUMN = "label"  # the points feature the Pick widget writes classes into, and Train reads them from
@@ -89,3 +91,72 @@ def points_in_image_pixels(points_layer, image_layer) -> np.ndarray:
     if image_layer is None:
         return world
     return (world - np.asarray(image_layer.translate[-2:])) / np.asarray(image_layer.scale[-2:])
+
+
+# ----------------------------------------------------------------------------
+# stacks: image layers with a leading (frame) axis, points with (t, y, x)
+
+
+def leading_shape(image_layer) -> tuple[int, ...]:
+    """The image's axes before (y, x) (and before RGB's channels): ``()`` for a 2-D image, ``(T,)`` for a movie.
+
+    Reads the shape only: a dask-backed layer stays lazy.
+    """
+    shape = tuple(int(s) for s in np.shape(full_resolution_data(image_layer)))
+    return shape[:-3] if getattr(image_layer, "rgb", False) else shape[:-2]
+
+
+def stack_frames(image_layer) -> int:
+    """The number of frames of a ``(T, Y, X)`` image layer, 0 for a 2-D one.
+
+    Raises
+    ------
+    InputError
+        For more than one axis before ``(y, x)``.
+    """
+    lead = leading_shape(image_layer)
+    if len(lead) > 1:
+        raise InputError(
+            f"The image {image_layer.name!r} has {len(lead) + 2} axes {lead + image_shape(image_layer)}: "
+            "napari-rvae takes a 2-D image or a (T, Y, X) stack; make a layer of one plane per frame first."
+        )
+    return lead[0] if lead else 0
+
+
+def current_frame(viewer, image_layer) -> int:
+    """The frame of a ``(T, Y, X)`` image layer the viewer shows now (through its scale and translate)."""
+    point = np.asarray(viewer.dims.point, dtype=float)
+    world_t = point[-image_layer.ndim] if len(point) >= image_layer.ndim else 0.0
+    t = int(np.rint((world_t - float(image_layer.translate[0])) / float(image_layer.scale[0])))
+    return int(np.clip(t, 0, max(stack_frames(image_layer) - 1, 0)))
+
+
+def points_in_frames(points_layer, image_layer) -> np.ndarray:
+    """The points' ``(t, y, x)`` in the image's pixel grid, through both layers' scale and translate on every axis.
+
+    Raises
+    ------
+    InputError
+        When the points have no frame axis (a 2-D points layer over a stack).
+    """
+    pts = np.array(points_layer.data, dtype=np.float64, copy=True)
+    if pts.ndim != 2 or pts.shape[0] == 0:
+        return np.zeros((0, 3))
+    if pts.shape[1] < 3:
+        raise InputError(
+            f"The points layer {points_layer.name!r} is 2-D but the image {image_layer.name!r} is a stack: "
+            "detect on every frame in Pick atoms, or add points with a frame (t, y, x)."
+        )
+    world = pts[:, -3:] * np.asarray(points_layer.scale[-3:]) + np.asarray(points_layer.translate[-3:])
+    return (world - np.asarray(image_layer.translate[-3:])) / np.asarray(image_layer.scale[-3:])
+
+
+def stack_geometry(image_layer) -> dict:
+    """Layer keyword arguments that register an n-D layer onto ``image_layer``: scale, translate, units of every axis."""
+    if image_layer is None:
+        return {}
+    geometry = {"scale": tuple(image_layer.scale), "translate": tuple(image_layer.translate)}
+    units = getattr(image_layer, "units", None)
+    if units is not None:
+        geometry["units"] = tuple(units)
+    return geometry

@@ -6,6 +6,10 @@ The widget is thin: it snapshots the image on the GUI thread, runs
 The user edits that layer with napari's own point tools. The only edit the
 plugin ever makes to a user's layer is the explicit "Assign class" button,
 which writes a ``label`` column into the chosen points layer's features.
+
+On a ``(T, Y, X)`` stack it detects on the frame in view or on every frame
+(frame by frame in the worker, with a bar; Stop ends it between frames) into
+a points layer at ``(t, y, x)`` with a ``frame`` feature.
 """
 
 from __future__ import annotations
@@ -36,11 +40,23 @@ from napari_rvae.core.patches import edge_dropped_count, extract_patches
 
 from .form_memory import remember
 from .layer_combo import LayerCombo
-from .layers import LABEL_COLUMN, META, image_geometry, image_shape, points_in_image_pixels
-from .worker import JobWidget, snapshot_image, start_detection
+from .layers import (
+    LABEL_COLUMN,
+    META,
+    current_frame,
+    image_geometry,
+    image_shape,
+    points_in_frames,
+    points_in_image_pixels,
+    stack_frames,
+    stack_geometry,
+)
+from .worker import JobWidget, snapshot_image, snapshot_stack, start_detection, start_frame_detection
 
 GALLERY_SIZE = 8  # patches shown in the preview
 THUMB_PX = 56  # on-screen size of one preview patch
+IN_VIEW, EVERY_FRAME = "frame in view", "every frame"
+DETECT_ON = (IN_VIEW, EVERY_FRAME)
 
 
 def to_thumbnail(patch: np.ndarray, px: int = THUMB_PX) -> QPixmap:
@@ -62,7 +78,13 @@ class PickWidget(JobWidget):
         self.detect_button = QPushButton("Detect")
         self.detect_button.setToolTip("Find atoms into a new Points layer; your layers are not changed.")
         self.detect_button.clicked.connect(self.detect)
-        layout.addWidget(self.detect_button)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop detecting after the current frame; the frames done are kept.")
+        self.stop_button.clicked.connect(self.stop)
+        row = QHBoxLayout()
+        row.addWidget(self.detect_button)
+        row.addWidget(self.stop_button)
+        layout.addLayout(row)
         layout.addWidget(self._patches_box(napari_viewer))
         layout.addWidget(self._classes_box())
         layout.addStretch()
@@ -110,6 +132,13 @@ class PickWidget(JobWidget):
             "removed; lines = plane, then each scan line's median. The levelled copy is added as a new layer "
             "(train on it to cut patches from the same image); your layer is not changed."
         )
+        self.detect_on = QComboBox()
+        self.detect_on.addItems(list(DETECT_ON))
+        self.detect_on.setToolTip(
+            "For a stack of frames (T, Y, X): detect on the frame the viewer shows, or on every frame "
+            "(frame by frame, with a progress bar; Stop keeps the frames done). The points get (t, y, x)."
+        )
+        form.addRow("Detect on", self.detect_on)
         form.addRow("Level", self.level)
         form.addRow("Sigma (px)", self.sigma)
         form.addRow("Min distance (px)", self.min_distance)
@@ -156,8 +185,12 @@ class PickWidget(JobWidget):
     # ------------------------------------------------------------------ state
 
     def _inputs_changed(self, *_):
-        points = self.points_combo.layer()
-        self.detect_button.setEnabled(self.image_combo.layer() is not None and not self.busy)
+        points, image = self.points_combo.layer(), self.image_combo.layer()
+        self.detect_button.setEnabled(image is not None and not self.busy)
+        self.stop_button.setEnabled(
+            self.busy and not self.job.stopping and self.job.desc.startswith("Detecting atoms on")
+        )
+        self.detect_on.setEnabled(image is not None and _frames(image) > 0)
         self.assign_button.setEnabled(points is not None)
         self.update_preview()
 
@@ -188,7 +221,7 @@ class PickWidget(JobWidget):
 
     def _draw_gallery(self, image, pts, p):
         try:
-            img, _ = snapshot_image(image)
+            img, pts = self._preview_plane(image, pts)
             inside = np.flatnonzero(
                 (pts[:, 0] >= -0.5)
                 & (pts[:, 0] <= img.shape[0] - 0.5)
@@ -202,6 +235,18 @@ class PickWidget(JobWidget):
         for thumb, patch in zip(self.thumbs, patches):
             thumb.setPixmap(to_thumbnail(patch))
 
+    def _preview_plane(self, image, pts):
+        """The image (a stack: the frame in view, one plane read) and the points on it, for the gallery."""
+        if not _frames(image):
+            return snapshot_image(image)[0], pts
+        t = current_frame(self.viewer, image)
+        points = self.points_combo.layer()
+        img = snapshot_stack(image).read(t)
+        if np.ndim(points.data) == 2 and np.shape(points.data)[1] >= 3:  # else 2-D points: shown on every frame
+            tyx = points_in_frames(points, image)
+            pts = tyx[np.rint(tyx[:, 0]) == t, 1:]
+        return img, pts
+
     # ---------------------------------------------------------------- actions
 
     def detection_options(self) -> dict:
@@ -214,12 +259,21 @@ class PickWidget(JobWidget):
             refine=self.refine.isChecked(),
         )
 
+    def stop(self):
+        """Stop detecting on frames after the current one; the frames done become the points layer."""
+        if self.busy:
+            self.job.stop()
+        self._inputs_changed()
+
     def detect(self):
-        """Run the detector on the chosen image in the background."""
+        """Run the detector on the chosen image in the background (a stack: on the frames the form says)."""
         layer = self.image_combo.layer()
         if self.busy:
             return
         try:
+            if _frames(layer):
+                self._detect_frames(layer)
+                return
             img, notes = snapshot_image(layer)
         except InputError as err:
             show_warning(str(err))
@@ -240,6 +294,30 @@ class PickWidget(JobWidget):
 
         self.run_job(start_detection(img, self.detection_options(), level, on_done=done, on_end=self._inputs_changed))
 
+    def _detect_frames(self, layer):
+        """Detect on the frame in view or on every frame of a stack; the points are (t, y, x) with a ``frame``."""
+        stack = snapshot_stack(layer)
+        every = self.detect_on.currentText() == EVERY_FRAME
+        frames = range(stack.n_frames) if every else [current_frame(self.viewer, layer)]
+        geometry, name, level = stack_geometry(layer), layer.name, self.level.currentText()
+        self.detect_button.setEnabled(False)
+
+        def done(result):
+            table, done_frames = result
+            if level != "none":  # a levelled movie would be a whole copy in memory
+                show_info(
+                    f"Each frame was levelled ({level}) for detection only; no levelled copy of the stack is added."
+                )
+            if every and len(done_frames) < stack.n_frames:
+                show_info(f"Detection stopped after {len(done_frames)} of {stack.n_frames} frames.")
+            self._add_points(table, f"{name} atoms", geometry)
+
+        job = start_frame_detection(
+            stack, frames, self.detection_options(), level, on_done=done, on_end=self._inputs_changed
+        )
+        self.run_job(job)
+        self._inputs_changed()
+
     def _show_levelled(self, levelled: np.ndarray, name: str, geometry: dict, colormap: str):
         """The levelled copy detection saw, as a layer of its own: the Train widget can cut patches from it.
 
@@ -255,9 +333,13 @@ class PickWidget(JobWidget):
             show_warning("No atoms found: lower the threshold, set sigma, or tick 'dark atoms' for an ABF image.")
             return
         yx = table[["y", "x"]].to_numpy()
-        size = _marker_size(yx)
+        if "frame" in table:  # a stack's: (t, y, x), sized by the spacing within a frame
+            first = table["frame"].to_numpy() == table["frame"].iloc[0]
+            size, data = _marker_size(yx[first]), table[["frame", "y", "x"]].to_numpy(dtype=float)
+        else:
+            size, data = _marker_size(yx), yx
         layer = self.viewer.add_points(
-            yx,
+            data,
             name=name,
             features=table.drop(columns=["y", "x"]).reset_index(drop=True),
             size=size,
@@ -268,7 +350,8 @@ class PickWidget(JobWidget):
         )
         self.points_combo.refresh()
         self.points_combo.setCurrentText(layer.name)
-        show_info(f"Found {len(table):,} atoms in {name!r}.")
+        frames = f" on {table['frame'].nunique():,} frames" if "frame" in table else ""
+        show_info(f"Found {len(table):,} atoms{frames} in {name!r}.")
 
     def assign_class(self):
         """Write the chosen class into the ``label`` feature of the selected points."""
@@ -288,6 +371,16 @@ class PickWidget(JobWidget):
         features[LABEL_COLUMN] = column
         layer.features = features
         show_info(f"Class {self.class_value.value()} assigned to {len(selected)} points of {layer.name!r}.")
+
+
+def _frames(image_layer) -> int:
+    """The image's frames (0 for a 2-D image, no image, or one whose axes this plugin does not take)."""
+    if image_layer is None:
+        return 0
+    try:
+        return stack_frames(image_layer)
+    except InputError:
+        return 0
 
 
 def _marker_size(yx: np.ndarray) -> float:

@@ -5,10 +5,14 @@ worker's ``returned`` handler); the maps, the only heavy part, come ready from
 the worker (:func:`napari_rvae.core.exports.result_maps`), so a 4096 x 4096
 scan does not freeze the viewer for the ~1.5 s its tessellation takes. Every
 layer it makes is registered to the source image (same scale, translate and
-units) and tagged in
+units on every axis) and tagged in
 ``layer.metadata[META]`` with its run and role, so that a re-run replaces
 exactly this run's layers and the Latent explorer can find the analysis. The
 user's own layers are never modified or removed.
+
+A stack's analysis (its table has a ``frame`` column) makes n-D layers: the
+maps as ``(T, Y, X)`` stacks, the points and arrows at ``(t, y, x)``; each
+frame shows its own with the dims slider.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari_rvae.core.bond_order import lattice_period
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import point_colors, result_maps, write_maps_tiff
+from napari_rvae.core.frames import frame_spacing, largest_frame, paint_frames
 from napari_rvae.core.maps import (
     class_colors,
     cyclic_colors,
@@ -32,7 +37,15 @@ from napari_rvae.core.maps import (
 )
 from napari_rvae.core.points_io import write_csv_atomic
 
-from .layers import META, image_geometry, image_shape, pixel_size_and_unit, results_meta
+from .layers import (
+    META,
+    image_geometry,
+    image_shape,
+    leading_shape,
+    pixel_size_and_unit,
+    results_meta,
+    stack_geometry,
+)
 
 ROLES = ("angle_map", "psi_map", "class_map", "orientation", "points")  # bottom to top
 COLOR_BY = ("angle", "class")
@@ -61,6 +74,8 @@ def run_layers(viewer, run_name: str) -> list:
 def results_features(analysis, points_layer=None) -> pd.DataFrame:
     """``y``, ``x`` (image pixels), the encoded columns, then the source points' own columns.
 
+    A stack's table keeps its ``frame`` column first, before ``y``, ``x``.
+
     The source's feature columns are carried for the kept points when the
     source still has one row per analysed point (the user may have edited it
     while training ran); columns the results also have are not carried.
@@ -68,6 +83,8 @@ def results_features(analysis, points_layer=None) -> pd.DataFrame:
     centers = np.asarray(analysis.centers, dtype=float).reshape(-1, 2)
     table = analysis.table.reset_index(drop=True)
     parts = [pd.DataFrame({"y": centers[:, 0], "x": centers[:, 1]}), table]
+    if "frame" in table:
+        parts = [table[["frame"]], parts[0], table.drop(columns="frame")]
     if points_layer is not None:
         source = points_layer.features
         if len(source.columns) and len(source) == analysis.n_points:
@@ -131,35 +148,43 @@ def show_results(
     period = _checked_period(color_by, symmetry)
     run = _run_of(analysis, run_name, image_layer, points_layer, symmetry, period, radius, map_mode)
     table = run.table
-    if psi_period is None and "psi_angle" in table and len(run.centers) >= 2:
-        psi_period = lattice_period(run.centers)
+    one_frame = run.centers if run.frames is None else run.centers[largest_frame(run.frames)]
+    if psi_period is None and "psi_angle" in table and len(one_frame) >= 2:
+        psi_period = lattice_period(one_frame)
     specs = []
     if image_layer is not None and ("angle" in table or "class" in table):
         if maps is None:
-            maps = result_maps(
-                image_shape(image_layer),
-                run.centers,
-                table,
-                period=period,
-                mode=map_mode,
-                radius=run.radius,
-                psi_period=psi_period,
-            )
+            maps = _maps(run, image_layer, psi_period)
         specs += _map_specs(run, maps, psi_period, analysis.model.config)
     if "angle" in table:
         specs.append(_orientation_spec(run))
     specs.append(_points_spec(run, results_features(analysis, points_layer), color_by))
-    return _replace_run_layers(viewer, run_name, specs, image_geometry(image_layer))
+    geometry = image_geometry(image_layer) if run.frames is None else stack_geometry(image_layer)
+    return _replace_run_layers(viewer, run_name, specs, geometry)
+
+
+def _maps(run: _Run, image_layer, psi_period: float | None) -> dict[str, np.ndarray]:
+    """The run's maps over the image: 2-D, or ``(T, Y, X)`` stacks painted frame by frame."""
+    shape = image_shape(image_layer)
+    paint = result_maps
+    if run.frames is not None:
+        shape, paint = (*leading_shape(image_layer)[-1:], *shape), paint_frames
+    options = dict(period=run.period, mode=run.map_mode, radius=run.radius, psi_period=psi_period)
+    return paint(shape, run.centers, run.table, **options)
 
 
 def _run_of(analysis, run_name, image_layer, points_layer, symmetry, period, radius, map_mode) -> _Run:
     """What every layer of a run shares: its atoms, table, period, spacing and tag."""
     centers = np.asarray(analysis.centers, dtype=float).reshape(-1, 2)
-    spacing = typical_spacing(centers)
+    table = analysis.table.reset_index(drop=True)
+    frames = table["frame"].to_numpy(dtype=np.int64) if "frame" in table else None
+    # Within a frame: atoms of different frames are not neighbours.
+    spacing = typical_spacing(centers) if frames is None else frame_spacing(centers, frames)
     return _Run(
         name=run_name,
         centers=centers,
-        table=analysis.table.reset_index(drop=True),
+        frames=frames,
+        table=table,
         period=period,
         spacing=spacing,
         radius=spacing if radius is None else float(radius),
@@ -186,6 +211,7 @@ class _Run:
 
     name: str
     centers: np.ndarray  # (N, 2) image pixels
+    frames: np.ndarray | None  # the frame of each center on a stack; None for a 2-D image
     table: pd.DataFrame  # one row per center
     period: float  # degrees: angles wrap here
     spacing: float  # the typical atom spacing (image pixels): sizes the markers and arrows
@@ -196,6 +222,10 @@ class _Run:
     def tag(self, role: str, **more) -> dict:
         """A layer's metadata: the run's description, its role and what is particular to it."""
         return {META: {**self.meta, "role": role, **more}}
+
+    def positions(self) -> np.ndarray:
+        """Where the atoms are drawn: ``(y, x)``, or ``(t, y, x)`` on a stack."""
+        return self.centers if self.frames is None else np.column_stack([self.frames, self.centers])
 
 
 def _checked_period(color_by: str, symmetry: int) -> float:
@@ -243,6 +273,9 @@ def _cyclic_map_spec(name: str, data, period: float, tag: dict, visible: bool = 
 def _orientation_spec(run: _Run) -> LayerSpec:
     """Arrows along each atom's angle, coloured like the angle map."""
     vectors = orientation_vectors(run.centers, run.table["angle"].to_numpy(), length=0.45 * run.spacing)
+    if run.frames is not None:  # at (t, y, x), pointing within the frame
+        start, direction = run.positions(), np.column_stack([np.zeros(len(vectors)), vectors[:, 1]])
+        vectors = np.stack([start, direction], axis=1).astype(np.float32)
     return (
         "Vectors",
         vectors,
@@ -261,7 +294,7 @@ def _points_spec(run: _Run, features: pd.DataFrame, color_by: str) -> LayerSpec:
     """The atoms with their results as features, coloured by angle or class."""
     return (
         "Points",
-        run.centers,
+        run.positions(),
         dict(
             name=f"{run.name} atoms",
             features=features,

@@ -4,12 +4,15 @@ The form maps to the core's :class:`ModelConfig` and :class:`TrainConfig` in
 one place (:meth:`TrainForm.configs`). Training runs through
 :func:`napari_rvae.ui.worker.start_training` on snapshots of the layers; the
 results become layers on the GUI thread via
-:func:`napari_rvae.ui.result_layers.show_results`.
+:func:`napari_rvae.ui.result_layers.show_results`. A ``(T, Y, X)`` image with
+``(t, y, x)`` points trains one model on the atoms of every frame that has
+points (read a frame at a time in the worker); the form says so before the run.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import time
@@ -37,6 +40,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_rvae.core.bond_order import lattice_check_summary
 from napari_rvae.core.config import (
     KINDS,
     MODEL_KINDS,
@@ -47,6 +51,7 @@ from napari_rvae.core.config import (
 )
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
+from napari_rvae.core.frames import frame_indices, largest_frame
 from napari_rvae.core.labels import encoding_labels, labels_for_model
 from napari_rvae.core.modelfile import load_model, save_model
 from napari_rvae.core.report import (
@@ -58,16 +63,18 @@ from napari_rvae.core.report import (
 
 from .form_memory import remember
 from .layer_combo import LayerCombo
-from .layers import LABEL_COLUMN, image_shape, pixel_size_and_unit
+from .layers import LABEL_COLUMN, image_shape, pixel_size_and_unit, points_in_frames, stack_frames
 from .plot_theme import PlotTheme
 from .result_layers import show_results
 from .worker import (
     JobWidget,
     Results,
+    StackSnapshot,
     TrainInputs,
     preload_in_background,
     snapshot_image,
     snapshot_points,
+    snapshot_stack,
     start_apply,
     start_training,
 )
@@ -335,8 +342,8 @@ class LossPlot(FigureCanvasQTAgg):
 class Snapshot:
     """Copies of the chosen inputs (what a job works on), and where they came from."""
 
-    image: np.ndarray
-    points: np.ndarray
+    image: np.ndarray | StackSnapshot  # a stack by reference: the job reads a frame at a time
+    points: np.ndarray  # (N, 2) y, x; (N, 3) t, y, x on a stack
     labels: np.ndarray | None
     class_names: list | None
     layers: tuple  # (image layer, points layer): the results' geometry, even if deleted meanwhile
@@ -369,6 +376,9 @@ class TrainWidget(JobWidget):
         inputs.addRow("Points", self.points_combo)
         inputs.addRow("Labels column", self.labels_combo)
         layout.addLayout(inputs)
+        self.plan = QLabel("")  # what a run will do with a stack: said before it starts
+        self.plan.setWordWrap(True)
+        layout.addWidget(self.plan)
         self.form = TrainForm()
         layout.addWidget(self.form)
 
@@ -415,9 +425,13 @@ class TrainWidget(JobWidget):
         layout.addStretch()
 
         self.image_combo.currentTextChanged.connect(self.update_buttons)
+        self.image_combo.currentTextChanged.connect(self.update_plan)
         self.points_combo.currentTextChanged.connect(self._refresh_labels)
+        self.points_combo.currentTextChanged.connect(self.update_plan)
         self.points_combo.follow("features", self._refresh_labels)
+        self.points_combo.follow("data", self.update_plan)
         self._refresh_labels()
+        self.update_plan()
 
     # ------------------------------------------------------------------ state
 
@@ -444,6 +458,27 @@ class TrainWidget(JobWidget):
         self.load_button.setEnabled(not self.busy)
         self.apply_button.setEnabled(inputs and self.model is not None and not self.busy)
 
+    def update_plan(self, *_):
+        """Say what a run will do with a stack: its frames and atoms (empty for a 2-D image)."""
+        image, points = self.image_combo.layer(), self.points_combo.layer()
+        try:
+            n_frames = 0 if image is None else stack_frames(image)
+            if not n_frames:
+                self.plan.setText("")
+                return
+            height, width = image_shape(image)
+            text = f"Movie: {n_frames:,} frames of {height:,} x {width:,} px"
+            if points is not None and len(points.data):
+                tyx = points_in_frames(points, image)
+                on = np.unique(np.rint(tyx[:, 0]))
+                text += (
+                    f", {len(tyx):,} atoms on {len(on):,} of them: one model learns from all their atoms; "
+                    "the maps, atoms and arrows come out as stacks that follow the frame slider."
+                )
+            self.plan.setText(text + ("" if points is not None and len(points.data) else "."))
+        except InputError as err:
+            self.plan.setText(str(err))
+
     def _labels_column(self) -> str | None:
         column = self.labels_combo.currentText()
         return None if column in ("", NO_LABELS) else column
@@ -465,11 +500,19 @@ class TrainWidget(JobWidget):
                 f"Model {kind} learns from classes: choose a labels column "
                 "(assign classes to points in the Pick atoms widget)."
             )
-        image, notes = snapshot_image(image_layer)
-        points, labels, names = snapshot_points(points_layer, image_layer, column)
+        n_frames = stack_frames(image_layer)
+        if n_frames:  # by reference: the job reads one frame at a time
+            image, notes = snapshot_stack(image_layer), []
+        else:
+            image, notes = snapshot_image(image_layer)
+        points, labels, names = snapshot_points(points_layer, image_layer, column, stack=bool(n_frames))
+        if n_frames:
+            frame_indices(points, n_frames)  # points beyond the stack: said now, not from the worker
         for note in notes:
             show_info(note)
         sources = {"image_layer": image_layer.name, "points_layer": points_layer.name, "labels_column": column}
+        if n_frames:
+            sources["frames"] = n_frames
         return Snapshot(
             image,
             points,
@@ -572,16 +615,7 @@ class TrainWidget(JobWidget):
         # The column trained on, not the one chosen now: the user may have changed it meanwhile.
         names = inputs.class_names  # a continued model's own
         self.model_extra = {"class_names": names, "labels_col": snap.labels_column}
-        self.report = analysis_report(
-            analysis,
-            inputs.train_config,
-            command="napari",
-            sources={**snap.sources, "resumed_from": resumed_from},
-            class_names=names,
-            pixel_size=snap.pixel_size,
-            unit=snap.unit,
-            notes=snap.notes,
-        )
+        self.report = _report(analysis, inputs, snap, names, resumed_from)
         for warning in self.report["angle_warnings"]:
             show_warning(warning)
         how = "stopped early" if t.stopped else "done"
@@ -590,7 +624,7 @@ class TrainWidget(JobWidget):
         summary = t.alignment
         self.status.setText(
             f"Training {how}: {t.epochs_run:.3g} epochs on {t.device} in {t.seconds:.1f} s, "
-            f"{len(analysis.kept):,} patches ({len(analysis.dropped):,} dropped at the edge)."
+            f"{len(analysis.kept):,} patches{_on_frames(analysis)} ({len(analysis.dropped):,} dropped at the edge)."
             + (f" {summary['description']}" if summary else "")
             + _symmetry_status(t.symmetry)
         )
@@ -702,8 +736,34 @@ class TrainWidget(JobWidget):
 
     def _applied(self, results: Results, run_name, layers, names):
         kept, dropped = len(results.analysis.kept), len(results.analysis.dropped)
-        self.status.setText(f"Applied to {kept:,} points ({dropped:,} dropped at the edge).")
+        on = _on_frames(results.analysis)
+        self.status.setText(f"Applied to {kept:,} points{on} ({dropped:,} dropped at the edge).")
         self._show(results, run_name, layers, names)
+
+
+def _report(analysis, inputs: TrainInputs, snap: Snapshot, names, resumed_from) -> dict:
+    """The run's training report; on a stack its lattice check is the fullest frame's (frames are not neighbours)."""
+    frames = analysis.table["frame"].to_numpy() if "frame" in analysis.table else None
+    report = analysis_report(
+        analysis if frames is None else dataclasses.replace(analysis, centers=None),
+        inputs.train_config,
+        command="napari",
+        sources={**snap.sources, "resumed_from": resumed_from},
+        class_names=names,
+        pixel_size=snap.pixel_size,
+        unit=snap.unit,
+        notes=snap.notes,
+    )
+    if frames is not None and "angle_psi_flag" in analysis.table:
+        rows = largest_frame(frames)
+        table = analysis.table.iloc[rows].reset_index(drop=True)
+        report["lattice_check"] = lattice_check_summary(analysis.centers[rows], table, analysis.model.config.symmetry)
+    return report
+
+
+def _on_frames(analysis) -> str:
+    """' on 5 frames' for a stack's analysis, '' for a 2-D image's."""
+    return f" on {analysis.table['frame'].nunique():,} frames" if "frame" in analysis.table else ""
 
 
 def _symmetry_choice(text: str):

@@ -10,8 +10,9 @@ Contract (what the widgets rely on)
   the user may edit, move or delete the layers while it runs.
 * **Yields.** A training job yields the core's
   :class:`~napari_rvae.core.train.Progress` (once per epoch and about every
-  0.2 s); ``on_progress(progress)`` is called with each one on the GUI thread,
-  and the job moves a bar in napari's activity dock.
+  0.2 s), detection on frames a :class:`FrameProgress` after each frame;
+  ``on_progress(progress)`` is called with each one on the GUI thread, and the
+  job moves a bar in napari's activity dock.
 * **Returns.** ``on_done(result)`` on the GUI thread with the core's result:
   for training and applying a :class:`Results` (the
   :class:`~napari_rvae.core.analysis.Analysis` and its maps, which the worker
@@ -20,7 +21,8 @@ Contract (what the widgets rely on)
   or plots: the worker never touches a layer or a widget.
 * **Stop** (:meth:`Job.stop`) ends training after the current optimisation
   step; the model trained so far is encoded and handed to ``on_done`` as
-  usual, with ``analysis.training.stopped`` set.
+  usual, with ``analysis.training.stopped`` set. Detection on frames stops
+  between frames and hands over the frames done.
 * **Abort** (:meth:`Job.abort`) is stop plus: the result is discarded and
   ``on_done`` is not called.
 * **Newest wins.** :meth:`JobWidget.run_job` with a ``kind`` supersedes the
@@ -60,6 +62,7 @@ from napari_rvae.core.bond_order import lattice_period
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.errors import InputError
 from napari_rvae.core.exports import result_maps
+from napari_rvae.core.frames import analyse_frames_iter, apply_model_frames, frame_spacing, largest_frame, paint_frames
 from napari_rvae.core.image import as_image2d
 from napari_rvae.core.labels import class_codes
 from napari_rvae.core.latent import latent_manifold, reconstruct
@@ -68,7 +71,7 @@ from napari_rvae.core.models import RVAE
 from napari_rvae.core.patches import extract_patches
 from napari_rvae.core.preload import preload_training_imports
 
-from .layers import full_resolution_data, points_in_image_pixels
+from .layers import full_resolution_data, image_shape, points_in_frames, points_in_image_pixels, stack_frames
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +91,51 @@ def snapshot_image(layer) -> tuple[np.ndarray, list[str]]:
     """
     if layer is None:
         raise InputError("Choose an image layer first (open an image or load a sample).")
+    if stack_frames(layer):  # said before anything is read: the layer may be a large lazy movie
+        raise InputError(f"The image {layer.name!r} is a stack of frames: this needs one 2-D image.")
     img, notes = as_image2d(
         np.asarray(full_resolution_data(layer)), name=f"image {layer.name!r}", rgb=bool(getattr(layer, "rgb", False))
     )
     return np.array(img, dtype=np.float32, copy=True), notes
 
 
-def snapshot_points(points_layer, image_layer, labels_column: str | None = None):
+@dataclass(frozen=True)
+class StackSnapshot:
+    """A ``(T, Y, X)`` image layer's data, by reference, for a job that reads one frame at a time."""
+
+    data: object  # the layer's full-resolution data (numpy, dask, zarr): never read whole
+    name: str
+    rgb: bool
+    n_frames: int
+    frame_shape: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.n_frames, *self.frame_shape)
+
+    def read(self, t: int) -> np.ndarray:
+        """Frame ``t`` as a float32 2-D array (RGB as its luminance); call it in the worker."""
+        img, _ = as_image2d(np.asarray(self.data[int(t)]), name=f"frame {t} of {self.name!r}", rgb=self.rgb)
+        return np.asarray(img, dtype=np.float32)
+
+
+def snapshot_stack(layer) -> StackSnapshot:
+    """A :class:`StackSnapshot` of a ``(T, Y, X)`` image layer; reads no pixels (GUI thread)."""
+    if layer is None:
+        raise InputError("Choose an image layer first (open an image or load a sample).")
+    n_frames = stack_frames(layer)
+    if not n_frames:
+        raise InputError(f"The image {layer.name!r} is one 2-D image, not a stack of frames.")
+    rgb = bool(getattr(layer, "rgb", False))
+    return StackSnapshot(full_resolution_data(layer), layer.name, rgb, n_frames, image_shape(layer))
+
+
+def snapshot_points(points_layer, image_layer, labels_column: str | None = None, *, stack: bool = False):
     """Copy the points (image pixels) and, if asked, the class codes of a features column.
 
     Returns
     -------
-    points_yx : ndarray, shape (N, 2)
+    points_yx : ndarray, shape (N, 2), or (N, 3) ``(t, y, x)`` with ``stack``
     labels : ndarray of int or None
         Codes ``0..C-1`` of the column's values in sorted order, ``-1`` where
         empty.
@@ -108,7 +144,7 @@ def snapshot_points(points_layer, image_layer, labels_column: str | None = None)
     """
     if points_layer is None:
         raise InputError("Choose a points layer first: detect atoms or add points by hand.")
-    pts = points_in_image_pixels(points_layer, image_layer)
+    pts = (points_in_frames if stack else points_in_image_pixels)(points_layer, image_layer)
     if len(pts) == 0:
         raise InputError(f"The points layer {points_layer.name!r} is empty: detect atoms or add points first.")
     if not labels_column:
@@ -127,8 +163,8 @@ def snapshot_points(points_layer, image_layer, labels_column: str | None = None)
 class TrainInputs:
     """Everything a training job needs, copied off the layers."""
 
-    image: np.ndarray
-    points_yx: np.ndarray
+    image: np.ndarray | StackSnapshot
+    points_yx: np.ndarray  # (N, 2) y, x; (N, 3) t, y, x on a stack
     model_config: ModelConfig
     train_config: TrainConfig
     labels: np.ndarray | None = None
@@ -154,32 +190,43 @@ class Results:
 
 
 def job_results(analysis: Analysis, image_shape) -> Results:
-    """The analysis with the maps :func:`~napari_rvae.ui.result_layers.show_results` draws by default."""
-    radius = typical_spacing(analysis.centers)
+    """The analysis with the maps :func:`~napari_rvae.ui.result_layers.show_results` draws by default.
+
+    A stack's analysis (its table has ``frame``) gets ``(T, Y, X)`` maps, painted frame by frame;
+    ``image_shape`` is then the stack's shape.
+    """
+    table, centers = analysis.table, analysis.centers
     period = 360.0 / int(analysis.model.config.symmetry)
-    psi_period = lattice_period(analysis.centers) if "psi_angle" in analysis.table else None
-    maps = result_maps(
-        image_shape, analysis.centers, analysis.table, period=period, radius=radius, psi_period=psi_period
-    )
+    if "frame" in table:
+        frames = table["frame"].to_numpy()
+        radius = frame_spacing(centers, frames)
+        psi_period = lattice_period(centers[largest_frame(frames)]) if "psi_angle" in table else None
+        paint = paint_frames
+    else:
+        radius = typical_spacing(centers)
+        psi_period = lattice_period(centers) if "psi_angle" in table else None
+        paint = result_maps
+    maps = paint(image_shape, centers, table, period=period, radius=radius, psi_period=psi_period)
     return Results(analysis, maps, radius, psi_period)
 
 
 def _train(inputs: TrainInputs, stop: threading.Event):
-    analysis = yield from analyse_iter(
-        inputs.image,
-        inputs.points_yx,
-        inputs.model_config,
-        inputs.train_config,
-        labels=inputs.labels,
-        edge=inputs.edge,
-        stop=stop,
-        model=inputs.model,
-    )
-    return job_results(analysis, inputs.image.shape)
+    image, options = inputs.image, dict(labels=inputs.labels, edge=inputs.edge, stop=stop, model=inputs.model)
+    configs = (inputs.model_config, inputs.train_config)
+    if isinstance(image, StackSnapshot):
+        frames_iter = analyse_frames_iter(image.read, inputs.points_yx, *configs, n_frames=image.n_frames, **options)
+        analysis = yield from frames_iter
+    else:
+        analysis = yield from analyse_iter(image, inputs.points_yx, *configs, **options)
+    return job_results(analysis, image.shape)
 
 
 def _apply(image, points_yx, model, labels, edge):
-    return job_results(apply_model(image, points_yx, model, labels=labels, edge=edge), image.shape)
+    if isinstance(image, StackSnapshot):
+        analysis = apply_model_frames(image.read, points_yx, model, n_frames=image.n_frames, labels=labels, edge=edge)
+    else:
+        analysis = apply_model(image, points_yx, model, labels=labels, edge=edge)
+    return job_results(analysis, image.shape)
 
 
 def _detect(image, options: dict, level: str) -> tuple[np.ndarray, pd.DataFrame]:
@@ -188,6 +235,41 @@ def _detect(image, options: dict, level: str) -> tuple[np.ndarray, pd.DataFrame]
 
     levelled = level_image(image, level)
     return levelled, detect_atoms(levelled, **options)
+
+
+@dataclass(frozen=True)
+class FrameProgress:
+    """Detection on frames: ``done`` of ``total`` frames, ``atoms`` found so far."""
+
+    done: int
+    total: int
+    atoms: int
+
+    @property
+    def fraction(self) -> float:
+        return self.done / max(self.total, 1)
+
+
+def _detect_frames(stack: StackSnapshot, frames, options: dict, level: str, stop: threading.Event):
+    """Detect frame by frame, reading one plane at a time; stops between frames when ``stop`` is set.
+
+    Returns ``(table, frames done)``: the table has ``frame`` before ``y, x``.
+    """
+    from napari_rvae.core.detect import detect_atoms
+    from napari_rvae.core.level import level_image
+
+    tables, done = [], []
+    for t in frames:
+        if stop.is_set():
+            break
+        table = detect_atoms(level_image(stack.read(t), level), **options)
+        table.insert(0, "frame", int(t))
+        tables.append(table)
+        done.append(int(t))
+        yield FrameProgress(len(done), len(frames), sum(len(tab) for tab in tables))
+    columns = ["frame", "y", "x", "strength"]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    return table, done
 
 
 def _reconstruct(window, center_yx, model, labels):
@@ -322,6 +404,20 @@ def start_detection(image, options: dict, level: str = "none", **callbacks) -> J
     ``on_done`` gets ``(levelled image, DataFrame of the atoms)``.
     """
     return Job(_detect, image, dict(options), level, desc="Detecting atoms", **callbacks)
+
+
+def start_frame_detection(stack: StackSnapshot, frames, options: dict, level: str = "none", **callbacks) -> Job:
+    """Detect atoms on ``frames`` of a stack in the background, frame by frame, with a bar; :meth:`Job.stop`
+    ends it between frames.
+
+    ``on_done`` gets ``(DataFrame with frame, y, x, ..., frames done)``.
+    """
+    stop = threading.Event()
+    frames = [int(t) for t in frames]
+    desc = f"Detecting atoms on {len(frames)} frames" if len(frames) > 1 else f"Detecting atoms on frame {frames[0]}"
+    return Job(
+        _detect_frames, stack, frames, dict(options), level, stop, desc=desc, stop=stop, determinate=True, **callbacks
+    )
 
 
 def start_manifold(model, d: int, *, dims, z_range, angle_deg: float, class_index: int, **callbacks) -> Job:
