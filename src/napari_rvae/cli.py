@@ -1,10 +1,15 @@
 """``napari-rvae``: the headless command line (a public contract; extend, don't rename).
 
-    napari-rvae train INPUT --out DIR [--points POINTS.csv] [--model rvae|vae|crvae|jrvae|ssrvae] ...
-    napari-rvae train INPUT --resume MODEL.pt --out DIR [--epochs N] ...
-    napari-rvae encode INPUT --model DIR/model.pt --out DIR2 [--points POINTS.csv]
-    napari-rvae detect IMAGE --out POINTS.csv [--sigma PX] [--min-distance PX] [--threshold REL] [--dark] [--no-refine]
+    napari-rvae train INPUT... --out DIR [--points POINTS.csv] [--model rvae|vae|crvae|jrvae|ssrvae] ...
+    napari-rvae train INPUT... --resume MODEL.pt --out DIR [--epochs N] ...
+    napari-rvae encode INPUT... --model DIR/model.pt --out DIR2 [--points POINTS.csv]
+    napari-rvae detect IMAGE... --out POINTS.csv [--sigma PX] [--min-distance PX] [--threshold REL] [--dark] [--no-refine]
         [--level none|plane|lines]
+
+INPUT is one or more files, folders or globs: one 2-D image, a patch stack, a
+movie, or several scans sharing one model ([--layout auto|image|movie|patches]
+[--plane Z] [--scheduler ADDRESS] [--workers N] [--memory-limit SIZE] [--tile PX]
+[--parquet]).
     napari-rvae sample lattice|digits|stm --out DIR
 
 User mistakes print one line (``napari-rvae: error: ...``) and exit with status 2;
@@ -129,10 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_patch_input(group) -> None:
     """The image (or patch stack) and its atom positions: what train and encode both read."""
     group.add_argument(
-        "input", metavar="INPUT", help="2-D image (TIFF, PNG, .npy, microscopy formats) or an (N, P, P) patch stack"
+        "input",
+        metavar="INPUT",
+        nargs="+",
+        help="one or more files, folders or globs: a 2-D image (TIFF, PNG, .npy, microscopy formats), an "
+        "(N, P, P) patch stack, a movie (T, Y, X: TIFF, .npy, Zarr, HDF5, series) or several scans",
     )
     group.add_argument(
-        "--points", metavar="POINTS.csv", help="atom positions: columns y,x in pixels (or napari's Points CSV)"
+        "--points",
+        metavar="POINTS.csv",
+        help="atom positions: columns y,x in pixels (or napari's Points CSV); for a movie a frame column "
+        "(0 = first), for several inputs a file column",
     )
     group.add_argument(
         "--edge",
@@ -141,6 +153,61 @@ def _add_patch_input(group) -> None:
         help="points whose patch leaves the image: drop them (default, reported) or pad",
     )
     _add_level(group, "train: none; encode: the model's")
+
+
+def _tile(text: str) -> int:
+    """A tile side in pixels (at least 64, so a tile holds its halo)."""
+    value = _whole_number(text)
+    if value < 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small: tiles are at least 64 px")
+    return value
+
+
+def _add_engine_options(group) -> None:
+    """How several frames are read and where they run (a single 2-D image ignores these)."""
+    from .core.pipeline import DEFAULT_TILE
+    from .core.stack import LAYOUTS
+
+    group.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="how a 3-D input is read: movie = frames (T, Y, X), patches = an (N, P, P) patch stack; auto "
+        "decides from the shape and says why",
+    )
+    group.add_argument("--plane", type=_count, default=None, metavar="Z", help="the plane of a (T, Z, Y, X) input")
+    group.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="a running dask scheduler (tcp://host:8786, e.g. from dask-jobqueue) instead of a local cluster",
+    )
+    group.add_argument(
+        "--workers",
+        type=_count,
+        default=None,
+        help="local worker processes for movies and several inputs (default: one per core; 0: no cluster)",
+    )
+    group.add_argument("--memory-limit", default=None, metavar="SIZE", help="per local worker, e.g. 2GB")
+    group.add_argument(
+        "--tile", type=_tile, default=DEFAULT_TILE, metavar="PX", help="frames larger than this are detected in tiles"
+    )
+    group.add_argument("--parquet", action="store_true", help="write points.parquet too (always for very large tables)")
+
+
+def _engine(args):
+    """The pipeline's Engine from the parsed options."""
+    from .core.pipeline import Engine
+
+    return Engine(
+        layout=args.layout,
+        plane=args.plane,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        memory_limit=args.memory_limit,
+        tile=args.tile,
+        parquet=True if args.parquet else None,
+    )
 
 
 def _add_level(group, default_text: str) -> None:
@@ -187,6 +254,7 @@ def _add_train_parser(sub) -> None:
     _add_model_options(t.add_argument_group("model"), model, training)
     _add_rotation_options(t.add_argument_group("rotation"), model)
     _add_training_options(t.add_argument_group("training"), training)
+    _add_engine_options(t.add_argument_group("movies and several inputs"))
     out = t.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="DIR", help="output folder (model.pt, points.csv, report.json)")
     _add_quiet(out)
@@ -280,6 +348,7 @@ def _add_encode_parser(sub) -> None:
     _add_patch_input(inputs)
     inputs.add_argument("--labels-col", default=None, help="class column (crvae models only)")
     inputs.add_argument("--model", required=True, metavar="MODEL", help="a model.pt written by 'train'")
+    _add_engine_options(e.add_argument_group("movies and several inputs"))
     out = e.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="DIR2", help="output folder (points.csv, report.json)")
     _add_quiet(out)
@@ -302,7 +371,13 @@ def _add_detect_parser(sub) -> None:
         "find atoms (bright or dark features) in an image",
         "Find atom columns: local maxima of a difference-of-Gaussians filter.",
     )
-    d.add_argument("input", metavar="IMAGE", help="2-D image (TIFF, PNG, .npy, microscopy formats)")
+    d.add_argument(
+        "input",
+        metavar="IMAGE",
+        nargs="+",
+        help="2-D image (TIFF, PNG, .npy, microscopy formats), a movie or several files (the points get frame "
+        "and file columns)",
+    )
     find = d.add_argument_group("detection")
     find.add_argument(
         "--sigma", type=float, default=None, help="feature size in px (default: estimated from the image)"
@@ -322,6 +397,7 @@ def _add_detect_parser(sub) -> None:
     )
     find.add_argument("--no-refine", action="store_true", help="skip sub-pixel refinement")
     _add_level(find, "none")
+    _add_engine_options(d.add_argument_group("movies and several inputs"))
     out = d.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="POINTS.csv", help="the positions found: columns y, x, strength")
     _add_quiet(out)
@@ -377,6 +453,31 @@ class _ProgressBar:
             self.bar.close()
 
 
+class _FrameBar:
+    """A terminal bar over a movie's frames (detection, then encoding: a new bar when a pass starts)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet or total < 2:
+            return
+        if self.bar is None or done == 1:
+            from tqdm import tqdm
+
+            self.close()
+            self.bar = tqdm(
+                total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, mininterval=0.5, disable=None
+            )
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _refuse_model_options(args) -> None:
     """With --resume, an InputError naming the model options given (those not at their defaults)."""
     from .core.errors import InputError
@@ -421,7 +522,7 @@ def _cmd_train(args, say) -> int:
         threads=args.threads,
         class_window=args.class_window,
     )
-    bar = _ProgressBar(args.quiet)
+    bar, frames = _ProgressBar(args.quiet), _FrameBar(args.quiet)
     stop = threading.Event()
     try:
         with _first_interrupt_stops(stop, say):
@@ -438,9 +539,12 @@ def _cmd_train(args, say) -> int:
                 say=say,
                 stop=stop,
                 resume=args.resume,
+                engine=_engine(args),
+                on_frame=frames,
             )
     finally:
         bar.close()
+        frames.close()
     sym = report["symmetry"]
     if sym.get("source") == "estimated":
         say(
@@ -483,56 +587,104 @@ def _first_interrupt_stops(stop: threading.Event, say):
 def _cmd_encode(args, say) -> int:
     from .core.pipeline import run_encode
 
-    report = run_encode(
-        args.input,
-        args.model,
-        args.out,
-        points_path=args.points,
-        labels_col=args.labels_col,
-        edge=args.edge,
-        level=args.level,
-        say=say,
-    )
+    frames = _FrameBar(args.quiet)
+    try:
+        report = run_encode(
+            args.input,
+            args.model,
+            args.out,
+            points_path=args.points,
+            labels_col=args.labels_col,
+            edge=args.edge,
+            level=args.level,
+            say=say,
+            engine=_engine(args),
+            on_frame=frames,
+        )
+    finally:
+        frames.close()
     say(f"Encoded {report['n_patches']} patches in {report['seconds']['encode']:.1f} s. Results in {args.out}")
     return 0
+
+
+def _detect_options(args) -> dict:
+    """``detect_atoms``'s keyword arguments from the detect options."""
+    return {
+        "sigma": args.sigma,
+        "min_distance": args.min_distance,
+        "threshold": args.threshold,
+        "dark": args.dark,
+        "margin": args.margin,
+        "refine": not args.no_refine,
+    }
 
 
 def _cmd_detect(args, say) -> int:
     from pathlib import Path
 
-    import pandas as pd
+    from .core.pipeline import is_single_image, layout_statement, open_scans
 
-    from .core.detect import detect_atoms
-    from .core.image import as_image2d
-    from .core.level import level_image
-    from .core.points_io import calibrated_columns, write_csv_atomic
-    from .core.readers import read_first_image
-
-    data, notes = read_first_image(Path(args.input))
-    image, img_notes = as_image2d(data.data, name=f"image {Path(args.input).name}")
-    for note in notes + img_notes:
-        say(note)
-    found = detect_atoms(
-        level_image(image, args.level or "none"),
-        sigma=args.sigma,
-        min_distance=args.min_distance,
-        threshold=args.threshold,
-        dark=args.dark,
-        margin=args.margin,
-        refine=not args.no_refine,
-    )
-    pixel_size = float(data.scale[-1]) if data.scale and data.unit else None
-    found = found.reset_index(drop=True)
-    calibrated = calibrated_columns(found[["y", "x"]], pixel_size, data.unit) if pixel_size else None
-    found = pd.concat([found[["y", "x"]], calibrated, found.drop(columns=["y", "x"])], axis=1)
+    engine = _engine(args)
+    scans = open_scans(args.input, None, engine)
+    if is_single_image(scans):
+        found = _detect_image(Path(args.input[0]), args, say)
+    else:
+        say(layout_statement(scans))
+        found = _detect_movie(scans, args, engine, say)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from .core.points_io import write_csv_atomic
+
     write_csv_atomic(found, out)
     if len(found) == 0:
         say("No features found: try a lower --threshold, another --sigma, or --dark for dark features.")
     else:
         say(f"Found {len(found)} features; wrote {out}")
     return 0
+
+
+def _detect_image(path, args, say):
+    """One 2-D image's features: y, x, the calibrated columns, strength (today's table)."""
+    import pandas as pd
+
+    from .core.detect import detect_atoms
+    from .core.image import as_image2d
+    from .core.level import level_image
+    from .core.points_io import calibrated_columns
+    from .core.readers import read_first_image
+
+    data, notes = read_first_image(path)
+    image, img_notes = as_image2d(data.data, name=f"image {path.name}")
+    for note in notes + img_notes:
+        say(note)
+    found = detect_atoms(level_image(image, args.level or "none"), **_detect_options(args))
+    pixel_size = float(data.scale[-1]) if data.scale and data.unit else None
+    found = found.reset_index(drop=True)
+    calibrated = calibrated_columns(found[["y", "x"]], pixel_size, data.unit) if pixel_size else None
+    return pd.concat([found[["y", "x"]], calibrated, found.drop(columns=["y", "x"])], axis=1)
+
+
+def _detect_movie(scans, args, engine, say):
+    """Every frame's features: file (several inputs), frame, then the columns of one image's table."""
+    import pandas as pd
+
+    from .core.movie import detect_frames
+    from .core.pipeline import engine_client
+    from .core.points_io import calibrated_columns
+
+    for note in scans.notes:
+        say(note)
+    with engine_client(engine) as client:
+        atoms = detect_frames(scans, _detect_options(args), client=client, tile=engine.tile, level=args.level or "none")
+    parts = []
+    for s, src in enumerate(scans.sources):
+        found = atoms[atoms["source"] == s].reset_index(drop=True)
+        cal = calibrated_columns(found[["y", "x"]], src.pixel_size, src.unit) if src.pixel_size else None
+        table = pd.concat([found[["frame", "y", "x"]], cal, found[["strength"]]], axis=1)
+        if len(scans.sources) > 1:
+            table.insert(0, "file", src.name)
+        parts.append(table)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _cmd_sample(args, say) -> int:

@@ -9,6 +9,8 @@ half-written folder behind.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,6 +38,9 @@ from .train import drive
 
 MODEL_FILE = "model.pt"
 POINTS_FILE = "points.csv"
+# Frames with a longer side (px) are detected tile by tile: a 2048 px frame's detection
+# temporaries (a few float32 copies) stay near 100 MB per worker.
+DEFAULT_TILE = 2048
 
 Say = Callable[[str], None]
 
@@ -53,6 +58,25 @@ class Inputs:
     notes: list[str] = field(default_factory=list)
     n_points: int = 0
     level: str = "none"  # how the image was levelled before detection and patches (core/level.py)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How a job reads several frames and where it runs them (the CLI's --layout ... --parquet).
+
+    ``workers``: LocalCluster processes (None: one per core; 0: no cluster,
+    every frame in this process). ``scheduler``: the address of a running
+    dask scheduler instead. ``tile``: frames with a longer side are detected
+    tile by tile. ``parquet``: points.parquet too (None: for large tables).
+    """
+
+    layout: str = "auto"
+    plane: int | None = None
+    scheduler: str | None = None
+    workers: int | None = None
+    memory_limit: str | None = None
+    tile: int | None = DEFAULT_TILE
+    parquet: bool | None = None
 
 
 def load_inputs(
@@ -215,13 +239,27 @@ def _patch_size_fit(inputs: Inputs, model_config: ModelConfig, resume) -> ModelC
     return replace(model_config, patch_size=size)
 
 
+def _sample_report(result, n: int) -> dict:
+    """report.json's ``training_sample`` of one image: the budget's sample (when the run had a budget) or every patch."""
+    budget = getattr(result, "budget", None)
+    if budget is None or budget.n_sample >= budget.n_total:
+        return {"n_sample": int(n), "n_total": int(n), "rule": "every patch"}
+    return {"n_sample": int(budget.n_sample), "n_total": int(budget.n_total), "rule": budget.reason}
+
+
+def _input_text(input_path):
+    """report.json's ``input``: the path as given, or the list of them when several were."""
+    items = input_items(input_path)
+    return items[0] if len(items) == 1 else items
+
+
 def _train_sources(input_path, points_path, resume) -> dict:
     """report.json's ``input``, ``points`` and ``resumed_from`` (the model file whose training went on)."""
     optional = {"points": points_path, "resumed_from": resume}
-    return {"input": str(input_path), **{k: str(v) if v else None for k, v in optional.items()}}
+    return {"input": _input_text(input_path), **{k: str(v) if v else None for k, v in optional.items()}}
 
 
-def run_train(
+def _train_image(
     input_path,
     out_dir,
     *,
@@ -236,6 +274,7 @@ def run_train(
     say: Say = lambda s: None,
     stop=None,
     resume=None,
+    more: dict | None = None,
 ) -> dict:
     """Train on INPUT and write model.pt, points.csv and report.json into ``out_dir``.
 
@@ -296,13 +335,13 @@ def run_train(
             table=table,
             points_yx=atom_positions(inputs),
         )
-        report["level"] = inputs.level
+        report.update(level=inputs.level, **(more or {}), training_sample=_sample_report(result, len(inputs.patches)))
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     return report
 
 
-def run_encode(
+def _encode_image(
     input_path,
     model_path,
     out_dir,
@@ -313,6 +352,7 @@ def run_encode(
     detect_options: dict | None = None,
     level: str | None = None,
     say: Say = lambda s: None,
+    more: dict | None = None,
 ) -> dict:
     """Encode INPUT with a saved model; writes points.csv and report.json.
 
@@ -359,7 +399,414 @@ def run_encode(
             "notes": inputs.notes,
             "files": [*files, REPORT],
             **checks_report(table, atom_positions(inputs), cfg.symmetry),
+            **(more or {}),
         }
         _say_all(say, report["angle_warnings"])
+        out.write_json(REPORT, report)
+    return report
+
+
+# ---------------------------------------------------------------- one door for one image, a movie or many files
+
+
+def input_items(input_path) -> list[str]:
+    """INPUT as a list of items (files, folders, globs): one path or several."""
+    if isinstance(input_path, (str, os.PathLike)):
+        return [os.fspath(input_path)]
+    return [os.fspath(p) for p in input_path]
+
+
+def open_scans(input_path, points_path=None, engine: Engine | None = None):
+    """The :class:`~.stack.ScanSet` of INPUT, its layout chosen (points with frames make a 3-D file a movie)."""
+    from .points_io import has_frame_column
+    from .stack import open_inputs
+
+    engine = engine or Engine()
+    for item in input_items(input_path):
+        # Today's words for a missing file (scripts read them); globs and "file.h5::/dataset" are the reader's.
+        if not any(c in item for c in "*?[") and "::" not in item and not Path(item).exists():
+            raise InputError(f"Input file not found: {Path(item)}")
+    frame_points = points_path is not None and has_frame_column(points_path)
+    return open_inputs(input_items(input_path), layout=engine.layout, plane=engine.plane, has_frame_points=frame_points)
+
+
+def is_single_image(scans) -> bool:
+    """One 2-D image or one patch stack: today's path, file for file the same."""
+    if len(scans.sources) != 1:
+        return False
+    return scans.layout.kind == "patches" or (scans.layout.kind == "image" and scans.sources[0].n_frames == 1)
+
+
+def layout_statement(scans) -> str:
+    """The terminal's line on how the input was read."""
+    return f"Layout: {scans.layout.kind}. {scans.layout.reason}"
+
+
+def scans_report(scans) -> dict:
+    """report.json's ``inputs``, ``layout`` and ``frames``."""
+    inputs = [
+        {
+            "path": src.path,
+            "name": src.name,
+            "shape": [int(n) for n in src.data.shape],
+            "frames": int(src.n_frames),
+            "pixel_size": src.pixel_size,
+            "unit": src.unit,
+        }
+        for src in scans.sources
+    ]
+    layout = {"kind": scans.layout.kind, "reason": scans.layout.reason}
+    return {"inputs": inputs, "layout": layout, "frames": int(scans.n_frames)}
+
+
+def _image_report(scans) -> dict:
+    """What a single image's report.json adds: its input and layout, and that no cluster ran."""
+    from .cluster import cluster_summary
+
+    return {**scans_report(scans), "cluster": cluster_summary(None, None)}
+
+
+@contextlib.contextmanager
+def engine_client(engine: Engine):
+    """The job's dask client (None with ``workers=0``: every frame in this process)."""
+    from .cluster import compute_client
+
+    if engine.workers == 0 and engine.scheduler is None:
+        yield None
+        return
+    with compute_client(engine.scheduler, workers=engine.workers, memory_limit=engine.memory_limit) as client:
+        yield client
+
+
+def run_train(
+    input_path,
+    out_dir,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    points_path=None,
+    labels_col: str = "label",
+    edge: str | None = None,
+    detect_options: dict | None = None,
+    level: str = "none",
+    on_progress=None,
+    say: Say = lambda s: None,
+    stop=None,
+    resume=None,
+    engine: Engine | None = None,
+    on_frame=None,
+) -> dict:
+    """Train on INPUT (one image, a patch stack, a movie or several files) and write the results into ``out_dir``.
+
+    One 2-D image or patch stack goes today's way (model.pt, points.csv, maps,
+    report.json). A movie or several files are detected, sampled for training
+    and encoded frame by frame (:mod:`.movie`) on the cluster ``engine`` names;
+    points.csv then has ``frame`` (and ``file``) columns, the maps are stacks.
+    ``stop``, ``resume``, ``edge``, ``level``: as for one image. ``on_frame(done, total)``:
+    after each frame of a movie's detection and encoding.
+    """
+    engine = engine or Engine()
+    scans = open_scans(input_path, points_path, engine)
+    say(layout_statement(scans))
+    options = {
+        "model_config": model_config,
+        "train_config": train_config,
+        "points_path": points_path,
+        "labels_col": labels_col,
+        "edge": edge,
+        "detect_options": detect_options,
+        "level": level,
+        "on_progress": on_progress,
+        "say": say,
+        "stop": stop,
+        "resume": resume,
+    }
+    if not is_single_image(scans):
+        return _train_movie(
+            scans,
+            out_dir,
+            engine=engine,
+            sources=_train_sources(input_path, points_path, resume),
+            on_frame=on_frame,
+            **options,
+        )
+    item = input_items(input_path)[0]
+    return _train_image(item, out_dir, more=_image_report(scans), **options)
+
+
+def run_encode(
+    input_path,
+    model_path,
+    out_dir,
+    *,
+    points_path=None,
+    labels_col: str | None = None,
+    edge: str | None = None,
+    detect_options: dict | None = None,
+    level: str | None = None,
+    say: Say = lambda s: None,
+    engine: Engine | None = None,
+    on_frame=None,
+) -> dict:
+    """Encode INPUT (one image, a patch stack, a movie or several files) with a saved model.
+
+    ``edge`` and ``level`` default to the ones the model was trained with;
+    a movie or several files are encoded frame by frame as in :func:`run_train`.
+    """
+    engine = engine or Engine()
+    scans = open_scans(input_path, points_path, engine)
+    say(layout_statement(scans))
+    options = {
+        "points_path": points_path,
+        "labels_col": labels_col,
+        "edge": edge,
+        "detect_options": detect_options,
+        "level": level,
+        "say": say,
+    }
+    if not is_single_image(scans):
+        return _encode_movie(
+            scans, model_path, out_dir, engine=engine, input_path=input_path, on_frame=on_frame, **options
+        )
+    return _encode_image(input_items(input_path)[0], model_path, out_dir, more=_image_report(scans), **options)
+
+
+# ---------------------------------------------------------------- movies and several files
+
+
+def atoms_from_points(scans, points: pd.DataFrame) -> pd.DataFrame:
+    """A points table as atoms: ``source, frame, y, x`` and the carried columns, in the points' row order.
+
+    The ``file`` column names each point's input (needed with several inputs),
+    ``frame`` its frame (needed when an input has several).
+    """
+    from .movie import check_frames
+
+    names = {}
+    for i, src in enumerate(scans.sources):
+        for key in (src.name, src.path, Path(src.path).name):
+            names.setdefault(str(key), i)
+    if "file" in points:
+        unknown = sorted({str(v) for v in points["file"]} - set(names))
+        if unknown:
+            given = ", ".join(src.name for src in scans.sources)
+            raise InputError(f"The points name the file {unknown[0]!r}, which is not among the inputs ({given}).")
+        source = np.array([names[str(v)] for v in points["file"]], dtype=np.int64)
+    elif len(scans.sources) > 1:
+        raise InputError("With several inputs the points need a 'file' column naming each point's input.")
+    else:
+        source = np.zeros(len(points), dtype=np.int64)
+    if "frame" in points:
+        frame = points["frame"].to_numpy(dtype=np.int64)
+    elif all(src.n_frames == 1 for src in scans.sources):
+        frame = np.zeros(len(points), dtype=np.int64)
+    else:
+        raise InputError("The input is a movie: the points need a 'frame' column (0 = the first frame).")
+    atoms = pd.concat(
+        [pd.DataFrame({"source": source, "frame": frame}), points.drop(columns=["file", "frame"], errors="ignore")],
+        axis=1,
+    )
+    check_frames(scans, atoms)
+    return atoms
+
+
+def movie_atoms(
+    scans, points_path, detect_options, level: str, client, engine: Engine, say: Say, on_frame=None
+) -> pd.DataFrame:
+    """The atoms of every frame: from the points file, else detected frame by frame."""
+    from .movie import detect_frames
+
+    if points_path is not None:
+        return atoms_from_points(scans, read_points_csv(points_path))
+    atoms = detect_frames(scans, detect_options or {}, client=client, tile=engine.tile, level=level, on_frame=on_frame)
+    if len(atoms) == 0:
+        raise InputError(
+            "No atoms were found in any frame with the default detector settings. "
+            "Run 'napari-rvae detect' with --sigma/--threshold, or give --points."
+        )
+    say(f"Detected {len(atoms)} atoms automatically in {scans.n_frames} frames (give --points to use your own).")
+    return atoms
+
+
+def write_movie_results(out: OutputDir, scans, atoms, model, client, *, engine: Engine, **encode_options) -> dict:
+    """Encode every frame and stream the results into ``out`` (:class:`~.movie_outputs.MovieWriter`).
+
+    Returns ``files``, ``n_patches`` and ``dropped_rows`` (atom rows dropped at a frame's edge).
+    """
+    from .movie import encode_frames, frame_groups
+    from .movie_outputs import MovieWriter
+
+    groups = frame_groups(atoms)
+    n_patches, dropped = 0, []
+    with MovieWriter(
+        out,
+        scans.sources,
+        several_files=len(scans.sources) > 1,
+        period=360.0 / model.config.symmetry,
+        n_classes=model.config.n_classes if model.config.class_model else 0,
+        parquet=engine.parquet,
+    ) as writer:  # on an error its files are closed unfinished, and the OutputDir drops them
+        for result in encode_frames(scans, atoms, model, client=client, **encode_options):
+            writer.add(result)
+            n_patches += len(result.table)
+            rows = groups.get((result.source, result.frame))
+            if rows is not None and len(result.dropped):
+                dropped.extend(int(r) for r in rows[result.dropped])
+        files = writer.close()
+    if n_patches == 0:
+        raise InputError(
+            "Every point is too close to the edge for the model's patches; use --edge reflect or a smaller --patch-size."
+        )
+    return {"files": list(files), "n_patches": n_patches, "dropped_rows": sorted(dropped)}
+
+
+def _latent_png(out: OutputDir, table: pd.DataFrame, model) -> list[str]:
+    """latent.png of a table (the training sample's for a movie), as today's exports draw it."""
+    from .exports import LATENT_FIGURE_FILE, latent_columns, latent_figure
+
+    if not latent_columns(table):
+        return []
+    latent_figure(table, model).savefig(out.path(LATENT_FIGURE_FILE))
+    return [LATENT_FIGURE_FILE]
+
+
+def _first_frame_points(atoms: pd.DataFrame) -> np.ndarray:
+    """The atoms of the first frame that has any: the atom spacing (class window) is a frame's."""
+    from .movie import frame_groups
+
+    groups = frame_groups(atoms)
+    rows = groups[min(groups)]
+    return atoms[["y", "x"]].to_numpy(dtype=float)[rows]
+
+
+def _movie_training(scans, atoms, model_config, train_config, *, client, edge, level, labels, model, stop, on_progress):
+    """Draw the training sample (:func:`~.movie.sample_patches`) and train on it.
+
+    Returns the :class:`~.analysis.Analysis` of the sample, the training
+    settings used and report.json's ``training_sample``.
+    """
+    from .budget import training_budget
+    from .movie import cuttable, sample_patches
+    from .train import resolve_class_window
+
+    size = model_config.patch_size
+    n_total = int(cuttable(scans, atoms, size, edge).sum())
+    if n_total == 0:
+        raise InputError(
+            f"Every point is too close to the edge for {size} px patches; use --edge reflect or a smaller --patch-size."
+        )
+    budget = training_budget(n_total, train_config.batch_size, train_config.epochs)
+    patches, rows, rule = sample_patches(
+        scans, atoms, budget.n_sample, size, client=client, edge=edge, level=level, seed=train_config.seed
+    )
+    # The spacing the class window follows is one frame's: atoms of several frames overlap.
+    train_config = resolve_class_window(
+        replace(train_config, epochs=budget.epochs), model_config, _first_frame_points(atoms)
+    )
+    sample_labels = None if labels is None else np.asarray(labels)[rows]
+    steps = train_patches_iter(patches, None, model_config, train_config, labels=sample_labels, stop=stop, model=model)
+    analysis = drive(steps, on_progress)
+    analysis.training.budget = budget  # report.json's budget: the movie's, not the sample's own
+    sample = {"n_sample": int(len(rows)), "n_total": n_total, "rule": rule, "budget": budget.reason}
+    return analysis, train_config, sample
+
+
+def _train_movie(
+    scans, out_dir, *, engine: Engine, sources: dict, model_config, train_config, points_path, labels_col, edge,
+    detect_options, level, on_progress, say, stop, resume, on_frame=None,
+) -> dict:  # fmt: skip
+    """:func:`run_train` for a movie or several files: detect, sample, train here, encode on the cluster."""
+    from .cluster import cluster_summary
+
+    t_start = time.perf_counter()
+    model, extra = load_model(resume) if resume is not None else (None, {})
+    model_config = model.config if model is not None else model_config
+    edge = edge or extra.get("edge", "drop")
+    _say_all(say, scans.notes)
+    with OutputDir(out_dir) as out, engine_client(engine) as client:
+        atoms = movie_atoms(scans, points_path, detect_options, level, client, engine, say, on_frame)
+        empty = Inputs(np.empty((0, model_config.patch_size, model_config.patch_size), np.float32), atoms)
+        model_config, labels, class_names = _training_labels(empty, model_config, labels_col, extra.get("class_names"))
+        analysis, train_config, sample = _movie_training(
+            scans, atoms, model_config, train_config, client=client, edge=edge, level=level, labels=labels,
+            model=model, stop=stop, on_progress=on_progress,
+        )  # fmt: skip
+        if sample["n_sample"] < sample["n_total"]:
+            say(f"Training on {sample['n_sample']} of {sample['n_total']} patches ({sample['budget']}).")
+        result = analysis.training
+        if result.alignment:
+            say(result.alignment["description"])
+        _say_all(say, result.notes)
+        t_train_end = time.perf_counter()
+        save_model(
+            result.model,
+            out.path(MODEL_FILE),
+            extra={"class_names": class_names, "labels_col": labels_col, "edge": edge, "level": level},
+        )
+        written = write_movie_results(
+            out, scans, atoms, result.model, client, engine=engine, edge=edge, level=level, labels=labels,
+            class_names=class_names, on_frame=on_frame,
+        )  # fmt: skip
+        files = [MODEL_FILE, *written["files"], *_latent_png(out, analysis.table, result.model), REPORT]
+        t_end = time.perf_counter()
+        seconds = {"extract": None, "encode": t_end - t_train_end, "total": t_end - t_start}
+        first = scans.sources[0]
+        report = training_report(
+            result, model_config, train_config, command="train", sources=sources, n_points=len(atoms),
+            n_patches=written["n_patches"], dropped_rows=written["dropped_rows"], seconds=seconds,
+            class_names=class_names, pixel_size=first.pixel_size, unit=first.unit, notes=scans.notes, files=files,
+        )  # fmt: skip
+        report.update(level=level, **scans_report(scans), cluster=cluster_summary(client, engine.scheduler))
+        report["training_sample"] = sample
+        _say_all(say, report["angle_warnings"])
+        out.write_json(REPORT, report)
+    return report
+
+
+def _encode_movie(
+    scans, model_path, out_dir, *, engine: Engine, input_path, points_path, labels_col, edge, detect_options, level, say,
+    on_frame=None,
+) -> dict:  # fmt: skip
+    """:func:`run_encode` for a movie or several files: atoms and encoding frame by frame on the cluster."""
+    from .cluster import cluster_summary
+
+    t_start = time.perf_counter()
+    model, extra = load_model(model_path)
+    cfg = model.config
+    edge, level = edge or extra.get("edge", "drop"), level or extra.get("level", "none")
+    _say_all(say, scans.notes)
+    with OutputDir(out_dir) as out, engine_client(engine) as client:
+        atoms = movie_atoms(scans, points_path, detect_options, level, client, engine, say, on_frame)
+        empty = Inputs(np.empty((0, cfg.patch_size, cfg.patch_size), np.float32), atoms)
+        labels = _encoding_labels(empty, cfg, extra, labels_col)
+        class_names = extra.get("class_names")
+        names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
+        t_encode = time.perf_counter()
+        written = write_movie_results(
+            out, scans, atoms, model, client, engine=engine, edge=edge, level=level, labels=labels, class_names=names,
+            on_frame=on_frame,
+        )  # fmt: skip
+        t_end = time.perf_counter()
+        first = scans.sources[0]
+        report = {
+            "command": "encode",
+            "input": _input_text(input_path),
+            "model": str(model_path),
+            "points": str(points_path) if points_path else None,
+            "model_config": cfg.to_dict(),
+            "n_points": int(len(atoms)),
+            "n_patches": written["n_patches"],
+            "dropped_rows": written["dropped_rows"],
+            "seconds": {"encode": t_end - t_encode, "total": t_end - t_start},
+            "pixel_size": first.pixel_size,
+            "unit": first.unit,
+            "level": level,
+            "notes": list(scans.notes),
+            "files": [*written["files"], REPORT],
+            "lattice_check": None,
+            "angle_warnings": [],
+            **scans_report(scans),
+            "cluster": cluster_summary(client, engine.scheduler),
+        }
         out.write_json(REPORT, report)
     return report

@@ -2,7 +2,9 @@
 
 Accepted input: a CSV with ``y,x`` columns (pixels, napari's axis order), or
 napari's own Points CSV (``index,axis-0,axis-1[,...]``; for more than two axes
-the last two are the image plane). Every other column is carried through,
+the last two are the image plane and the one before them the ``frame``). A
+``frame`` column (whole numbers from 0) and a ``file`` column (which input)
+place the points of a movie or of several files. Every other column is carried through,
 except napari's ``axis-*`` copies of the coordinates in a file that has
 ``y,x`` too (as :func:`points_table` writes them).
 """
@@ -62,7 +64,33 @@ def points_from_table(table: pd.DataFrame, *, source: str = "points") -> pd.Data
         )
     out = pd.DataFrame({"y": coords[yx[0]].astype(float).to_numpy(), "x": coords[yx[1]].astype(float).to_numpy()})
     carried = table.drop(columns=drop).reset_index(drop=True)
+    if len(axis_cols) >= 3 and "frame" not in cols:
+        # napari's (t, y, x) points: the axis before the plane is the frame.
+        carried.insert(0, "frame", table[axis_cols[-3]].to_numpy())
+    if "frame" in carried:
+        carried["frame"] = _frame_numbers(carried["frame"], source)
     return pd.concat([out, carried], axis=1)
+
+
+def _frame_numbers(column: pd.Series, source: str) -> np.ndarray:
+    """A ``frame`` column as int64, or an InputError naming the first row that is not a frame number."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values < 0) | (np.abs(values - np.rint(values)) > 1e-6)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{source}: the frame column must hold frame numbers 0, 1, 2, ...; row {first + 1} has {column.iloc[first]}."
+        )
+    return np.rint(values).astype(np.int64)
+
+
+def has_frame_column(path) -> bool:
+    """Whether a points CSV names each point's frame (a ``frame`` column, or napari's (t, y, x) axes)."""
+    try:
+        cols = [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False  # read_points_csv says what is wrong with it
+    return "frame" in cols or sum(c.startswith("axis-") for c in cols) >= 3
 
 
 def write_csv_atomic(table: pd.DataFrame, path) -> Path:
