@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .align import CoarseAlignment
 from .angle_sd import calibrate_angle_sd
+from .budget import Budget
 from .config import SYMMETRY_AUTO, ModelConfig, TrainConfig
 from .decoder import resolve_compute_dtype
 from .device import resolve_device
@@ -102,6 +103,8 @@ class TrainResult:
     epochs_before: float = 0.0
     history_before: int = 0
     optimizer_resumed: bool = False
+    # What the run trained on and for how long (core/budget.py); set by core.analysis, None elsewhere.
+    budget: Budget | None = None
 
     @property
     def epochs_total(self) -> float:
