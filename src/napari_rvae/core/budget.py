@@ -14,7 +14,7 @@ The rule (``epochs="auto"``), with ``S = STEP_BUDGET`` optimiser steps and
   full passes (today's default; the README's 1,583 patches: 50 x 16 = 800 steps);
 * larger ones: every patch, as many full passes as ``S`` allows, while that
   is at least ``MIN_EPOCHS``;
-* beyond that (``n > S * batch_size / MIN_EPOCHS``, 10,000 patches at batch
+* beyond that (``n > S * batch_size / MIN_EPOCHS``, 8,000 patches at batch
   100): a stratified sample of ``S * batch_size / MIN_EPOCHS`` patches,
   ``MIN_EPOCHS`` passes over it.
 
@@ -33,8 +33,9 @@ import numpy as np
 # Today's default epochs: the quality every earlier measurement was made at; small data sets keep it.
 MAX_EPOCHS = 50
 # Optimiser steps of an automatic budget: 50 full passes of the README's 1,583 patches (800 steps)
-# fit, and 100,000 patch-steps train in about 1.5 min on the 2-core dev machine (docs/speed.md).
-STEP_BUDGET = 1000
+# fit, and 80,000 patch-steps train in about 1 min on the quiet 2-core dev machine, about 2 min at
+# one core's measured rate (docs/speed.md).
+STEP_BUDGET = 800
 # Passes over a sample: each sampled patch is seen this often (fewer, the sample is a stream and
 # the alignment/graph preparation on it grows for nothing).
 MIN_EPOCHS = 10
@@ -100,7 +101,7 @@ def training_budget(
     (50, 1583)
     >>> b = training_budget(100_000, 100)
     >>> b.epochs, b.n_sample, b.steps
-    (10, 10000, 1000)
+    (10, 8000, 800)
     """
     n, batch = int(n_patches), max(1, int(batch_size))
     batch_n = min(batch, n) if n > 0 else batch  # training clamps the batch to the data
