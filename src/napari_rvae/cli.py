@@ -74,6 +74,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _epochs(text: str) -> int | str:
+    """``auto`` or a positive whole number."""
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto or a positive whole number") from None
+
+
 def _count(text: str) -> int:
     """A whole number of at least 0 (0: none, or found from the data)."""
     value = _whole_number(text)
@@ -323,7 +333,12 @@ def _add_rotation_options(group, model: ModelConfig) -> None:
 
 def _add_training_options(group, training: TrainConfig) -> None:
     """Optimiser, length, device and seed."""
-    group.add_argument("--epochs", type=_positive_int, default=training.epochs, help="passes over the patches")
+    group.add_argument(
+        "--epochs",
+        type=_epochs,
+        default="auto",
+        help="passes over every patch, or auto: steps and a stratified sample from the data (report.json: budget)",
+    )
     group.add_argument("--batch-size", type=_positive_int, default=training.batch_size, help="patches per step")
     group.add_argument("--lr", type=float, default=training.lr, help="learning rate")
     group.add_argument("--device", default=training.device, help="auto, cpu, cuda, cuda:N or mps")

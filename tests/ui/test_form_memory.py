@@ -82,7 +82,7 @@ def test_stale_and_invalid_values_are_ignored(make_napari_viewer, settings_file)
     viewer = make_napari_viewer()
     form = open_dock(viewer, "Train rVAE").form
     assert form.kind.currentText() == "rvae"
-    assert (form.epochs.value(), form.patch_size.value()) == (50, 32)
+    assert (form.epochs.value(), form.patch_size.value()) == (0, 32)  # epochs: auto
     assert form.lr.value() == pytest.approx(1e-3)
     assert form.translation.isChecked()
     assert form.device.currentText() == "auto"
@@ -93,6 +93,6 @@ def test_stale_and_invalid_values_are_ignored(make_napari_viewer, settings_file)
 def test_a_corrupt_file_is_ignored_and_then_replaced(make_napari_viewer, settings_file):
     settings_file.write_text('{"train": {"epochs": 12')  # cut short mid-write
     form = open_dock(make_napari_viewer(), "Train rVAE").form
-    assert form.epochs.value() == 50
+    assert form.epochs.value() == 0  # auto
     form.epochs.setValue(9)
     assert read_settings(settings_file)["train"]["epochs"] == 9

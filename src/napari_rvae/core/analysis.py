@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from .bond_order import with_lattice_check
+from .budget import Budget, stratified_sample, training_budget
 from .config import ModelConfig, TrainConfig
 from .encode import encode
 from .models import RVAE
@@ -52,6 +53,22 @@ def _encoded(model: RVAE, patches, centers, labels, notes) -> pd.DataFrame:
     return table
 
 
+def _training_part(patches, labels, groups, budget: Budget, seed: int):
+    """The patches (and their labels) training sees: all of them, or the budget's stratified sample.
+
+    The sample is stratified on ``groups`` crossed with the labels, so that
+    every class given (a crvae's, an ssrvae's few) stays represented.
+    """
+    if not budget.sampled:
+        return patches, labels
+    strata = None if labels is None else np.asarray(labels)
+    if groups is not None:
+        g = np.asarray(groups)
+        strata = g if strata is None else np.unique(np.stack([g, strata], 1), axis=0, return_inverse=True)[1]
+    pick = stratified_sample(patches, budget.n_sample, groups=strata, seed=seed)
+    return np.asarray(patches)[pick], None if labels is None else np.asarray(labels)[pick]
+
+
 def train_patches_iter(
     patches,
     centers,
@@ -61,13 +78,28 @@ def train_patches_iter(
     labels=None,
     stop=None,
     model: RVAE | None = None,
+    groups=None,
+    budget: Budget | None = None,
 ) -> Generator[Progress, None, Analysis]:
-    """Train on a patch stack, then encode it. ``centers``: the (N, 2) atom
-    positions the patches were cut at, or None; ``labels`` per patch (-1 unknown);
-    ``model``: a trained model whose training goes on (:func:`~.train.train_iter`)."""
+    """Train on a patch stack (or the budget's sample of it), then encode every patch.
+
+    ``centers``: the (N, 2) atom positions the patches were cut at, or None;
+    ``labels`` per patch (-1 unknown); ``model``: a trained model whose
+    training goes on (:func:`~.train.train_iter`); ``groups`` per patch (the
+    frame of a movie, the file): each stays represented in a sample;
+    ``budget``: the :class:`~.budget.Budget` to train under, by default
+    :func:`~.budget.training_budget` of the patches and ``train_config.epochs``
+    (an explicit number: that many passes over every patch, no sample).
+    """
     t_start = time.perf_counter()
+    # The class window from every atom: a sample's spacing would be wider than the lattice's.
     train_config = resolve_class_window(train_config, model_config, centers)
-    result = yield from train_iter(patches, model_config, train_config, labels=labels, stop=stop, model=model)
+    if budget is None:
+        budget = training_budget(len(patches), train_config.batch_size, train_config.epochs)
+    train_config = replace(train_config, epochs=budget.epochs)
+    x, lab = _training_part(patches, labels, groups, budget, train_config.seed)
+    result = yield from train_iter(x, model_config, train_config, labels=lab, stop=stop, model=model)
+    result.budget = budget
     t_enc = time.perf_counter()
     table = _encoded(result.model, patches, centers, labels, notes=result.notes)
     t_end = time.perf_counter()
@@ -109,17 +141,27 @@ def analyse_iter(
     edge: str = "drop",
     stop=None,
     model: RVAE | None = None,
+    groups=None,
 ) -> Generator[Progress, None, Analysis]:
-    """Cut patches at the points, train, encode. ``labels`` are per input point (-1 unknown);
+    """Cut patches at the points, train, encode. ``labels`` and ``groups`` (see
+    :func:`train_patches_iter`) are per input point (-1 unknown label);
     ``model``: a trained model whose training goes on (patches cut at its size)."""
     t_start = time.perf_counter()
     if model is not None:
         model_config = model.config
     ps = _cut(image, points_yx, model_config.patch_size, edge)
     kept_labels = None if labels is None else np.asarray(labels)[ps.kept]
+    kept_groups = None if groups is None else np.asarray(groups)[ps.kept]
     t_extract = time.perf_counter() - t_start
     analysis = yield from train_patches_iter(
-        ps.patches, ps.centers, model_config, train_config, labels=kept_labels, stop=stop, model=model
+        ps.patches,
+        ps.centers,
+        model_config,
+        train_config,
+        labels=kept_labels,
+        stop=stop,
+        model=model,
+        groups=kept_groups,
     )
     return _with_cut(analysis, ps, t_extract)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from .budget import check_epochs
 from .errors import InputError
 
 
@@ -177,9 +178,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: optimiser, length, device, seed."""
+    """How to train: optimiser, length, device, seed.
 
-    epochs: int = 50
+    ``epochs``: passes over every patch, or ``"auto"`` (the CLI's and the Train
+    widget's default): the number of steps and a stratified sample of the
+    patches when they are many, from :func:`~napari_rvae.core.budget.training_budget`.
+    """
+
+    epochs: int | str = 50
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
@@ -198,8 +204,10 @@ class TrainConfig:
     class_window: int | str | None = "auto"
 
     def __post_init__(self):
-        if int(self.epochs) < 1:
-            raise InputError(f"Epochs must be at least 1 (got {self.epochs}).")
+        try:
+            check_epochs(self.epochs)
+        except (TypeError, ValueError):
+            raise InputError(f"Epochs must be auto or a whole number of at least 1 (got {self.epochs!r}).") from None
         if int(self.batch_size) < 1:
             raise InputError(f"Batch size must be at least 1 (got {self.batch_size}).")
         if not (0 < self.lr <= 1):  # NaN and inf fail too; above 1 every run diverges

@@ -65,8 +65,8 @@ def training_report(
         ``{"image_layer": name, "points_layer": name}``, with ``resumed_from``
         (the model file whose training went on, or None); right after ``command``.
     n_points, n_patches, dropped_rows
-        Points given, patches trained on, and the row numbers of the points
-        dropped at the image edge.
+        Points given, patches encoded (``budget`` says how many of them training
+        saw), and the row numbers of the points dropped at the image edge.
     seconds
         ``extract``, ``encode`` and ``total`` wall times; ``train`` is taken
         from ``result``.
@@ -91,6 +91,8 @@ def training_report(
         "n_patches": int(n_patches),
         "dropped_rows": [int(i) for i in dropped_rows],
         "epochs_run": result.epochs_run,
+        # Epochs, patches trained on of all, steps and why (core/budget.py); every patch was encoded.
+        "budget": None if result.budget is None else result.budget.to_dict(),
         "stopped_early": result.stopped,
         "loss_per_epoch": list(result.history),
         "final_loss": result.history[-1] if result.history else None,

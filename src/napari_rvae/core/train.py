@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from . import ddp
 from .align import CoarseAlignment
 from .angle_sd import calibrate_angle_sd
+from .budget import Budget
 from .config import SYMMETRY_AUTO, ModelConfig, TrainConfig
 from .decoder import resolve_compute_dtype
 from .device import resolve_device
@@ -108,6 +109,8 @@ class TrainResult:
     history_before: int = 0
     optimizer_resumed: bool = False
     processes: int = 1  # processes that trained the model together (torchrun, core/ddp.py)
+    # What the run trained on and for how long (core/budget.py); set by core.analysis, None elsewhere.
+    budget: Budget | None = None
 
     @property
     def epochs_total(self) -> float:

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_rvae.core.bond_order import lattice_check_summary
+from napari_rvae.core.budget import AUTO, training_budget
 from napari_rvae.core.config import (
     KINDS,
     MODEL_KINDS,
@@ -161,7 +162,9 @@ class TrainForm(QWidget):
             "within ±90° / full circle: skip that test; small: angles tied near 0 degrees (the reference rVAE);\n"
             "any angle, rVAE only: no alignment step."
         )
-        self.epochs = _spin(1, 10000, 50)
+        self.epochs = _spin(0, 10000, 0)
+        self.epochs.setSpecialValueText(AUTO)  # 0 shows as "auto": steps and sample from the data (core/budget.py)
+        self.epochs.setToolTip("Passes over every patch, or auto: the budget below the form says what it chose.")
         self.batch_size = _spin(1, 100000, 100)
         self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, singleStep=1e-4)
         self.lr.setValue(1e-3)  # after setDecimals: a 2-decimal box would round it to 0
@@ -210,7 +213,7 @@ class TrainForm(QWidget):
             **ROTATION_CHOICES[self.rotations.currentText()],
         )
         train = TrainConfig(
-            epochs=self.epochs.value(),
+            epochs=self.epochs.value() or AUTO,
             batch_size=self.batch_size.value(),
             lr=self.lr.value(),
             seed=self.seed.value(),
@@ -381,6 +384,8 @@ class TrainWidget(JobWidget):
         layout.addWidget(self.plan)
         self.form = TrainForm()
         layout.addWidget(self.form)
+        self.budget_label = QLabel(wordWrap=True)
+        layout.addWidget(self.budget_label)
 
         row = QHBoxLayout()
         self.train_button, self.stop_button, self.abort_button = (QPushButton(t) for t in ("Train", "Stop", "Abort"))
@@ -432,6 +437,11 @@ class TrainWidget(JobWidget):
         self.points_combo.follow("data", self.update_plan)
         self._refresh_labels()
         self.update_plan()
+        self.points_combo.currentTextChanged.connect(self._show_budget)
+        self.points_combo.follow("data", self._show_budget)
+        self.form.epochs.valueChanged.connect(self._show_budget)
+        self.form.batch_size.valueChanged.connect(self._show_budget)
+        self._show_budget()
 
     # ------------------------------------------------------------------ state
 
@@ -445,6 +455,15 @@ class TrainWidget(JobWidget):
         elif LABEL_COLUMN in columns:
             self.labels_combo.setCurrentText(LABEL_COLUMN)
         self.update_buttons()
+
+    def _budget(self, n_points: int):
+        """The budget a run on ``n_points`` atoms trains under with the form's epochs and batch size."""
+        return training_budget(n_points, self.form.batch_size.value(), self.form.epochs.value() or AUTO)
+
+    def _show_budget(self, *_):
+        """Say before Train is pressed what the run will train on (points dropped at the edge aside)."""
+        layer = self.points_combo.layer()
+        self.budget_label.setText("" if layer is None else f"Budget: {self._budget(len(layer.data)).reason}")
 
     def update_buttons(self, *_):
         """Enable exactly the actions that can run now."""
@@ -573,7 +592,7 @@ class TrainWidget(JobWidget):
 
     def _start_training(self, inputs: TrainInputs, snap: Snapshot, run: str, status: str, history=(), **report):
         """Run the training job: the loss curve (continuing ``history``), the bar, the status line."""
-        self.plot.reset(inputs.train_config.epochs, history)
+        self.plot.reset(self._budget(len(snap.points)).epochs, history)
         self.bar.setValue(0)
         self._device = str(resolve_device(inputs.train_config.device))
         self.status.setText(status)
