@@ -506,6 +506,20 @@ def _refuse_model_options(args) -> None:
 
 
 def _cmd_train(args, say) -> int:
+    """``train``; under torchrun with several processes, rank 0 alone reports and writes (core/ddp.py)."""
+    from .core import ddp
+
+    group = ddp.init_from_env()
+    try:
+        if group is not None and not group.is_main:
+            say, args.quiet = (lambda s: None), True
+        code = _train_and_report(args, say)
+        return 0 if group is not None and not group.is_main else code
+    finally:
+        ddp.shutdown()
+
+
+def _train_and_report(args, say) -> int:
     from .core.config import KINDS, ModelConfig, TrainConfig
     from .core.pipeline import run_train
 
@@ -560,6 +574,8 @@ def _cmd_train(args, say) -> int:
     finally:
         bar.close()
         frames.close()
+    if not report:  # a torchrun process other than rank 0: it trained, rank 0 writes
+        return 0
     sym = report["symmetry"]
     if sym.get("source") == "estimated":
         say(

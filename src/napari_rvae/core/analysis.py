@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from . import ddp
 from .bond_order import with_lattice_check
 from .budget import Budget, stratified_sample, training_budget
 from .config import ModelConfig, TrainConfig
@@ -98,6 +99,9 @@ def train_patches_iter(
         budget = training_budget(len(patches), train_config.batch_size, train_config.epochs)
     train_config = replace(train_config, epochs=budget.epochs)
     x, lab = _training_part(patches, labels, groups, budget, train_config.seed)
+    group = ddp.current()
+    if group is not None:  # torchrun: the other processes train on exactly this (core/ddp.py)
+        ddp.share_training(group, x, lab, model_config, train_config)
     result = yield from train_iter(x, model_config, train_config, labels=lab, stop=stop, model=model)
     result.budget = budget
     t_enc = time.perf_counter()

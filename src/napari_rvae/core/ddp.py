@@ -165,6 +165,27 @@ def broadcast_array(array, ctx: DistContext) -> np.ndarray | None:
     return data.numpy().view(np.dtype(dtype)).reshape(shape)
 
 
+def share_training(ctx: DistContext, patches, labels, model_config, train_config) -> None:
+    """Rank 0: send the other processes exactly what it trains on (the budget's sample, the
+    resolved settings), so that the sample, the class window and the epochs can't differ."""
+    broadcast_array(patches, ctx)
+    broadcast_array(labels, ctx)
+    broadcast_object((model_config, train_config), ctx)
+
+
+def train_beside_main(ctx: DistContext, *, model=None, stop=None) -> None:
+    """A torchrun process other than rank 0: rank 0's training data, the same training, nothing written.
+
+    Rank 0 alone reads the inputs, detects, encodes and writes (core/pipeline.py);
+    ``model``: the model file a resumed run goes on from (every process reads it).
+    """
+    from .train import drive, train_iter  # train imports this module
+
+    patches, labels = broadcast_array(None, ctx), broadcast_array(None, ctx)
+    model_config, train_config = broadcast_object(None, ctx)
+    drive(train_iter(patches, model_config, train_config, labels=labels, stop=stop, model=model))
+
+
 def rng_state() -> dict:
     """The global torch generators' states (what the sampled noise is drawn from)."""
     state = {"cpu": torch.get_rng_state()}

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import ddp
 from .analysis import encode_patches, train_patches_iter
 from .config import ModelConfig, TrainConfig
 from .errors import InputError
@@ -505,6 +506,10 @@ def run_train(
     ``stop``, ``resume``, ``edge``, ``level``: as for one image. ``on_frame(done, total)``:
     after each frame of a movie's detection and encoding.
     """
+    group = ddp.current()
+    if group is not None and not group.is_main:  # torchrun: rank 0 reads, writes and reports
+        ddp.train_beside_main(group, model=load_model(resume)[0] if resume is not None else None, stop=stop)
+        return {}
     engine = engine or Engine()
     scans = open_scans(input_path, points_path, engine)
     say(layout_statement(scans))

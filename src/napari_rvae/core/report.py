@@ -84,6 +84,7 @@ def training_report(
         # ... and the training settings as the run resolved them (the class window's "auto").
         "train_config": (result.train_config or train_config).to_dict(),
         "device": result.device,
+        "processes": result.processes,  # torchrun processes that trained it together (core/ddp.py)
         "alignment": result.alignment,
         "symmetry": result.symmetry or {"chosen": int(result.model.config.symmetry), "source": "given"},
         "class_window_px": result.class_window if result.model.config.class_model else None,
