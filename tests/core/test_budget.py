@@ -21,9 +21,10 @@ from napari_rvae.core.train import drive
 
 
 def test_small_data_keeps_full_passes():
-    readme = training_budget(1583, 100)  # the README's sample
-    assert (readme.epochs, readme.n_sample, readme.n_total, readme.steps) == (MAX_EPOCHS, 1583, 1583, 800)
-    assert not readme.sampled
+    small = training_budget(1000, 100)
+    assert (small.epochs, small.n_sample, small.n_total, small.steps) == (MAX_EPOCHS, 1000, 1000, 500)
+    readme = training_budget(1583, 100)  # the README's sample: full passes, twice its published 20 epochs
+    assert (readme.epochs, readme.n_sample, readme.steps) == (40, 1583, 640) and not readme.sampled
     mid = training_budget(5000, 100)  # fewer passes, still every patch
     assert mid.n_sample == mid.n_total == 5000 and MIN_EPOCHS <= mid.epochs < MAX_EPOCHS
     given = training_budget(100_000, 100, epochs=20)  # a number keeps its meaning
@@ -36,7 +37,7 @@ def test_large_data_is_sampled_within_the_step_budget():
     assert big.sampled and big.n_total == 100_000 and big.n_sample < 20_000
     assert big.steps <= STEP_BUDGET and big.epochs == MIN_EPOCHS
     assert "stratified sample" in big.reason
-    for n in (1, 99, 1600, 1601, 7999, 8001, 10**7):
+    for n in (1, 99, 1200, 1201, 6399, 6401, 10**7):
         b = training_budget(n, 100)
         assert b.steps <= max(STEP_BUDGET, MAX_EPOCHS) and 1 <= b.n_sample <= n
     # The sample never shrinks as the data grow.

@@ -19,4 +19,4 @@ def test_the_budget_is_shown_for_the_chosen_points(make_napari_viewer):
     assert widget.form.configs()[1].epochs == 7
     widget.form.epochs.setValue(0)
     atoms.data = np.random.default_rng(1).uniform(16, 240, (25_000, 2))  # many atoms: a sample
-    assert "stratified sample of 8,000" in widget.budget_label.text()
+    assert "stratified sample of 6,400" in widget.budget_label.text()

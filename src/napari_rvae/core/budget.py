@@ -11,10 +11,10 @@ The rule (``epochs="auto"``), with ``S = STEP_BUDGET`` optimiser steps and
 ``s(n) = ceil(n / batch_size)`` steps per pass over ``n`` patches:
 
 * small data sets, ``MAX_EPOCHS * s(n) <= S``: every patch, ``MAX_EPOCHS``
-  full passes (today's default; the README's 1,583 patches: 50 x 16 = 800 steps);
+  full passes (today's default; up to 1,200 patches at batch 100);
 * larger ones: every patch, as many full passes as ``S`` allows, while that
-  is at least ``MIN_EPOCHS``;
-* beyond that (``n > S * batch_size / MIN_EPOCHS``, 8,000 patches at batch
+  is at least ``MIN_EPOCHS`` (the README's 1,583 patches: 40 x 16 = 640 steps);
+* beyond that (``n > S * batch_size / MIN_EPOCHS``, 6,400 patches at batch
   100): a stratified sample of ``S * batch_size / MIN_EPOCHS`` patches,
   ``MIN_EPOCHS`` passes over it.
 
@@ -32,10 +32,10 @@ import numpy as np
 
 # Today's default epochs: the quality every earlier measurement was made at; small data sets keep it.
 MAX_EPOCHS = 50
-# Optimiser steps of an automatic budget: 50 full passes of the README's 1,583 patches (800 steps)
-# fit, and 80,000 patch-steps train in about 1 min on the quiet 2-core dev machine, about 2 min at
-# one core's measured rate (docs/speed.md).
-STEP_BUDGET = 800
+# Optimiser steps of an automatic budget: 64,000 patch-steps train in about 2 min on the shared
+# 2-core dev machine (600 patches/s measured), and the README's 1,583 patches get 40 full passes,
+# twice the 20 its published figures were measured at (docs/speed.md).
+STEP_BUDGET = 640
 # Passes over a sample: each sampled patch is seen this often (fewer, the sample is a stream and
 # the alignment/graph preparation on it grows for nothing).
 MIN_EPOCHS = 10
@@ -97,11 +97,11 @@ def training_budget(
 
     Examples
     --------
-    >>> training_budget(1583, 100).epochs, training_budget(1583, 100).n_sample
-    (50, 1583)
+    >>> training_budget(1000, 100).epochs, training_budget(1583, 100).epochs
+    (50, 40)
     >>> b = training_budget(100_000, 100)
     >>> b.epochs, b.n_sample, b.steps
-    (10, 8000, 800)
+    (10, 6400, 640)
     """
     n, batch = int(n_patches), max(1, int(batch_size))
     batch_n = min(batch, n) if n > 0 else batch  # training clamps the batch to the data
