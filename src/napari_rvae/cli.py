@@ -428,9 +428,10 @@ def _add_sample_parser(sub) -> None:
     )
     s.add_argument(
         "name",
-        choices=["lattice", "digits", "stm"],
+        choices=["lattice", "digits", "stm", "movie"],
         help="lattice: synthetic polycrystal; digits: rotated digits stack; stm: the bundled real STM image "
-        "(SPIEPy demo, BSD-2-Clause; its licence notice is written beside it)",
+        "(SPIEPy demo, BSD-2-Clause; its licence notice is written beside it); movie: a synthetic in-situ "
+        "movie whose grains turn and whose boundary moves (a (T, Y, X) TIFF and its true atoms per frame)",
     )
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
@@ -749,6 +750,8 @@ def _cmd_sample(args, say) -> int:
         )
     elif args.name == "stm":
         _write_stm_sample(out, say)
+    elif args.name == "movie":
+        _write_movie_sample(out, args.seed, say)
     else:
         patches, angles, digits = make_rotated_digits(seed=args.seed)
         np.save(out / "digits.npy", patches)
@@ -758,6 +761,38 @@ def _cmd_sample(args, say) -> int:
         )
         say(f"Wrote {out / 'digits.npy'} ({patches.shape[0]} patches of {patches.shape[1]} px) and digits_truth.csv.")
     return 0
+
+
+# The movie sample: small enough to train on in about a minute, turns large enough to see.
+_MOVIE_FRAMES, _MOVIE_SHAPE = 8, (256, 256)
+_MOVIE_GRAINS = ((64.0, 64.0, 0.0, 2.0), (200.0, 90.0, 30.0, -1.5), (120.0, 200.0, -55.0, 1.0))
+
+
+def _write_movie_sample(out, seed: int, say) -> None:
+    """A synthetic movie as a calibrated (T, Y, X) TIFF and its true atoms (frame, y, x, angle, grain)."""
+    import numpy as np
+    import pandas as pd
+
+    from .core.points_io import write_csv_atomic
+    from .core.readers import write_tiff
+    from .core.synthetic import make_movie
+
+    movie = make_movie(_MOVIE_FRAMES, _MOVIE_SHAPE, grains=_MOVIE_GRAINS, boundary_velocity=(0.0, 2.0), seed=seed)
+    frames = [movie.frame(t) for t in range(_MOVIE_FRAMES)]
+    first = frames[0]
+    write_tiff(out / "movie.tif", np.stack([f.image for f in frames]), pixel_size=first.pixel_size, unit=first.unit)
+    truth = pd.concat(
+        pd.DataFrame(
+            {"frame": t, "y": f.points[:, 0], "x": f.points[:, 1], "angle_true": f.angle_deg, "grain": f.grain}
+        )
+        for t, f in enumerate(frames)
+    )
+    write_csv_atomic(truth, out / "movie_points.csv")
+    say(
+        f"Wrote {out / 'movie.tif'} ({_MOVIE_FRAMES} frames of {_MOVIE_SHAPE[0]} x {_MOVIE_SHAPE[1]}: three grains "
+        f"turning at +2, -1.5 and +1 deg a frame, one boundary moving) and {out / 'movie_points.csv'} "
+        f"({len(truth)} atoms with their frame and true angle)."
+    )
 
 
 def _write_stm_sample(out, say) -> None:

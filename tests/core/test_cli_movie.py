@@ -158,3 +158,17 @@ def test_a_glob_matching_nothing_is_one_line(tmp_path, capsys):
     assert run_cli("train", tmp_path / "nothing*.tif", "--out", out, *FAST, "--quiet") == 2
     assert "nothing*.tif" in _one_error_line(capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_sample_movie_is_a_calibrated_movie_with_its_truth(tmp_path):
+    from napari_rvae.core.stack import open_inputs
+
+    assert run_cli("sample", "movie", "--out", tmp_path) == 0
+    scans = open_inputs([tmp_path / "movie.tif"])
+    assert scans.layout.kind == "movie" and scans.n_frames == 8
+    assert scans.sources[0].frame_shape == (256, 256) and scans.sources[0].pixel_size == pytest.approx(0.25)
+    truth = pd.read_csv(tmp_path / "movie_points.csv")
+    assert list(truth.columns[:3]) == ["frame", "y", "x"] and sorted(truth["frame"].unique()) == list(range(8))
+    # grain 0 turns by +2 degrees a frame
+    grain0 = truth[truth["grain"] == 0].groupby("frame")["angle_true"].first()
+    np.testing.assert_allclose(np.diff(grain0.to_numpy()), 2.0)
