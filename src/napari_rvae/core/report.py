@@ -79,8 +79,7 @@ def training_report(
     return {
         "command": command,
         **sources,
-        # The model's own config: the run may have changed it (alignment failed -> "none").
-        "model_config": result.model.config.to_dict(),
+        "model_config": result.model.config.to_dict(),  # the run may change it (alignment failed -> "none")
         # ... and the training settings as the run resolved them (the class window's "auto").
         "train_config": (result.train_config or train_config).to_dict(),
         "device": result.device,
@@ -92,8 +91,7 @@ def training_report(
         "n_patches": int(n_patches),
         "dropped_rows": [int(i) for i in dropped_rows],
         "epochs_run": result.epochs_run,
-        # Epochs, patches trained on of all, steps and why (core/budget.py); every patch was encoded.
-        "budget": None if result.budget is None else result.budget.to_dict(),
+        "budget": None if result.budget is None else result.budget.to_dict(),  # core/budget.py; all encoded
         "stopped_early": result.stopped,
         "loss_per_epoch": list(result.history),
         "final_loss": result.history[-1] if result.history else None,

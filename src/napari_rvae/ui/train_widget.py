@@ -429,18 +429,21 @@ class TrainWidget(JobWidget):
         layout.addWidget(box)
         layout.addStretch()
 
+        self._follow_inputs()
+
+    def _follow_inputs(self) -> None:
+        """Keep the buttons, the labels column, the movie plan and the budget line in step with the inputs."""
         self.image_combo.currentTextChanged.connect(self.update_buttons)
-        self.image_combo.currentTextChanged.connect(self.update_plan)
+        for changed in (self.update_plan, self._show_budget):
+            self.image_combo.currentTextChanged.connect(changed)
+            self.points_combo.currentTextChanged.connect(changed)
+            self.points_combo.follow("data", changed)
         self.points_combo.currentTextChanged.connect(self._refresh_labels)
-        self.points_combo.currentTextChanged.connect(self.update_plan)
         self.points_combo.follow("features", self._refresh_labels)
-        self.points_combo.follow("data", self.update_plan)
-        self._refresh_labels()
-        self.update_plan()
-        self.points_combo.currentTextChanged.connect(self._show_budget)
-        self.points_combo.follow("data", self._show_budget)
         self.form.epochs.valueChanged.connect(self._show_budget)
         self.form.batch_size.valueChanged.connect(self._show_budget)
+        self._refresh_labels()
+        self.update_plan()
         self._show_budget()
 
     # ------------------------------------------------------------------ state
