@@ -114,6 +114,15 @@ def test_detect_writes_the_frame_column(movie, tmp_path):
     assert list(found.columns[:3]) == ["frame", "y", "x"] and sorted(set(found["frame"])) == [0, 1, 2]
 
 
+def test_a_blank_frame_has_no_atoms_and_the_movie_goes_on(movie, tmp_path):
+    path, _ = movie
+    stack = tifffile.imread(path)
+    stack[1] = 0.5  # the beam was off for a frame
+    tifffile.imwrite(tmp_path / "blank.tif", stack, photometric="minisblack")
+    assert run_cli("detect", tmp_path / "blank.tif", "--out", tmp_path / "found.csv", "--workers", "0", "--quiet") == 0
+    assert sorted(set(pd.read_csv(tmp_path / "found.csv")["frame"])) == [0, 2]
+
+
 def test_unreachable_scheduler_is_one_line_and_writes_nothing(movie, tmp_path, capsys, monkeypatch):
     import napari_rvae.core.cluster as cluster
 

@@ -90,7 +90,13 @@ def _detect_frame_task(sources, s: int, t: int, options: dict, level: str) -> pd
     from .detect import detect_atoms
 
     limit_threads()
-    return detect_atoms(frame_image(sources[s], t, level), **options)
+    try:
+        image = frame_image(sources[s], t, level)
+    except InputError as err:  # a blank frame (beam off, a dropped scan) has no atoms; the movie goes on
+        if "constant" not in str(err):
+            raise
+        return pd.DataFrame({"y": np.empty(0), "x": np.empty(0), "strength": np.empty(0)})
+    return detect_atoms(image, **options)
 
 
 def _settings_task(sources, s: int, t: int, options: dict, tile: int):
