@@ -161,3 +161,16 @@ def test_training_sample_cuts_only_the_sampled_patches(client, movie):
     np.testing.assert_array_equal(patches, expected)
     every, _, rule = sample_patches(scans, atoms, 10_000, PATCH)
     assert rule == "every patch" and len(every) == len(cut_patches(scans, atoms, np.arange(len(atoms)), PATCH)[0])
+
+
+def test_a_lost_task_is_one_sentence_not_a_traceback(client):
+    """A frame whose task the cluster lost (a worker killed over its memory limit) stops the job with one sentence."""
+    import time
+
+    from napari_rvae.core.errors import InputError
+    from napari_rvae.core.movie import _results
+
+    future = client.submit(time.sleep, 30, pure=False)
+    future.cancel()
+    with pytest.raises(InputError, match="A dask worker stopped while it worked on input 0, frame 3"):
+        _results([future], (0, 3))

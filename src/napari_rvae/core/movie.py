@@ -240,11 +240,26 @@ def in_order(run: _Runner, items, make, stop=None) -> Iterator:
             if not pending or _stopped(stop):
                 return
             item, futures = pending.popleft()
-            yield item, [f.result() for f in futures]
+            yield item, _results(futures, item)
     finally:
         for _, futures in pending:
             for f in futures:
                 f.cancel()
+
+
+def _results(futures, item) -> list:
+    """The futures' results; a worker that died under them (most often: over its memory limit) is one sentence."""
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    try:
+        return [f.result() for f in futures]
+    except (KilledWorker, FutureCancelledError) as err:
+        raise InputError(
+            f"A dask worker stopped while it worked on input {item[0]}, frame {item[1]} (most often: it went over "
+            "its memory limit). Give each worker more memory (--memory-limit), use fewer workers (--workers), "
+            f"or a smaller --tile. ({type(err).__name__})"
+        ) from err
 
 
 def _empty_atoms() -> pd.DataFrame:
