@@ -536,6 +536,20 @@ def detect_atoms(
     return _finish(img, settings, iy[keep], ix[keep], strength[keep], (0, 0), img.shape)
 
 
+def finite_window(window, what: str) -> np.ndarray:
+    """A window of a frame as a finite 2-D float32 array; ``what`` names it in the error.
+
+    NaN pixels are not filled here: their fill is a statistic of the whole frame.
+    """
+    arr = np.asarray(window)
+    if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise InputError(f"{what} must be a real 2-D array, not {arr.dtype} of shape {arr.shape}.")
+    img = arr.astype(np.float32, copy=False)
+    if not np.isfinite(img).all():
+        raise InputError(f"{what} has NaN or infinite pixels: fill them for the whole frame first.")
+    return img
+
+
 def detect_with(window, settings: DetectionSettings | None, *, origin=(0, 0), frame_shape=None) -> pd.DataFrame:
     """Find the columns in a window of a frame with settings fixed for the whole frame.
 
@@ -714,12 +728,7 @@ def _window_image(window, settings: DetectionSettings, origin, frame_shape):
     origin = (int(origin[0]), int(origin[1]))
     img = _image(window) if frame_shape is None and origin == (0, 0) else None
     if img is None:  # a part of a frame, or a constant frame
-        arr = np.asarray(window)
-        if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-            raise InputError(f"A detection window must be a real 2-D array, not {arr.dtype} of shape {arr.shape}.")
-        img = arr.astype(np.float32, copy=False)
-        if not np.isfinite(img).all():
-            raise InputError("A detection window has NaN or infinite pixels: fill them for the whole frame first.")
+        img = finite_window(window, "A detection window")
     frame_shape = img.shape if frame_shape is None else (int(frame_shape[0]), int(frame_shape[1]))
     h, w = img.shape
     if min(origin) < 0 or origin[0] + h > frame_shape[0] or origin[1] + w > frame_shape[1]:

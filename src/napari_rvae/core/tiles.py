@@ -52,6 +52,7 @@ from .detect import (
     detection_candidates,
     detection_halo,
     finish_detection,
+    finite_window,
 )
 from .errors import InputError
 from .patches import (
@@ -464,13 +465,7 @@ def _tile_points(points_yx, frame) -> np.ndarray:
 
 def _tile_image(window) -> np.ndarray:
     """The window as a finite 2-D float32 array (NaNs are filled for the whole frame, before tiling)."""
-    arr = np.asarray(window)
-    if arr.ndim != 2 or arr.size == 0 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise InputError(f"A tile's window must be a real 2-D array, not {arr.dtype} of shape {arr.shape}.")
-    img = arr.astype(np.float32, copy=False)
-    if not np.isfinite(img).all():
-        raise InputError("A tile's window has NaN or infinite pixels: fill them for the whole frame first.")
-    return img
+    return finite_window(window, "A tile's window")
 
 
 def _check_window(shape, origin, frame_shape, p: int, edge: str, cval) -> None:
