@@ -188,3 +188,17 @@ def test_defaults_find_the_atoms_of_the_real_stm_sample_across_its_step_edge():
     assert len(found) > 1400  # 1,515 with --level plane --sigma 2.5 (README); 1,525 with the defaults
     spacing = np.median(cKDTree(found[["y", "x"]].to_numpy()).query(found[["y", "x"]].to_numpy(), k=2)[0][:, 1])
     assert 8 < spacing < 13  # the layer's atoms, not noise between them
+
+
+def test_feature_size_of_a_sparse_lattice_with_satellites_is_the_columns_own():
+    """Columns of sigma 3 px, 48 px apart, each with a weak satellite 16 px away: the weak
+    rings hid the spacing, and the estimate jumped between the satellites' scale and the
+    lattice's (2.5 or 7.1 px) from one noisy frame to the next."""
+    from napari_rvae.core.synthetic import make_lattice as synthetic_lattice
+
+    estimates = [
+        estimate_feature_size(synthetic_lattice((1024, 1024), 48.0, seed=seed, sigma=3.0, second_species="none").image)
+        for seed in range(4)
+    ]
+    assert all(2.4 < e < 3.6 for e in estimates), estimates
+    assert max(estimates) - min(estimates) < 0.2, estimates

@@ -49,6 +49,10 @@ _SIZE_CROP = 1024
 _BACKGROUND_SCALES = (32, 16, 8)
 # Sigma estimates are clipped to this range (px).
 _SIGMA_MIN = 0.7
+# Columns count as isolated when the autocorrelation's central peak falls to this fraction of its
+# height before its first minimum: its width alone then measures them (sparse lattices whose
+# weak satellites hide the spacing; see _feature_size).
+_ISOLATED_FLOOR = 0.1
 # A maximum must exceed this many standard deviations of the filtered noise.
 _NOISE_K = 6.0
 # Outer/inner sigma ratio of the difference-of-Gaussians detector.
@@ -145,6 +149,14 @@ def _feature_size(read, shape) -> float:
     crop = _central_crop(read, shape)
     profile = _radial_autocorrelation(crop)
     spacing, floor = _neighbour_spacing(profile)
+    if spacing is None and abs(floor) <= _ISOLATED_FLOOR * profile[0]:
+        # Isolated columns, no clear neighbour ring within reach (a sparse lattice with weak
+        # satellites between columns): the central peak's width is the columns' own, unbiased by
+        # neighbours. Left to the background search, this took the satellites' rings or the
+        # lattice's for the spacing by chance, frame to frame (2.5 or 7.1 px for columns of 3).
+        sigma_w = _central_peak_sigma(profile, floor)
+        if sigma_w is not None:
+            return float(np.clip(sigma_w, _SIGMA_MIN, max(_SIGMA_MIN, min(h, w) / 8.0)))
     if spacing is None:
         profile, spacing, floor = _without_background(crop, profile, floor)
     sigma = _column_sigma(profile, spacing, _central_peak_sigma(profile, floor))

@@ -28,6 +28,7 @@ __all__ = [
     "make_rotated_shapes",
     "make_rotated_digits",
     "wrap_angle",
+    "satellite_positions",
 ]
 
 
@@ -41,6 +42,20 @@ def _direction(angle_deg):
     """Array-coordinate unit step (dy, dx) for a displayed CCW angle."""
     t = np.deg2rad(angle_deg)
     return -np.sin(t), np.cos(t)
+
+
+def satellite_positions(points, angle_deg, spacing: float, options) -> np.ndarray:
+    """The (N, 2) (y, x) positions of the satellites of columns at ``points`` with orientations ``angle_deg``.
+
+    Each lies ``options.satellite_distance * spacing`` from its column along the orientation.
+
+    Examples
+    --------
+    >>> satellite_positions([[10.0, 10.0]], [90.0], 12.0, LatticeOptions(satellite_distance=0.5)).round(6)
+    array([[ 4., 10.]])
+    """
+    uy, ux = _direction(angle_deg)
+    return np.asarray(points, dtype=np.float64) + options.satellite_distance * spacing * np.stack([uy, ux], axis=1)
 
 
 @dataclass
@@ -397,8 +412,7 @@ def _render_motifs(shape, points, angle, species, spacing: float, opts: LatticeO
     amps = np.where(species == 1, opts.second_amplitude, 1.0)
     sig_major = np.where(species == 1, sigma * opts.second_elongation, sigma)
     sig_minor = np.full(n, sigma)
-    uy, ux = _direction(angle)
-    sat = points + opts.satellite_distance * spacing * np.stack([uy, ux], axis=1)
+    sat = satellite_positions(points, angle, spacing, opts)
     centers = np.concatenate([points, sat])
     all_amps = np.concatenate([amps, np.full(n, opts.satellite_amplitude)])
     all_major = np.concatenate([sig_major, np.full(n, 0.8 * sigma)])
@@ -566,8 +580,7 @@ def _render_split(shape, points, angle, species, spacing: float, opts: LatticeOp
     sig_major = np.where(species == 1, sigma * opts.second_elongation, sigma)
     image = _render(shape, points, amps, sig_major, np.full(n, sigma), angle)
     if opts.satellite_amplitude:
-        uy, ux = _direction(angle)
-        sat = points + opts.satellite_distance * spacing * np.stack([uy, ux], axis=1)
+        sat = satellite_positions(points, angle, spacing, opts)
         small = np.full(n, 0.8 * sigma)
         image += _render(shape, sat, np.full(n, opts.satellite_amplitude), small, small, angle)
     return image
