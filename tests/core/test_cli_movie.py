@@ -66,6 +66,23 @@ def test_movie_tiff_is_read_as_frames_and_says_so(movie, tmp_path, capsys, sched
         assert tif.asarray().shape == (3, 96, 96)
 
 
+def test_movie_report_checks_the_angles_of_every_frame(movie, tmp_path):
+    """report.json's lattice check and angle warnings cover the whole movie, as one image's cover it."""
+    from napari_rvae.core.angle_checks import angle_warnings
+
+    path, _ = movie
+    trained, encoded = tmp_path / "run", tmp_path / "again"
+    assert run_cli("train", path, "--out", trained, "--workers", "0", *FAST, "--quiet") == 0
+    assert run_cli("encode", path, "--model", trained / "model.pt", "--out", encoded, "--workers", "0", "--quiet") == 0
+    for out in (trained, encoded):
+        table = pd.read_csv(out / "points.csv")
+        report = json.loads((out / "report.json").read_text())
+        check = report["lattice_check"]
+        assert check is not None and check["frames"] == 3 and check["psi_n"] in (4, 6)
+        assert check["flagged"] == int(table["angle_psi_flag"].sum())
+        assert report["angle_warnings"] == angle_warnings(table, 1)
+
+
 def test_several_files_and_a_glob_share_one_model(tmp_path, capsys):
     img, _ = gaussian_lattice()
     for i in range(2):

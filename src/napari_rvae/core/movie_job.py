@@ -94,14 +94,20 @@ def movie_atoms(
     return atoms
 
 
-def write_movie_results(out: OutputDir, scans, atoms, model, client, *, engine: Engine, **encode_options) -> dict:
+def write_movie_results(
+    out: OutputDir, scans, atoms, model, client, *, engine: Engine, how: dict | None = None, **encode_options
+) -> dict:
     """Encode every frame and stream the results into ``out`` (:class:`~.movie_outputs.MovieWriter`).
 
-    Returns ``files``, ``n_patches`` and ``dropped_rows`` (atom rows dropped at a frame's edge).
+    Returns ``files``, ``n_patches``, ``dropped_rows`` (atom rows dropped at a frame's edge) and
+    ``checks``: report.json's ``lattice_check`` and ``angle_warnings`` over every frame
+    (``how``: how the symmetry was chosen, when this run chose it).
     """
     from .movie import encode_frames, frame_groups
+    from .movie_checks import MovieChecks
     from .movie_outputs import MovieWriter
 
+    checks = MovieChecks(model.config.symmetry, how)
     groups = frame_groups(atoms)
     n_patches, dropped = 0, []
     with MovieWriter(
@@ -114,6 +120,7 @@ def write_movie_results(out: OutputDir, scans, atoms, model, client, *, engine: 
     ) as writer:  # on an error its files are closed unfinished, and the OutputDir drops them
         for result in encode_frames(scans, atoms, model, client=client, **encode_options):
             writer.add(result)
+            checks.add(result.table)
             n_patches += len(result.table)
             rows = groups.get((result.source, result.frame))
             if rows is not None and len(result.dropped):
@@ -123,7 +130,7 @@ def write_movie_results(out: OutputDir, scans, atoms, model, client, *, engine: 
         raise InputError(
             "Every point is too close to the edge for the model's patches; use --edge reflect or a smaller --patch-size."
         )
-    return {"files": list(files), "n_patches": n_patches, "dropped_rows": sorted(dropped)}
+    return {"files": list(files), "n_patches": n_patches, "dropped_rows": sorted(dropped), "checks": checks.report()}
 
 
 def _latent_png(out: OutputDir, table: pd.DataFrame, model) -> list[str]:
@@ -211,7 +218,7 @@ def train_movie(
         )
         written = write_movie_results(
             out, scans, atoms, result.model, client, engine=engine, edge=edge, level=level, labels=labels,
-            class_names=class_names, on_frame=on_frame,
+            class_names=class_names, on_frame=on_frame, how=result.symmetry,
         )  # fmt: skip
         files = [MODEL_FILE, *written["files"], *_latent_png(out, analysis.table, result.model), REPORT]
         t_end = time.perf_counter()
@@ -224,6 +231,7 @@ def train_movie(
         )  # fmt: skip
         report.update(level=level, **scans_report(scans), cluster=cluster_summary(client, engine.scheduler))
         report["training_sample"] = sample
+        report.update(written["checks"])  # the whole movie's, not the training sample's
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     return report
@@ -269,10 +277,10 @@ def encode_movie(
             "level": level,
             "notes": list(scans.notes),
             "files": [*written["files"], REPORT],
-            "lattice_check": None,
-            "angle_warnings": [],
+            **written["checks"],
             **scans_report(scans),
             "cluster": cluster_summary(client, engine.scheduler),
         }
+        _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     return report

@@ -1,0 +1,94 @@
+"""report.json's angle checks for a movie: one image's sentences, gathered frame by frame.
+
+A movie's results are streamed to disk and never held whole; the checks keep
+only what they need: four numbers an atom (angle, angle_sd, psi_order and the
+lattice flag, 16 bytes) and psi_n's order per frame. psi_n is measured within
+each frame (atoms of different frames are not neighbours), as points.csv's
+``psi_*`` columns are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from .angle_checks import angle_warnings
+from .bond_order import DISAGREEMENT_DEG, MIN_ORDER, compared_period, lattice_order
+
+__all__ = ["MovieChecks"]
+
+_COLUMNS = ("angle", "angle_sd", "psi_order", "angle_psi_flag")
+
+
+class MovieChecks:
+    """Gathers a movie's frames (their results tables) into report.json's ``lattice_check`` and ``angle_warnings``.
+
+    Parameters
+    ----------
+    symmetry : int
+        The symmetry the model measures angles in.
+    how : dict, optional
+        How the symmetry was chosen (``TrainResult.symmetry``), for the "Symmetry ambiguous" sentence.
+
+    Examples
+    --------
+    >>> i, j = np.mgrid[:10, :10].reshape(2, -1) * 10.0
+    >>> frame = pd.DataFrame({"y": i, "x": j, "angle": 5.0, "angle_sd": 1.0, "psi_order": 1.0, "angle_psi_flag": False})
+    >>> checks = MovieChecks(4)
+    >>> checks.add(frame); checks.add(frame)
+    >>> report = checks.report()
+    >>> report["lattice_check"]["psi_n"], report["lattice_check"]["frames"], report["angle_warnings"]
+    (4, 2, [])
+    """
+
+    def __init__(self, symmetry: int, how: dict | None = None):
+        self.symmetry = int(symmetry)
+        self.how = how
+        self._parts: dict[str, list[np.ndarray]] = {c: [] for c in _COLUMNS}
+        self._orders: list[tuple[int, float, int]] = []  # (psi_n, median order, atoms) per frame
+
+    def add(self, table: pd.DataFrame) -> None:
+        """Take one frame's results table (points.csv's columns for that frame)."""
+        if len(table) == 0 or "angle" not in table:
+            return
+        for column in _COLUMNS:
+            if column in table:
+                self._parts[column].append(table[column].to_numpy(dtype=np.float32))
+        if "angle_psi_flag" in table and len(table) >= 2:
+            n, median = lattice_order(table[["y", "x"]].to_numpy(dtype=float))
+            self._orders.append((n, median, len(table)))
+
+    def report(self) -> dict:
+        """``{"lattice_check": ..., "angle_warnings": [...]}`` over every frame taken so far."""
+        columns = {c: np.concatenate(p) for c, p in self._parts.items() if p}
+        if "angle" not in columns:
+            return {"lattice_check": None, "angle_warnings": []}
+        table = pd.DataFrame(columns)
+        if "angle_psi_flag" in table:
+            table["angle_psi_flag"] = table["angle_psi_flag"].astype(bool)
+        return {
+            "lattice_check": self._lattice_summary(table),
+            "angle_warnings": angle_warnings(table, self.symmetry, self.how),
+        }
+
+    def _lattice_summary(self, table: pd.DataFrame) -> dict | None:
+        """One image's ``lattice_check`` keys for the movie: its commonest psi_n, the frames' median order."""
+        if not self._orders or "angle_psi_flag" not in table:
+            return None
+        weights = Counter()
+        for n, _, atoms in self._orders:
+            weights[n] += atoms
+        psi_n = weights.most_common(1)[0][0]
+        medians = np.array([m for _, m, _ in self._orders], dtype=float)
+        median = float(np.nanmedian(medians)) if np.isfinite(medians).any() else float("nan")
+        return {
+            "psi_n": psi_n,
+            "compared_modulo_deg": compared_period(self.symmetry, psi_n),
+            "median_order": None if not np.isfinite(median) else round(median, 4),
+            "min_order": MIN_ORDER,
+            "threshold_deg": DISAGREEMENT_DEG,
+            "flagged": int(table["angle_psi_flag"].sum()),
+            "frames": len(self._orders),
+        }
