@@ -25,6 +25,7 @@ import sys
 import threading
 
 from . import __version__
+from ._console import ABORTED, EXIT_INTERRUPTED
 from .core.config import (
     ALIGNMENTS,
     LIKELIHOODS,
@@ -39,7 +40,6 @@ from .core.level import LEVELS
 from .core.patches import EDGE_MODES
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 # The options that build a model: a resumed model keeps its own, so --resume refuses them.
 _MODEL_OPTIONS = {
     "model": "--model",
@@ -553,9 +553,10 @@ def _train_and_report(args, say) -> int:
         class_window=args.class_window,
     )
     bar, frames = _ProgressBar(args.quiet), _FrameBar(args.quiet)
+    watch = _TrainingWatch(bar, frames)
     stop = threading.Event()
     try:
-        with _first_interrupt_stops(stop, say):
+        with _first_interrupt_stops(stop, say, lambda: watch.training):
             report = run_train(
                 args.input,
                 args.out,
@@ -565,12 +566,12 @@ def _train_and_report(args, say) -> int:
                 labels_col=args.labels_col,
                 edge=args.edge or "drop",
                 level=args.level or "none",
-                on_progress=bar,
+                on_progress=watch.on_progress,
                 say=say,
                 stop=stop,
                 resume=args.resume,
                 engine=_engine(args),
-                on_frame=frames,
+                on_frame=watch.on_frame,
             )
     finally:
         bar.close()
@@ -595,12 +596,37 @@ def _train_and_report(args, say) -> int:
     return 0
 
 
+class _TrainingWatch:
+    """Which part of a train run is going, from its callbacks: training runs from the first
+    training step until the movie's encoding pass reports its first frame."""
+
+    def __init__(self, on_progress, on_frame):
+        self._on_progress, self._on_frame = on_progress, on_frame
+        self.started = self.ended = False
+
+    @property
+    def training(self) -> bool:
+        return self.started and not self.ended
+
+    def on_progress(self, progress) -> None:
+        self.started = True
+        self._on_progress(progress)
+
+    def on_frame(self, done: int, total: int) -> None:
+        self.ended = self.ended or self.started
+        self._on_frame(done, total)
+
+
 @contextlib.contextmanager
-def _first_interrupt_stops(stop: threading.Event, say):
-    """The first Ctrl-C sets ``stop`` (training ends after this step, results are written);
-    the second raises KeyboardInterrupt as usual (the run is aborted, nothing is written)."""
+def _first_interrupt_stops(stop: threading.Event, say, training=lambda: True):
+    """While ``training()``, the first Ctrl-C sets ``stop`` (training ends after this step, results
+    are written) and the second raises KeyboardInterrupt as usual (the run is aborted, nothing is
+    written). Before training (reading, detecting, cutting) and after it (encoding a movie) there
+    are no results to keep: the first Ctrl-C aborts."""
 
     def first(signum, frame):
+        if not training():
+            raise KeyboardInterrupt
         stop.set()
         say("\nStopping after this step; the results so far will be written. Press Ctrl-C again to abort.")
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -830,7 +856,7 @@ def main(argv=None) -> int:
         print(f"napari-rvae: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("napari-rvae: aborted; nothing was written.", file=sys.stderr)
+        print(ABORTED, file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

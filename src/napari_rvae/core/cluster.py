@@ -86,12 +86,40 @@ def compute_client(scheduler: str | None = None, *, workers: int | None = None, 
         finally:
             client.close()
         return
-    cluster = _local_cluster(workers, memory_limit)
+    with _interrupt_deferred():  # a cluster half started cannot be closed cleanly
+        cluster = _local_cluster(workers, memory_limit)
     try:
         with Client(cluster) as client:
             yield client
+    except BaseException:
+        # Stopped (Ctrl-C) or failed: the scheduler's complaints about workers that go away
+        # mid-task are expected now, not news for the user.
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        raise
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def _interrupt_deferred():
+    """Hold a Ctrl-C that comes inside the block until the block is done, then raise it.
+
+    Only on the main thread (where Python delivers signals); elsewhere a no-op.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _connect(client_type, address: str):
