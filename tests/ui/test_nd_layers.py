@@ -71,6 +71,12 @@ def test_pick_every_frame_and_frame_in_view(make_napari_viewer, qtbot, movie):
     qtbot.waitUntil(lambda: not widget.thumbs[0].pixmap().isNull(), timeout=WAIT_MS)
     assert widget.count_label.text().startswith(f"{len(points.data):,} points")
 
+    # Moving the slider redraws the gallery from the frame now in view.
+    first = widget.thumbs[0].pixmap().toImage()
+    shown = int(viewer.dims.current_step[0])
+    viewer.dims.set_point(0, TRANSLATE[0] + (shown + 1) % 3 * SCALE[0])
+    qtbot.waitUntil(lambda: widget.thumbs[0].pixmap().toImage() != first, timeout=WAIT_MS)
+
     # The frame in view: only that frame's atoms, at that frame.
     viewer.layers.remove(points)
     viewer.dims.set_point(0, TRANSLATE[0] + 2 * SCALE[0])

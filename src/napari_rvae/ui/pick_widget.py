@@ -95,6 +95,8 @@ class PickWidget(JobWidget):
         self.image_combo.currentTextChanged.connect(self._inputs_changed)
         self.points_combo.currentTextChanged.connect(self._inputs_changed)
         self.points_combo.follow("data", self._schedule_preview)
+        # A stack's gallery shows the frame in view: moving the slider changes it.
+        napari_viewer.dims.events.current_step.connect(self._schedule_preview)
         self.patch_size.valueChanged.connect(self._inputs_changed)
         self.memory = remember(
             self,
