@@ -55,6 +55,7 @@ from napari_rvae.core.errors import InputError
 from napari_rvae.core.frames import frame_indices, largest_frame
 from napari_rvae.core.labels import encoding_labels, labels_for_model
 from napari_rvae.core.modelfile import load_model, save_model
+from napari_rvae.core.patches import edge_dropped_count
 from napari_rvae.core.report import (
     analysis_report,
     find_report,
@@ -64,7 +65,14 @@ from napari_rvae.core.report import (
 
 from .form_memory import remember
 from .layer_combo import LayerCombo
-from .layers import LABEL_COLUMN, image_shape, pixel_size_and_unit, points_in_frames, stack_frames
+from .layers import (
+    LABEL_COLUMN,
+    image_shape,
+    pixel_size_and_unit,
+    points_in_frames,
+    points_in_image_pixels,
+    stack_frames,
+)
 from .plot_theme import PlotTheme
 from .result_layers import show_results
 from .worker import (
@@ -442,6 +450,7 @@ class TrainWidget(JobWidget):
         self.points_combo.follow("features", self._refresh_labels)
         self.form.epochs.valueChanged.connect(self._show_budget)
         self.form.batch_size.valueChanged.connect(self._show_budget)
+        self.form.patch_size.valueChanged.connect(self._show_budget)
         self._refresh_labels()
         self.update_plan()
         self._show_budget()
@@ -464,9 +473,17 @@ class TrainWidget(JobWidget):
         return training_budget(n_points, self.form.batch_size.value(), self.form.epochs.value() or AUTO)
 
     def _show_budget(self, *_):
-        """Say before Train is pressed what the run will train on (points dropped at the edge aside)."""
-        layer = self.points_combo.layer()
-        self.budget_label.setText("" if layer is None else f"Budget: {self._budget(len(layer.data)).reason}")
+        """Say before Train is pressed what the run will train on: the patches, once the points too
+        near the image's edge for the patch size are left out (as the run leaves them out)."""
+        points, image = self.points_combo.layer(), self.image_combo.layer()
+        if points is None:
+            self.budget_label.setText("")
+            return
+        n = len(points.data)
+        if image is not None and n:
+            pts = points_in_image_pixels(points, image)
+            n -= edge_dropped_count(image_shape(image), pts, self.form.patch_size.value())
+        self.budget_label.setText(f"Budget: {self._budget(n).reason}")
 
     def update_buttons(self, *_):
         """Enable exactly the actions that can run now."""
