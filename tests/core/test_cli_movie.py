@@ -83,6 +83,17 @@ def test_movie_report_checks_the_angles_of_every_frame(movie, tmp_path):
         assert report["angle_warnings"] == angle_warnings(table, 1)
 
 
+def test_a_movie_that_says_its_frame_interval_gets_time_in_frames_csv(tmp_path):
+    img, _ = gaussian_lattice()
+    stack = np.stack([np.roll(img, t, axis=1) for t in range(3)]).astype(np.float32)
+    tifffile.imwrite(tmp_path / "timed.tif", stack, imagej=True, metadata={"axes": "TYX", "finterval": 2.0})
+    out = tmp_path / "run"
+    assert run_cli("train", tmp_path / "timed.tif", "--out", out, "--workers", "0", *FAST, "--quiet") == 0
+    frames = pd.read_csv(out / "frames.csv")
+    np.testing.assert_allclose(frames["time_s"], [0.0, 2.0, 4.0])
+    assert json.loads((out / "report.json").read_text())["inputs"][0]["frame_interval_s"] == 2.0
+
+
 def test_several_files_and_a_glob_share_one_model(tmp_path, capsys):
     img, _ = gaussian_lattice()
     for i in range(2):

@@ -28,6 +28,7 @@ class Src:
     pixel_size: float | None = 0.25
     unit: str | None = "nm"
     is_stack: bool = True
+    frame_interval_s: float | None = None
 
 
 @dataclass
@@ -72,8 +73,8 @@ STREAM = [
 ]
 
 
-def write_stream(folder, *, parquet=None, several=False):
-    sources = [Src("movie.tif", 3)]
+def write_stream(folder, *, parquet=None, several=False, interval=None):
+    sources = [Src("movie.tif", 3, frame_interval_s=interval)]
     with OutputDir(folder) as out:
         writer = MovieWriter(out, sources, several_files=several, period=180.0, n_classes=2, parquet=parquet)
         for t, (tab, maps) in enumerate(STREAM):
@@ -297,3 +298,15 @@ def test_a_map_of_another_shape_is_refused(tmp_path):
         with pytest.raises(ValueError, match=r"frame 0 is \(5, 5\)"):
             writer.add(Frame(0, 0, table([1.0], [0]), {"angle_map": np.zeros((5, 5), np.float32)}))
         writer.abort()
+
+
+def test_frames_csv_gives_the_time_where_the_file_does(tmp_path):
+    write_stream(tmp_path / "timed", interval=0.25)
+    frames = pd.read_csv(tmp_path / "timed" / "frames.csv")
+    assert list(frames.columns[:3]) == ["frame", "time_s", "atoms"]
+    np.testing.assert_allclose(frames["time_s"], [0.0, 0.25, 0.5])
+    fig = frames_figure(frames, period=180.0)
+    assert fig.axes[-1].get_xlabel() == "time (s)"
+    write_stream(tmp_path / "untimed")
+    frames = pd.read_csv(tmp_path / "untimed" / "frames.csv")
+    assert "time_s" not in frames and frames_figure(frames, period=180.0).axes[-1].get_xlabel() == "frame"

@@ -264,3 +264,29 @@ def test_frames_of_different_shapes_in_one_file_are_refused(tmp_path):
     tifffile.imwrite(path, RNG.random((60, 50)).astype(np.float32), append=True)
     with pytest.raises(InputError, match=r"frames of different shapes \(40 x 50, 60 x 50 px\)"):
         open_inputs(path)
+
+
+# --- time between frames --------------------------------------------------------------------
+
+
+def test_the_time_between_frames_is_read_where_the_file_says_it(tmp_path):
+    movie = _movie(3, 80, 96)
+    tifffile.imwrite(tmp_path / "ij.tif", movie, imagej=True, metadata={"axes": "TYX", "finterval": 0.5})
+    tifffile.imwrite(
+        tmp_path / "ij_ms.tif", movie, imagej=True, metadata={"axes": "TYX", "finterval": 40, "tunit": "ms"}
+    )
+    ome = zarr.open_group(tmp_path / "ome.zarr", mode="w")
+    ome.create_array("0", data=movie, chunks=(1, 80, 96))
+    axes = [{"name": "t", "type": "time", "unit": "millisecond"}]
+    axes += [{"name": a, "type": "space", "unit": "nanometer"} for a in "yx"]
+    scale = [{"type": "scale", "scale": [250.0, 0.2, 0.2]}]
+    ome.attrs["multiscales"] = [{"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}]
+    np.save(tmp_path / "plain.npy", movie)
+    expected = {"ij.tif": 0.5, "ij_ms.tif": 0.04, "ome.zarr": 0.25, "plain.npy": None}
+    for name, seconds in expected.items():
+        (src,) = open_inputs(tmp_path / name, layout="movie").sources
+        assert src.frame_interval_s == (None if seconds is None else pytest.approx(seconds)), name
+    # Planes read as patches have no time.
+    tifffile.imwrite(tmp_path / "p.tif", movie[:, :32, :32], imagej=True, metadata={"axes": "TYX", "finterval": 0.5})
+    assert open_inputs(tmp_path / "p.tif", layout="patches").sources[0].frame_interval_s is None
+    assert open_inputs(tmp_path / "p.tif", layout="movie").sources[0].frame_interval_s == pytest.approx(0.5)

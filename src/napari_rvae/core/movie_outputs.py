@@ -10,7 +10,8 @@ the files at once, so that its memory does not grow with the number of frames:
 - ``angle_map.tif``, ``class_map.tif``, ... (``<name>_angle_map.tif`` per
   input when there are several): ImageJ stacks (T, Y, X) with the pixel size,
   page ``t`` holding frame ``t``; a 2-D input gives a 2-D map.
-- ``frames.csv``: one row per frame (:func:`frame_summary`) and ``frames.png``,
+- ``frames.csv``: one row per frame (:func:`frame_summary`; ``time_s`` after ``frame`` where the
+  file gives the time between frames) and ``frames.png``,
   a figure of it over time (:func:`frames_figure`).
 
 Everything goes into an :class:`~napari_rvae.core.outputs.OutputDir`, so a run
@@ -303,7 +304,8 @@ class MovieWriter:
     out : OutputDir or path
         Files go to ``out.path(name)``; an OutputDir discards them all if the run fails.
     sources : list of Source
-        The inputs (``name``, ``n_frames``, ``frame_shape``, ``pixel_size``, ``unit``, ``is_stack``).
+        The inputs (``name``, ``n_frames``, ``frame_shape``, ``pixel_size``, ``unit``, ``is_stack``;
+        ``frame_interval_s`` where known).
     several_files : bool
         Several inputs: ``points.csv`` and ``frames.csv`` get a ``file`` column
         and the maps are written per input (``<stem>_angle_map.tif``).
@@ -339,6 +341,7 @@ class MovieWriter:
         self.parquet = parquet
         self.map_names = tuple(map_names)
         self.map_files = map_file_names(self.sources, self.several_files, self.map_names)
+        self._timed = any(getattr(s, "frame_interval_s", None) for s in self.sources)
         lead = _LEAD if self.several_files else ("frame",)
         self._points = _PointsStream(_out_path(out, POINTS_FILE), lead)
         self._frames_fh = None
@@ -373,7 +376,7 @@ class MovieWriter:
         lead = {"file": str(self.sources[i].name), "frame": t}
         table = result.table if result.table is not None else pd.DataFrame()
         self._points.write(table, lead)
-        self._write_summary(table, lead)
+        self._write_summary(table, lead, self.sources[i].frame_interval_s)
         for name, page in (result.maps or {}).items():
             if name in self.map_names:
                 self._stack(i, name, page).write(t, page)
@@ -389,10 +392,13 @@ class MovieWriter:
             self._stacks[key] = _MapStack(_out_path(self.out, self.map_files[key]), self.sources[i], dtype)
         return self._stacks[key]
 
-    def _write_summary(self, table: pd.DataFrame, lead: dict) -> None:
+    def _write_summary(self, table: pd.DataFrame, lead: dict, interval_s: float | None) -> None:
         row = frame_summary(table, period=self.period, n_classes=self.n_classes)
         head = {"file": lead["file"]} if self.several_files else {}
-        df = pd.DataFrame([{**head, "frame": lead["frame"], **row}])
+        head["frame"] = lead["frame"]
+        if self._timed:  # where the file says the time between frames (NaN for an input that does not)
+            head["time_s"] = lead["frame"] * interval_s if interval_s else math.nan
+        df = pd.DataFrame([{**head, **row}])
         if self._frames_fh is None:
             self._frames_fh = open(_out_path(self.out, FRAMES_FILE), "w", newline="")  # noqa: SIM115 - closed by close()
             df.to_csv(self._frames_fh, index=False)
@@ -463,7 +469,8 @@ def frames_figure(frames: pd.DataFrame, *, period: float):
     Returns
     -------
     matplotlib.figure.Figure
-        Two panels sharing the x axis (one when there are no class columns),
+        Two panels sharing the x axis (one when there are no class columns; the
+        x axis in seconds where ``frames`` has ``time_s`` for every frame of one input),
         with an Agg canvas (``fig.savefig`` works without pyplot). Several
         inputs share the panels: the x axis runs through all frames in order
         and dotted lines mark where each input starts, named when there are few.
@@ -474,6 +481,9 @@ def frames_figure(frames: pd.DataFrame, *, period: float):
     class_cols = [c for c in frames.columns if re.fullmatch(r"class_\d+_fraction", str(c))]
     several = "file" in frames.columns and frames["file"].nunique() > 1
     x = np.arange(len(frames)) if several else frames["frame"].to_numpy()
+    timed = not several and "time_s" in frames.columns and np.isfinite(frames["time_s"].to_numpy(dtype=float)).all()
+    if timed:
+        x = frames["time_s"].to_numpy(dtype=float)
     fig = Figure(figsize=(7, 5.5 if class_cols else 3.2), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2 if class_cols else 1, 1, sharex=True, squeeze=False)[:, 0]
@@ -493,7 +503,7 @@ def frames_figure(frames: pd.DataFrame, *, period: float):
         axes[1].set_ylim(0, 1)
         axes[1].set_ylabel("fraction of atoms")
         axes[1].legend(title="class", fontsize=7, title_fontsize=7, loc="upper right", ncols=min(len(class_cols), 6))
-    axes[-1].set_xlabel("frame (all inputs in order)" if several else "frame")
+    axes[-1].set_xlabel("frame (all inputs in order)" if several else "time (s)" if timed else "frame")
     if several:
         _mark_inputs(axes, frames["file"].astype(str).to_numpy())
     return fig

@@ -453,6 +453,7 @@ def scans_report(scans) -> dict:
             "frames": int(src.n_frames),
             "pixel_size": src.pixel_size,
             "unit": src.unit,
+            "frame_interval_s": src.frame_interval_s,
         }
         for src in scans.sources
     ]

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .time_axis import seconds_per
 
 __all__ = [
     "ImageData",
@@ -273,6 +274,8 @@ def _tiff_image(p: Path, tif, series, data) -> ImageData:
         md["rgb"] = True
     if ij:
         md["imagej"] = {k: v for k, v in ij.items() if isinstance(v, (str, int, float, bool))}
+        if axes[:1] == "T" and ij.get("finterval"):  # ImageJ's frame interval, in its time unit (seconds by default)
+            md["frame_interval"] = (ij["finterval"], ij.get("tunit") or "s")
     return ImageData(data=data, name=p.stem, scale=tuple(float(s) for s in scale), unit=unit, metadata=md)
 
 
@@ -428,6 +431,8 @@ def _from_rsciio_dict(p: Path, sig: dict, fmt: str, index: int, n_sig: int, *, l
         "axis_units": units,
         "signal_index": index,
     }
+    if len(units) == 3 and seconds_per(units[0]) is not None:  # a time series: its first axis in s, ms...
+        md["frame_interval"] = (scale[0], units[0])
     if rgb:
         md["rgb"] = True
     rmd = sig.get("metadata")
@@ -719,23 +724,26 @@ def _lazy_zarr(p: Path, inner: str | None) -> ImageData:
     except Exception as exc:  # zarr raises many types for a folder that is not a store
         raise _fail(p, "Zarr store", exc) from exc
     prefix = inner.strip("/") if inner else ""
-    scale, unit = None, None
+    scale, unit, time_unit = None, None, None
     if not isinstance(node, zarr.Array):
-        key, scale, unit = _zarr_image(node)
+        key, scale, unit, time_unit = _zarr_image(node)
         if key is None:
             where = f"{p}{INNER_SEP}{inner}" if inner else str(p)
             raise InputError(f"{where} is a Zarr group without an array: give the path to an array in it.")
         prefix = f"{prefix}/{key}" if prefix else key
         node = node[key]
+    md = {"path": str(p), "format": "zarr", "array": prefix}
     if scale is None or len(scale) != node.ndim:
         scale = (1.0,) * node.ndim
+    elif time_unit is not None:
+        md["frame_interval"] = (scale[0], time_unit)
     data = LazyArray(_open_zarr, (str(p), prefix), node.shape, node.dtype)
-    md = {"path": str(p), "format": "zarr", "array": prefix}
     return ImageData(data=data, name=p.stem, scale=tuple(scale), unit=unit, metadata=md)
 
 
-def _zarr_image(group) -> tuple[str | None, tuple | None, str | None]:
-    """(key, scale, unit) of a group's image: OME-Zarr's level 0, else the first array (depth first)."""
+def _zarr_image(group) -> tuple[str | None, tuple | None, str | None, str | None]:
+    """(key, scale, unit, time unit) of a group's image: OME-Zarr's level 0, else the first array (depth
+    first). The time unit is that of a first axis OME-Zarr marks as time, else None."""
     attrs = dict(group.attrs)
     multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
     if multiscales:
@@ -744,16 +752,17 @@ def _zarr_image(group) -> tuple[str | None, tuple | None, str | None]:
         scale = next(
             (t.get("scale") for t in level.get("coordinateTransformations", []) if t.get("type") == "scale"), None
         )
-        axes = ms.get("axes") or []
-        unit = normalize_unit(axes[-1].get("unit")) if axes and isinstance(axes[-1], dict) else None
-        return str(level["path"]), (tuple(float(s) for s in scale) if scale else None), unit
+        axes = [a if isinstance(a, dict) else {} for a in ms.get("axes") or []]
+        unit = normalize_unit(axes[-1].get("unit")) if axes else None
+        time_unit = axes[0].get("unit") if axes and axes[0].get("type") == "time" else None
+        return str(level["path"]), (tuple(float(s) for s in scale) if scale else None), unit, time_unit
     for key in sorted(group.array_keys()):
-        return key, None, None
+        return key, None, None, None
     for sub in sorted(group.group_keys()):
-        key, _, _ = _zarr_image(group[sub])
+        key = _zarr_image(group[sub])[0]
         if key is not None:
-            return f"{sub}/{key}", None, None
-    return None, None, None
+            return f"{sub}/{key}", None, None, None
+    return None, None, None, None
 
 
 # --- writing --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from .errors import InputError
 from .image import _LUMA, as_image2d
 from .readers import LAZY_EXTENSIONS, is_zarr_store, read_image_lazy, split_inner
+from .time_axis import frame_interval_seconds
 
 __all__ = [
     "LAYOUTS",
@@ -64,6 +65,8 @@ class Source:
         The calibration the file carries (both None when it carries none).
     is_stack : bool
         The file itself held several frames (its outputs are stacks).
+    frame_interval_s : float or None
+        Seconds between frames, where the file says (:mod:`.time_axis`).
     """
 
     path: str
@@ -72,6 +75,7 @@ class Source:
     pixel_size: float | None
     unit: str | None
     is_stack: bool
+    frame_interval_s: float | None = None
 
     @property
     def n_frames(self) -> int:
@@ -397,6 +401,8 @@ def _open_source(path: Path, name: str, requested: str, plane, has_frame_points:
     scale = tuple(image.scale or ())
     pixel_size = float(scale[-1]) if scale and image.unit else None  # as the 2-D path reads calibration
     source = _source(arr, os.fspath(path), name, rgb, pixel_size, image.unit if pixel_size else None, notes)
+    if lay.kind == "movie":
+        source = replace(source, frame_interval_s=frame_interval_seconds(image.metadata))
     return source, _named(name, lay)
 
 
