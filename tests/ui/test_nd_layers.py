@@ -186,8 +186,10 @@ def test_train_and_apply_on_a_stack(make_napari_viewer, qtbot, movie, backing, k
 
     run(qtbot, widget, widget.train_button)
     assert "on 3 frames" in widget.status.text()
-    assert widget.report["frames"] == 3 and widget.report["lattice_check"] is not None
+    assert widget.report["frames"] == 3 and widget.report["lattice_check"]["frames"] == 3  # every frame checked
     trained = check_results(viewer, f"movie {kind}", tyx, frames)
+    flags = trained["points"].features["angle_psi_flag"].astype(bool)
+    assert widget.report["lattice_check"]["flagged"] == int(flags.sum())
     if backing == "numpy":
         check_reconstruction_in_its_frame(viewer, qtbot, trained["points"], frames)
     if kind == "jrvae":  # classes: a class map per frame

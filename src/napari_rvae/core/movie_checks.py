@@ -17,7 +17,7 @@ import pandas as pd
 from .angle_checks import angle_warnings
 from .bond_order import DISAGREEMENT_DEG, MIN_ORDER, compared_period, lattice_order
 
-__all__ = ["MovieChecks"]
+__all__ = ["MovieChecks", "checks_by_frame"]
 
 _COLUMNS = ("angle", "angle_sd", "psi_order", "angle_psi_flag")
 
@@ -49,15 +49,17 @@ class MovieChecks:
         self._parts: dict[str, list[np.ndarray]] = {c: [] for c in _COLUMNS}
         self._orders: list[tuple[int, float, int]] = []  # (psi_n, median order, atoms) per frame
 
-    def add(self, table: pd.DataFrame) -> None:
-        """Take one frame's results table (points.csv's columns for that frame)."""
+    def add(self, table: pd.DataFrame, points_yx=None) -> None:
+        """Take one frame's results table (points.csv's columns for that frame); its atoms' (y, x)
+        are ``points_yx`` where given, else the table's ``y`` and ``x``."""
         if len(table) == 0 or "angle" not in table:
             return
         for column in _COLUMNS:
             if column in table:
                 self._parts[column].append(table[column].to_numpy(dtype=np.float32))
         if "angle_psi_flag" in table and len(table) >= 2:
-            n, median = lattice_order(table[["y", "x"]].to_numpy(dtype=float))
+            points = table[["y", "x"]].to_numpy(dtype=float) if points_yx is None else np.asarray(points_yx, float)
+            n, median = lattice_order(points)
             self._orders.append((n, median, len(table)))
 
     def report(self) -> dict:
@@ -92,3 +94,15 @@ class MovieChecks:
             "flagged": int(table["angle_psi_flag"].sum()),
             "frames": len(self._orders),
         }
+
+
+def checks_by_frame(table: pd.DataFrame, points_yx, frames, symmetry: int, how: dict | None = None) -> dict:
+    """report.json's ``lattice_check`` and ``angle_warnings`` of a results table holding several frames
+    (row ``i`` at ``points_yx[i]`` in frame ``frames[i]``), as :class:`MovieChecks` gathers a movie's."""
+    from .frames import split_by_frame
+
+    checks = MovieChecks(symmetry, how)
+    points = np.asarray(points_yx, dtype=float).reshape(-1, 2)
+    for _, rows in split_by_frame(frames):
+        checks.add(table.iloc[rows], points[rows])
+    return checks.report()

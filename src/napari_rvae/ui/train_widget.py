@@ -40,7 +40,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_rvae.core.bond_order import lattice_check_summary
 from napari_rvae.core.budget import AUTO, training_budget
 from napari_rvae.core.config import (
     KINDS,
@@ -52,9 +51,10 @@ from napari_rvae.core.config import (
 )
 from napari_rvae.core.device import available_devices, resolve_device
 from napari_rvae.core.errors import InputError
-from napari_rvae.core.frames import frame_indices, largest_frame
+from napari_rvae.core.frames import frame_indices
 from napari_rvae.core.labels import encoding_labels, labels_for_model
 from napari_rvae.core.modelfile import load_model, save_model
+from napari_rvae.core.movie_checks import checks_by_frame
 from napari_rvae.core.patches import edge_dropped_count
 from napari_rvae.core.report import (
     analysis_report,
@@ -781,7 +781,7 @@ class TrainWidget(JobWidget):
 
 
 def _report(analysis, inputs: TrainInputs, snap: Snapshot, names, resumed_from) -> dict:
-    """The run's training report; on a stack its lattice check is the fullest frame's (frames are not neighbours)."""
+    """The run's training report; on a stack its checks gather every frame's (frames are not neighbours), as the CLI's."""
     frames = analysis.table["frame"].to_numpy() if "frame" in analysis.table else None
     report = analysis_report(
         analysis if frames is None else dataclasses.replace(analysis, centers=None),
@@ -793,10 +793,9 @@ def _report(analysis, inputs: TrainInputs, snap: Snapshot, names, resumed_from) 
         unit=snap.unit,
         notes=snap.notes,
     )
-    if frames is not None and "angle_psi_flag" in analysis.table:
-        rows = largest_frame(frames)
-        table = analysis.table.iloc[rows].reset_index(drop=True)
-        report["lattice_check"] = lattice_check_summary(analysis.centers[rows], table, analysis.model.config.symmetry)
+    if frames is not None:
+        how = analysis.training.symmetry if analysis.training is not None else None
+        report.update(checks_by_frame(analysis.table, analysis.centers, frames, analysis.model.config.symmetry, how))
     return report
 
 
