@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 
 from .errors import InputError
@@ -26,8 +27,10 @@ CONNECT_TIMEOUT_S = 10
 def limit_threads() -> None:
     """One torch (and BLAS) thread in a dask worker, so that N workers use N cores, not N x N.
 
-    Called at the start of every task; a no-op outside a worker (the job's own
-    process keeps torch's choice).
+    Called at the start of every task, after the task's imports; a no-op outside a
+    worker (the job's own process keeps torch's choice), and torch is left unloaded
+    in a worker whose tasks do not use it (detecting, cutting: dask's nanny already
+    sets the BLAS and OpenMP thread counts to one).
     """
     try:
         from distributed import get_worker
@@ -35,9 +38,8 @@ def limit_threads() -> None:
         get_worker()
     except (ImportError, ValueError):
         return
-    import torch
-
-    if torch.get_num_threads() != 1:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
 
 
