@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from make_movie import MACHINE, bench_movie, cli, movie_from_zarr, run_measured, write_movie
+from make_movie import MACHINE, bench_movie, bench_start, cli, movie_from_zarr, run_measured, write_movie
 from napari_rvae.core.synthetic import write_movie_zarr
 
 ENGINES = ("cli", "python", "frames")
@@ -369,13 +369,8 @@ def main(argv=None):
     if args.child:
         return child_main(args)
     args.memory_frames = [int(n) for n in args.memory_frames.split(",") if n]
-    command = " ".join(["python benchmarks/bench_movie.py", *(sys.argv[1:] if argv is None else argv)])
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    command, work, say = bench_start("bench_movie.py", argv, args.workdir)
     t0 = time.perf_counter()
-
-    def say(text):
-        print(f"[{time.perf_counter() - t0:6.0f} s] {text}", flush=True)
 
     runs, info, scored = run_all(args, work, say)
     movie = movie_from_zarr(work / f"movie-{args.frames}x{args.size}.zarr")

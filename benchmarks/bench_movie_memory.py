@@ -27,8 +27,9 @@ its children) every 50 ms; (4) check the results: points.csv has a row for
 every atom (``--points truth``: the true columns are given as a (frame, y, x)
 points file, so rows = given - dropped at the edge exactly; ``--points
 detect``: the job detects, and every frame must hold between 97 % and 103 %
-of its true atoms whose patch fits: columns and their satellites), every frame is present, and the peak
-stays under the cap.
+of its true atoms whose patch fits: columns, and their satellites where
+they stand apart from them, see ``RESOLVED_SIGMAS``), every frame is present,
+and the peak stays under the cap.
 """
 
 from __future__ import annotations
@@ -37,13 +38,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from make_movie import MACHINE, bench_movie, cli, run_measured, write_movie
+from make_movie import MACHINE, bench_movie, bench_start, cli, run_measured, write_movie
 from napari_rvae.core.readers import write_tiff
 from napari_rvae.core.synthetic import satellite_positions
 
@@ -100,14 +100,18 @@ def encode(movie_path: Path, model: Path, points: Path | None, out: Path, args) 
     return run_measured(cmd, log=out.parent / f"{out.name}.log")
 
 
-def true_atoms(movie, t: int) -> np.ndarray:
-    """Every atom of frame ``t``: the columns and, where the motif has them, their satellites.
+# A satellite this many column sigmas from its column is an atom of its own in the image (its own
+# maximum); nearer, it is a shoulder of the column. Measured with the defaults (sigma 3 px, satellite
+# 45 % of a column): found by the detector at 16 px (5.3 sigma, spacing 48), not at 8 px (2.7 sigma, spacing 24).
+RESOLVED_SIGMAS = 4.0
 
-    A satellite is an atom in the image (45 % of a column's height by default, well apart from
-    it), so the detector rightly finds it; the check counts it.
-    """
+
+def true_atoms(movie, t: int) -> np.ndarray:
+    """Every atom of frame ``t``: the columns and, where the motif has them apart (``RESOLVED_SIGMAS``),
+    their satellites, which the detector then rightly finds."""
     truth = movie.truth(t)
-    if not movie.options.satellite_amplitude:
+    opts = movie.options
+    if not opts.satellite_amplitude or opts.satellite_distance * movie.spacing < RESOLVED_SIGMAS * opts.sigma:
         return truth.points
     sat = satellite_positions(truth.points, truth.angle_deg, movie.spacing, movie.options)
     h, w = movie.shape
@@ -161,13 +165,7 @@ def main(argv=None):
     ap.add_argument("--patch-size", type=int, default=32)
     ap.add_argument("--workdir", default="/tmp/bench_movie_memory")
     args = ap.parse_args(argv)
-    command = " ".join(["python benchmarks/bench_movie_memory.py", *(sys.argv[1:] if argv is None else argv)])
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-
-    def say(text):
-        print(f"[{time.perf_counter() - t0:6.0f} s] {text}", flush=True)
+    command, work, say = bench_start("bench_movie_memory.py", argv, args.workdir)
 
     movie = bench_movie(args.frames, args.size, args.spacing, distinct=args.distinct, sigma=args.sigma)
     movie_path = work / f"movie-{args.frames}x{args.size}.zarr"
@@ -205,7 +203,7 @@ def markdown(r: dict, args, command: str, cap_mb: float) -> str:
     cells += [f"{r['cpu_s']:.0f}"]
     cells += [f"{r['seconds'] / args.frames:.2f}", f"{r['rows'] / r['seconds']:,.0f}", "PASS" if r["pass"] else "FAIL"]
     note = (
-        f"Command: `{command}` on a {MACHINE} (load average {os.getloadavg()[0]:.1f} at the end). Rows per frame / true atoms (columns and satellites) whose patch fits: "
+        f"Command: `{command}` on a {MACHINE} (load average {os.getloadavg()[0]:.1f} at the end). Rows per frame / true atoms (columns, and satellites where apart) whose patch fits: "
         f"{r['row_ratio_min']:.3f}-{r['row_ratio_max']:.3f}; movie written in {r['write_s']:.0f} s, model "
         f"trained in {r['train_s']:.0f} s."
     )

@@ -81,6 +81,19 @@ class PeakRSS:
         return self.peak / 2**20
 
 
+def bench_start(script: str, argv, workdir) -> tuple[str, Path, callable]:
+    """A benchmark's command line as typed, its work folder (made), and ``say``: print with seconds since now."""
+    command = " ".join([f"python benchmarks/{script}", *(sys.argv[1:] if argv is None else argv)])
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def say(text):
+        print(f"[{time.perf_counter() - t0:6.0f} s] {text}", flush=True)
+
+    return command, work, say
+
+
 def cli() -> list[str]:
     """The napari-rvae command: the installed script, else this Python running the package's main."""
     exe = shutil.which("napari-rvae")

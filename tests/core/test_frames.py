@@ -21,14 +21,7 @@ from napari_rvae.core.frames import (
 from napari_rvae.core.maps import typical_spacing
 from napari_rvae.core.patches import extract_patches
 from napari_rvae.core.synthetic import make_lattice
-
-
-def run(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as end:
-            return end.value
+from napari_rvae.core.train import drive
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +64,7 @@ def test_cut_frames_is_extract_patches_per_frame(stack):
 def test_one_model_encodes_each_frame_as_the_2d_path(stack):
     movie, points = stack
     model_config = ModelConfig(patch_size=16, hidden_dim=16, symmetry=1)
-    analysis = run(
+    analysis = drive(
         analyse_frames_iter(lambda t: movie[t], points, model_config, TrainConfig(epochs=2, batch_size=64), n_frames=3)
     )
     table = analysis.table
@@ -87,7 +80,7 @@ def test_one_model_encodes_each_frame_as_the_2d_path(stack):
         # The lattice check sees this frame's neighbours only.
         np.testing.assert_allclose(table.loc[mine, "psi_angle"], single.table["psi_angle"], atol=1e-6)
     # Training goes on from the model, over the frames again.
-    more = run(
+    more = drive(
         analyse_frames_iter(
             lambda t: movie[t], points, model_config, TrainConfig(epochs=1, batch_size=64), model=analysis.model
         )
@@ -95,8 +88,8 @@ def test_one_model_encodes_each_frame_as_the_2d_path(stack):
     assert more.training.epochs_before == 2 and more.training.epochs_run == 1
     # The same 2-D path when there is one frame.
     one = points[points[:, 0] == 0]
-    a2 = run(analyse_iter(movie[0], one[:, 1:], model_config, TrainConfig(epochs=1, batch_size=64, seed=1)))
-    a3 = run(analyse_frames_iter(lambda t: movie[t], one, model_config, TrainConfig(epochs=1, batch_size=64, seed=1)))
+    a2 = drive(analyse_iter(movie[0], one[:, 1:], model_config, TrainConfig(epochs=1, batch_size=64, seed=1)))
+    a3 = drive(analyse_frames_iter(lambda t: movie[t], one, model_config, TrainConfig(epochs=1, batch_size=64, seed=1)))
     np.testing.assert_allclose(a3.table.drop(columns="frame").to_numpy(float), a2.table.to_numpy(float), atol=1e-5)
 
 

@@ -21,7 +21,7 @@ from napari_rvae.core.report import (
     training_report,
     write_report,
 )
-from napari_rvae.core.train import train_iter
+from napari_rvae.core.train import drive, train_iter
 from tests.core.test_cli import gaussian_lattice
 
 # report.json's keys as scripts know them: new keys may be added, none of these renamed or dropped.
@@ -54,15 +54,6 @@ SECONDS_KEYS = {"extract", "train", "encode", "total"}
 
 MODEL = ModelConfig(patch_size=16, hidden_dim=32)
 TRAIN = TrainConfig(epochs=2, batch_size=50, device="cpu")
-
-
-def run(gen):
-    """Drive a generator to its end; its return value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as fin:
-            return fin.value
 
 
 def test_run_train_report_keeps_every_key(tmp_path):
@@ -105,7 +96,7 @@ def test_analysis_report_has_the_cli_keys_with_layer_names(glyph_stack):
     for (y, x), patch in zip(yx.astype(int), glyph_stack[0]):
         image[y - 8 : y + 8, x - 8 : x + 8] += patch
     yx = np.vstack([yx, [[2.0, 2.0]]])  # one point too close to the edge: dropped
-    analysis = run(analyse_iter(image, yx, MODEL, TRAIN))
+    analysis = drive(analyse_iter(image, yx, MODEL, TRAIN))
     sources = {"image_layer": "scan", "points_layer": "atoms", "labels_column": None}
     report = analysis_report(analysis, TRAIN, command="napari", sources=sources, notes=["a note"])
 
@@ -156,7 +147,7 @@ def test_stopped_run_reports_partial_epochs(glyph_stack):
     patches = glyph_stack[0][:60]
     steps = iter(range(10**6))
     # Stop after 3 steps of 10 per epoch (batch 6): inside the first epoch.
-    result = run(
+    result = drive(
         train_iter(patches, MODEL, TrainConfig(epochs=5, batch_size=6, device="cpu"), stop=lambda: next(steps) >= 3)
     )
     report = training_report(

@@ -9,6 +9,7 @@ import numpy as np
 from napari_rvae.core.analysis import analyse_iter, apply_model
 from napari_rvae.core.config import ModelConfig, TrainConfig
 from napari_rvae.core.synthetic import make_lattice
+from napari_rvae.core.train import drive
 
 ROTATION = 40.0  # right grain minus left grain, degrees CCW
 SCALE, TRANSLATE = (0.5, 0.5), (10.0, 20.0)  # a non-unit pixel size and an offset: layers must follow them
@@ -22,19 +23,11 @@ def two_grains():
     )
 
 
-def _drain(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value
-
-
 @cache
 def trained_rvae():
     """A real 60-epoch rVAE training on the lattice's ~100 patches (a few seconds)."""
     lat = two_grains()
-    return _drain(
+    return drive(
         analyse_iter(
             lat.image,
             lat.points,
@@ -48,7 +41,7 @@ def trained_rvae():
 def trained_crvae():
     """A class model (classes = grains) after a 2-epoch training: its class column is the grain."""
     lat = two_grains()
-    analysis = _drain(
+    analysis = drive(
         analyse_iter(
             lat.image,
             lat.points,

@@ -33,6 +33,7 @@ __all__ = [
     "flag_disagreement",
     "lattice_check_columns",
     "lattice_check_summary",
+    "lattice_summary",
     "lattice_order",
     "lattice_period",
     "with_lattice_check",
@@ -354,12 +355,22 @@ def with_lattice_check(table: pd.DataFrame, points_yx, symmetry: int) -> pd.Data
 def lattice_check_summary(points_yx, columns: dict, symmetry: int) -> dict:
     """For report.json: which psi_n, compared modulo what, how ordered, how many atoms flagged."""
     n, median = lattice_order(points_yx)
-    flags = np.asarray(columns["angle_psi_flag"], dtype=bool)
+    return lattice_summary(n, median, int(np.asarray(columns["angle_psi_flag"], dtype=bool).sum()), symmetry)
+
+
+def lattice_summary(psi_n: int, median_order: float, flagged: int, symmetry: int) -> dict:
+    """report.json's ``lattice_check`` from its measured parts (one image's, or a movie's gathered).
+
+    Examples
+    --------
+    >>> lattice_summary(6, 0.91234, 3, 6)["compared_modulo_deg"], lattice_summary(4, float("nan"), 0, 1)["median_order"]
+    (60.0, None)
+    """
     return {
-        "psi_n": n,
-        "compared_modulo_deg": compared_period(symmetry, n),
-        "median_order": None if not np.isfinite(median) else round(median, 4),
+        "psi_n": int(psi_n),
+        "compared_modulo_deg": float(compared_period(symmetry, psi_n)),
+        "median_order": None if not np.isfinite(median_order) else round(float(median_order), 4),
         "min_order": MIN_ORDER,
         "threshold_deg": DISAGREEMENT_DEG,
-        "flagged": int(flags.sum()),
+        "flagged": int(flagged),
     }

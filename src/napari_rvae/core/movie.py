@@ -57,6 +57,8 @@ class FrameResult:
         The frame's ``angle_map``, ``class_map``, ``psi_map`` (those the table supports).
     dropped : ndarray of int
         Row numbers (within this frame's atoms) dropped at the frame's edge.
+    psi_n : int or None
+        The lattice check's n (4 or 6) for this frame's atoms; None without the check.
     """
 
     source: int
@@ -64,6 +66,7 @@ class FrameResult:
     table: pd.DataFrame
     maps: dict
     dropped: np.ndarray
+    psi_n: int | None = None
 
 
 # ---------------------------------------------------------------- reading frames
@@ -376,17 +379,19 @@ def _encode_task(sources, s: int, t: int, rows: pd.DataFrame, labels, blob, edge
     encoded = encode_patches(model, ps.patches, ps.centers, labels=kept_labels).table
     inputs = Inputs(ps.patches[:0], rows.iloc[ps.kept].reset_index(drop=True), pixel_size=src.pixel_size, unit=src.unit)
     table = results_table(inputs, encoded, class_names=names)
-    maps = result_maps(image.shape, ps.centers, encoded, period=period, psi_period=_psi_period(ps.centers, encoded))
-    return FrameResult(s, t, table, maps, np.asarray(ps.dropped, dtype=np.int64))
+    psi_n = _psi_n(ps.centers, encoded)
+    psi_period = 360.0 / psi_n if psi_n else None
+    maps = result_maps(image.shape, ps.centers, encoded, period=period, psi_period=psi_period)
+    return FrameResult(s, t, table, maps, np.asarray(ps.dropped, dtype=np.int64), psi_n)
 
 
-def _psi_period(centers, table) -> float | None:
-    """The lattice check's map period (psi_4 or psi_6), as today's 2-D exports choose it."""
+def _psi_n(centers, table) -> int | None:
+    """The lattice check's n (psi_4 or psi_6) of a frame, as today's 2-D exports choose it."""
     if "psi_angle" not in table or len(centers) < 2:
         return None
-    from .bond_order import lattice_period
+    from .bond_order import lattice_order
 
-    return lattice_period(centers)
+    return lattice_order(centers)[0]
 
 
 def encode_frames(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .angle_checks import angle_warnings
-from .bond_order import DISAGREEMENT_DEG, MIN_ORDER, compared_period, lattice_order
+from .bond_order import lattice_order, lattice_summary
 
 __all__ = ["MovieChecks", "checks_by_frame"]
 
@@ -49,18 +49,27 @@ class MovieChecks:
         self._parts: dict[str, list[np.ndarray]] = {c: [] for c in _COLUMNS}
         self._orders: list[tuple[int, float, int]] = []  # (psi_n, median order, atoms) per frame
 
-    def add(self, table: pd.DataFrame, points_yx=None) -> None:
-        """Take one frame's results table (points.csv's columns for that frame); its atoms' (y, x)
-        are ``points_yx`` where given, else the table's ``y`` and ``x``."""
+    def add(self, table: pd.DataFrame, points_yx=None, psi_n: int | None = None) -> None:
+        """Take one frame's results table (points.csv's columns for that frame).
+
+        ``psi_n``: the n its ``psi_*`` columns were measured with, where the caller knows it (the
+        frame's median order is then its ``psi_order``'s); else it is measured again from the
+        atoms' (y, x): ``points_yx`` where given, else the table's ``y`` and ``x``.
+        """
         if len(table) == 0 or "angle" not in table:
             return
         for column in _COLUMNS:
             if column in table:
                 self._parts[column].append(table[column].to_numpy(dtype=np.float32))
-        if "angle_psi_flag" in table and len(table) >= 2:
+        if "angle_psi_flag" not in table or len(table) < 2:
+            return
+        if psi_n is None:
             points = table[["y", "x"]].to_numpy(dtype=float) if points_yx is None else np.asarray(points_yx, float)
-            n, median = lattice_order(points)
-            self._orders.append((n, median, len(table)))
+            psi_n, median = lattice_order(points)
+        else:
+            order = table["psi_order"].to_numpy(dtype=float)
+            median = float(np.nanmedian(order)) if np.isfinite(order).any() else float("nan")
+        self._orders.append((psi_n, median, len(table)))
 
     def report(self) -> dict:
         """``{"lattice_check": ..., "angle_warnings": [...]}`` over every frame taken so far."""
@@ -85,15 +94,8 @@ class MovieChecks:
         psi_n = weights.most_common(1)[0][0]
         medians = np.array([m for _, m, _ in self._orders], dtype=float)
         median = float(np.nanmedian(medians)) if np.isfinite(medians).any() else float("nan")
-        return {
-            "psi_n": psi_n,
-            "compared_modulo_deg": compared_period(self.symmetry, psi_n),
-            "median_order": None if not np.isfinite(median) else round(median, 4),
-            "min_order": MIN_ORDER,
-            "threshold_deg": DISAGREEMENT_DEG,
-            "flagged": int(table["angle_psi_flag"].sum()),
-            "frames": len(self._orders),
-        }
+        flagged = int(table["angle_psi_flag"].sum())
+        return {**lattice_summary(psi_n, median, flagged, self.symmetry), "frames": len(self._orders)}
 
 
 def checks_by_frame(table: pd.DataFrame, points_yx, frames, symmetry: int, how: dict | None = None) -> dict:

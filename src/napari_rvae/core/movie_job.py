@@ -36,7 +36,7 @@ from .pipeline import (
     scans_report,
 )
 from .points_io import read_points_csv
-from .report import training_report
+from .report import encode_report, named_classes, training_report
 from .train import drive
 
 
@@ -120,7 +120,7 @@ def write_movie_results(
     ) as writer:  # on an error its files are closed unfinished, and the OutputDir drops them
         for result in encode_frames(scans, atoms, model, client=client, **encode_options):
             writer.add(result)
-            checks.add(result.table)
+            checks.add(result.table, psi_n=result.psi_n)
             n_patches += len(result.table)
             rows = groups.get((result.source, result.frame))
             if rows is not None and len(result.dropped):
@@ -253,8 +253,7 @@ def encode_movie(
         atoms = movie_atoms(scans, points_path, detect_options, level, client, engine, say, on_frame)
         empty = Inputs(np.empty((0, cfg.patch_size, cfg.patch_size), np.float32), atoms)
         labels = _encoding_labels(empty, cfg, extra, labels_col)
-        class_names = extra.get("class_names")
-        names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
+        names = named_classes(cfg, extra.get("class_names"))
         t_encode = time.perf_counter()
         written = write_movie_results(
             out, scans, atoms, model, client, engine=engine, edge=edge, level=level, labels=labels, class_names=names,
@@ -262,25 +261,14 @@ def encode_movie(
         )  # fmt: skip
         t_end = time.perf_counter()
         first = scans.sources[0]
-        report = {
-            "command": "encode",
-            "input": _input_text(input_path),
-            "model": str(model_path),
-            "points": str(points_path) if points_path else None,
-            "model_config": cfg.to_dict(),
-            "n_points": int(len(atoms)),
-            "n_patches": written["n_patches"],
-            "dropped_rows": written["dropped_rows"],
-            "seconds": {"encode": t_end - t_encode, "total": t_end - t_start},
-            "pixel_size": first.pixel_size,
-            "unit": first.unit,
-            "level": level,
-            "notes": list(scans.notes),
-            "files": [*written["files"], REPORT],
-            **written["checks"],
-            **scans_report(scans),
-            "cluster": cluster_summary(client, engine.scheduler),
-        }
+        report = encode_report(
+            input_text=_input_text(input_path), model_path=model_path, points_path=points_path, model_config=cfg,
+            n_points=len(atoms), n_patches=written["n_patches"], dropped_rows=written["dropped_rows"],
+            seconds={"encode": t_end - t_encode, "total": t_end - t_start}, pixel_size=first.pixel_size,
+            unit=first.unit, level=level, notes=scans.notes, files=[*written["files"], REPORT],
+            checks=written["checks"],
+        )  # fmt: skip
+        report.update(**scans_report(scans), cluster=cluster_summary(client, engine.scheduler))
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     return report

@@ -33,6 +33,8 @@ from .points_io import calibrated_columns, calibrated_unit, read_points_csv  # n
 from .readers import read_first_image
 from .report import (  # the one builder of report.json (also the widget's)
     checks_report,
+    encode_report,
+    named_classes,
     training_report,
 )
 from .train import drive
@@ -380,28 +382,17 @@ def _encode_image(
         n_notes = len(inputs.notes)
         analysis = encode_patches(model, inputs.patches, atom_positions(inputs), labels=labels, notes=inputs.notes)
         _say_all(say, inputs.notes[n_notes:])
-        class_names = extra.get("class_names")
-        names = class_names if cfg.class_model and class_names and len(class_names) == cfg.n_classes else None
+        names = named_classes(cfg, extra.get("class_names"))
         table = results_table(inputs, analysis.table, class_names=names)
         files = _write_results(out, inputs, table, model)
-        report = {
-            "command": "encode",
-            "input": str(input_path),
-            "model": str(model_path),
-            "points": str(points_path) if points_path else None,
-            "model_config": cfg.to_dict(),
-            "n_points": inputs.n_points,
-            "n_patches": int(len(inputs.patches)),
-            "dropped_rows": inputs.dropped,
-            "seconds": {"encode": analysis.seconds["encode"], "total": time.perf_counter() - t_start},
-            "pixel_size": inputs.pixel_size,
-            "unit": inputs.unit,
-            "level": inputs.level,
-            "notes": inputs.notes,
-            "files": [*files, REPORT],
-            **checks_report(table, atom_positions(inputs), cfg.symmetry),
-            **(more or {}),
-        }
+        report = encode_report(
+            input_text=str(input_path), model_path=model_path, points_path=points_path, model_config=cfg,
+            n_points=inputs.n_points, n_patches=len(inputs.patches), dropped_rows=inputs.dropped,
+            seconds={"encode": analysis.seconds["encode"], "total": time.perf_counter() - t_start},
+            pixel_size=inputs.pixel_size, unit=inputs.unit, level=inputs.level, notes=inputs.notes,
+            files=[*files, REPORT], checks=checks_report(table, atom_positions(inputs), cfg.symmetry),
+        )  # fmt: skip
+        report.update(more or {})
         _say_all(say, report["angle_warnings"])
         out.write_json(REPORT, report)
     return report

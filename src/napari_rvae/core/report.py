@@ -124,6 +124,35 @@ def continuation_report(result: TrainResult) -> dict:
     }
 
 
+def encode_report(
+    *, input_text, model_path, points_path, model_config, n_points, n_patches, dropped_rows, seconds, pixel_size,
+    unit, level, notes, files, checks: dict,
+) -> dict:  # fmt: skip
+    """report.json of an ``encode`` run, one image's or a movie's (the same keys; a movie adds its own after)."""
+    return {
+        "command": "encode",
+        "input": input_text,
+        "model": str(model_path),
+        "points": str(points_path) if points_path else None,
+        "model_config": model_config.to_dict(),
+        "n_points": int(n_points),
+        "n_patches": int(n_patches),
+        "dropped_rows": dropped_rows,
+        "seconds": seconds,
+        "pixel_size": pixel_size,
+        "unit": unit,
+        "level": level,
+        "notes": list(notes),
+        "files": list(files),
+        **checks,
+    }
+
+
+def named_classes(config, class_names) -> list | None:
+    """The class names a model file carries, where they name this model's classes (else None)."""
+    return class_names if config.class_model and class_names and len(class_names) == config.n_classes else None
+
+
 def checks_report(table, points_yx, symmetry: int, how: dict | None = None) -> dict:
     """report.json's ``lattice_check`` (which psi_n, compared modulo what; None without positions) and
     ``angle_warnings`` (:func:`~napari_rvae.core.angle_checks.angle_warnings`) for a results table."""

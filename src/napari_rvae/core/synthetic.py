@@ -286,7 +286,14 @@ def make_lattice(
     species = _second_species(opts, points, parity, shape, rng)
     clean = opts.background + _render_motifs(shape, points, angle, species, spacing, opts)
     noisy = _add_noise(clean, opts, rng)
-    inside = _in_raster_order(points, shape)
+    return _lattice_result(noisy, clean, (points, angle, grain, species), opts, spacing, grains)
+
+
+def _lattice_result(noisy, clean, sites, opts: LatticeOptions, spacing: float, grains) -> SyntheticLattice:
+    """The :class:`SyntheticLattice` of rendered images and their ``(points, angle, grain, species)``:
+    the atoms inside the image, in raster order."""
+    points, angle, grain, species = sites
+    inside = _in_raster_order(points, noisy.shape)
     return SyntheticLattice(
         image=np.asarray(noisy, dtype=np.float32),
         points=points[inside],
@@ -520,20 +527,8 @@ class SyntheticMovie:
         points, angle, grain, species = self._sites(t)
         clean = self._clean_image(t, points, angle, species)
         noisy = _add_noise(clean, self.options, np.random.default_rng([self.seed, int(t), 1]))
-        inside = _in_raster_order(points, self.shape)
-        seeds, angles = self.seeds(t), self.grain_angles(t)
-        return SyntheticLattice(
-            image=np.asarray(noisy, dtype=np.float32),
-            points=points[inside],
-            angle_deg=wrap_angle(angle[inside]),
-            grain=grain[inside],
-            species=species[inside],
-            pixel_size=float(self.options.pixel_size),
-            unit=str(self.options.unit),
-            grains=tuple((float(y), float(x), float(a)) for (y, x), a in zip(seeds, angles)),
-            spacing=float(self.spacing),
-            clean=np.asarray(clean, dtype=np.float32),
-        )
+        grains = tuple((float(y), float(x), float(a)) for (y, x), a in zip(self.seeds(t), self.grain_angles(t)))
+        return _lattice_result(noisy, clean, (points, angle, grain, species), self.options, self.spacing, grains)
 
     def _base(self, t) -> int:
         """The frame whose atoms frame ``t`` shows: ``t`` itself, or ``t % distinct`` for a repeating movie."""
